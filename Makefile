@@ -1,0 +1,67 @@
+# Thin wrapper around meson. `make run` and `make test` do all the set-up on a fresh Debian 12.
+BUILD      ?= build
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 20
+CONFIG     ?=
+PACKAGES   := meson ninja-build pkg-config gcc clang libclang-rt-14-dev liburing-dev \
+              libcriterion-dev python3 swaks strace
+FUZZ_TARGETS := smtp_server_fuzz data_scan_fuzz smtp_addr_fuzz record_fuzz config_fuzz
+
+.PHONY: all deps build run test unit fuzz fuzz-build bench clean
+
+all: build
+
+# Installs only what is missing; apt-get update runs once, and only when something is.
+deps:
+	@missing=""; for p in $(PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) --buildtype=debugoptimized
+
+# Reconfigures each time: the per-directory file lists are found at configure time.
+build: deps $(BUILD)/build.ninja
+	@meson setup --reconfigure $(BUILD) >/dev/null
+	ninja -C $(BUILD)
+
+run: build
+	@test -x $(BUILD)/ringmta || { echo "the daemon is not built yet"; exit 1; }
+	$(BUILD)/ringmta $(if $(CONFIG),-c $(CONFIG))
+
+unit: build
+	meson test -C $(BUILD) --suite unit --print-errorlogs
+
+$(FUZZ_BUILD)/build.ninja:
+	CC=clang meson setup $(FUZZ_BUILD) -Dfuzz=true -Db_sanitize=address,undefined \
+		-Db_lundef=false --buildtype=debugoptimized
+
+fuzz-build: deps $(FUZZ_BUILD)/build.ninja
+	@meson setup --reconfigure $(FUZZ_BUILD) >/dev/null
+	ninja -C $(FUZZ_BUILD)
+
+# A short fixed-time run of every fuzz target over its seed corpus (a crash fails the run).
+fuzz: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+		test -x $(FUZZ_BUILD)/$$t || continue; \
+		mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
+		echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
+		$(FUZZ_BUILD)/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			$(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t 2>$(FUZZ_BUILD)/$$t.log \
+			|| { tail -50 $(FUZZ_BUILD)/$$t.log; exit 1; }; \
+		grep -E 'stat::number_of_executed_units' $(FUZZ_BUILD)/$$t.log; \
+	done
+
+test: build
+	meson test -C $(BUILD) --print-errorlogs
+	$(MAKE) fuzz
+
+bench: build
+	$(BUILD)/perf/data_scan_bench
+
+clean:
+	rm -rf $(BUILD) $(FUZZ_BUILD)
