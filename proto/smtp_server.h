@@ -1,0 +1,180 @@
+/* proto/smtp_server.h - the I/O-free RFC 5321 server state machine (one per connection).
+ *
+ * Bytes in, actions out: it never touches a socket, a file or a clock; time is an argument and
+ * timeouts are durations the engine turns into deadlines. A connection slot embeds its struct
+ * smtp_server, so nothing is allocated per connection or per message: the envelope lives in a
+ * fixed arena inside the struct. smtp_server_init touches only the header fields, not the arena,
+ * so idle slots cost no resident memory.
+ *
+ * Feeding: smtp_server_feed consumes a prefix of its input and returns how much. A partial
+ * command line is not consumed (the engine offers it again with more bytes; a line never grows
+ * past SMTP_CMD_LINE_LEN_MAX, see below). Body bytes of DATA and BDAT are always consumed and come
+ * out as BODY slices of the input. Any number of pipelined commands are handled per call
+ * (RFC 2920); replies come out in order. The call stops early when the action array or the reply
+ * buffer is full, and after a COMMIT: no further command is read until smtp_server_committed()
+ * tells the outcome, so the 250 of a message always precedes the replies to what follows it.
+ *
+ * Replies: REPLY slices point into the server's reply buffer and stay valid until the next call
+ * of any smtp_server_* function on it. Consecutive replies are contiguous in that buffer, so the
+ * engine can send everything one feed produced with one send.
+ *
+ * Envelope: smtp_server_envelope() describes the current transaction (HELO name, reverse path,
+ * parameters, recipients with their DSN parameters), valid from COMMIT until
+ * smtp_server_committed().
+ *
+ * Limits (each with its reply, tested at and past its bound):
+ *   command line: SMTP_CMD_LINE_LEN_MAX octets including CRLF, longer: "500 5.5.2 line too long",
+ *     the rest of the line is discarded up to its LF and the session stays in step;
+ *   recipients: cfg->max_recipients, beyond: "452 4.5.3"; envelope arena full: "452 4.5.3";
+ *   message size: cfg->max_message_size, SIZE=n over it at MAIL: "552 5.3.4", real body over it
+ *     at end of data: "552 5.3.4" (the body is discarded, the session stays usable);
+ *   bad commands: cfg->bad_cmd_max, then "421 4.7.0" and CLOSE;
+ *   timeouts (RFC 5321 4.5.3.2): smtp_server_timeout_ms() for the current state.
+ * DATA text lines longer than 1000 octets (RFC 5321 4.5.3.1.6) are kept as they are.
+ * Bare CR or bare LF in a DATA body: the message is refused after the real terminator with
+ * "550 5.6.0" (SMTP smuggling); BDAT bodies are binary-clean and kept as sent (RFC 3030). */
+#ifndef RINGMTA_PROTO_SMTP_SERVER_H
+#define RINGMTA_PROTO_SMTP_SERVER_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/slice.h"
+#include "proto/data_scan.h"
+
+#define SMTP_CMD_LINE_LEN_MAX     2048u  /* RFC 5321 4.5.3.1.4: 512, plus room for parameters */
+#define SMTP_RCPT_COUNT_MAX       1000u  /* RFC 5321 4.5.3.1.8: at least 100 must be accepted */
+#define SMTP_BAD_CMD_COUNT_MAX      10u  /* default, then 421 and close */
+#define SMTP_ACTIONS_MAX            64u
+#define SMTP_REPLY_BUF_SIZE       4096u
+#define SMTP_ENVELOPE_ARENA_SIZE 65536u  /* addresses and DSN parameters of one transaction */
+#define SMTP_TIMEOUT_CMD_MS     300000u  /* RFC 5321 4.5.3.2.7: server waits 5 min for a command */
+#define SMTP_TIMEOUT_DATA_MS    180000u  /* RFC 5321 4.5.3.2.5: 3 min per data block */
+
+enum smtp_action_type {
+	SMTP_ACTION_REPLY,        /* send .data */
+	SMTP_ACTION_BODY_BEGIN,   /* a message body starts: forget any body bytes kept so far */
+	SMTP_ACTION_BODY,         /* append .data (a slice of the input, dots unstuffed) */
+	SMTP_ACTION_BODY_DISCARD, /* the body was refused (too big, bare newlines): drop it */
+	SMTP_ACTION_COMMIT,       /* make the message durable, then call smtp_server_committed() */
+	SMTP_ACTION_STARTTLS,     /* seam: the reply is queued; the next bytes are TLS */
+	SMTP_ACTION_CLOSE,        /* close after sending the replies before it */
+};
+
+struct smtp_action {
+	enum smtp_action_type type;
+	struct slice data;
+};
+
+struct smtp_actions {
+	struct smtp_action items[SMTP_ACTIONS_MAX];
+	uint32_t count;
+};
+
+/* Verdict of the recipient policy at RCPT time (pure and in memory: no I/O). */
+enum smtp_rcpt_verdict {
+	SMTP_RCPT_OK,
+	SMTP_RCPT_UNKNOWN_USER,   /* 550 5.1.1 */
+	SMTP_RCPT_RELAY_DENIED,   /* 554 5.7.1 */
+	SMTP_RCPT_TEMPFAIL,       /* 451 4.3.0 */
+};
+
+/* local_part and domain are the parsed path (quotes removed from a quoted local part, source route
+ * dropped); `quoted` says the local part was a quoted-string. ctx is the session's. */
+typedef enum smtp_rcpt_verdict (*smtp_server_rcpt_fn)(void *ctx, struct slice local_part,
+	struct slice domain, bool quoted);
+
+/* Shared by all sessions of a listener; frozen before any session starts. */
+struct smtp_server_config {
+	struct slice hostname;       /* greeting, EHLO reply */
+	uint64_t max_message_size;   /* octets, advertised as SIZE */
+	uint32_t max_recipients;     /* 1 .. SMTP_RCPT_COUNT_MAX */
+	uint32_t bad_cmd_max;
+	uint32_t cmd_timeout_ms;
+	uint32_t data_timeout_ms;
+	smtp_server_rcpt_fn rcpt_check;
+	bool starttls_offered;       /* seam for the TLS issue: advertise STARTTLS */
+};
+
+enum smtp_body_type { SMTP_BODY_UNSPECIFIED, SMTP_BODY_7BIT, SMTP_BODY_8BITMIME };
+enum smtp_dsn_ret { SMTP_DSN_RET_UNSPECIFIED, SMTP_DSN_RET_FULL, SMTP_DSN_RET_HDRS };
+#define SMTP_DSN_NOTIFY_NEVER   0x1u   /* RFC 3461 4.1 */
+#define SMTP_DSN_NOTIFY_SUCCESS 0x2u
+#define SMTP_DSN_NOTIFY_FAILURE 0x4u
+#define SMTP_DSN_NOTIFY_DELAY   0x8u
+
+struct smtp_rcpt {
+	struct slice path;           /* local@domain as given (no brackets, source route dropped) */
+	struct slice local_part;     /* inside path, or the arena for a quoted local part */
+	struct slice domain;         /* inside path; empty for <postmaster> */
+	struct slice orcpt;          /* RFC 3461 ORCPT value as sent ("rfc822;..."), or empty */
+	uint8_t notify;              /* SMTP_DSN_NOTIFY_* bits, 0: not given */
+};
+
+/* A view of the current transaction; slices point into the server's arena. */
+struct smtp_envelope {
+	struct slice helo;           /* HELO/EHLO argument */
+	bool esmtp;                  /* EHLO (not HELO) was used */
+	struct slice mail_from;      /* reverse path without brackets; empty: null sender <> */
+	uint64_t declared_size;      /* SIZE=, 0: not given */
+	enum smtp_body_type body;
+	bool smtputf8;
+	enum smtp_dsn_ret dsn_ret;
+	struct slice dsn_envid;      /* ENVID= as sent (xtext), or empty */
+	uint32_t rcpt_count;
+	uint64_t body_size;          /* octets of body after unstuffing */
+};
+
+/* private: use the functions */
+enum smtp_server_state {
+	SMTP_STATE_GREETING,     /* before smtp_server_start */
+	SMTP_STATE_CONNECTED,    /* greeted, no HELO/EHLO yet */
+	SMTP_STATE_READY,        /* HELO/EHLO done, no transaction */
+	SMTP_STATE_MAIL,         /* MAIL accepted */
+	SMTP_STATE_RCPT,         /* at least one RCPT accepted */
+	SMTP_STATE_DATA,         /* in a DATA body */
+	SMTP_STATE_BDAT,         /* in a BDAT chunk */
+	SMTP_STATE_BDAT_WAIT,    /* between BDAT chunks */
+	SMTP_STATE_COMMIT_WAIT,  /* COMMIT emitted, waiting for smtp_server_committed */
+	SMTP_STATE_CLOSED,
+};
+
+struct smtp_server {
+	const struct smtp_server_config *cfg;
+	void *ctx;                      /* passed to cfg->rcpt_check */
+	enum smtp_server_state state;
+	/* SMTP_SERVER_PRIVATE_FIELDS: the implementation completes this section. */
+};
+
+/* Prepares s for a new connection; ctx is handed to cfg->rcpt_check. Touches no arena bytes. */
+void smtp_server_init(struct smtp_server *s, const struct smtp_server_config *cfg, void *ctx);
+
+/* Appends the 220 greeting. */
+void smtp_server_start(struct smtp_server *s, struct smtp_actions *out);
+
+/* Consumes a prefix of `in`, appends to `out`, returns bytes consumed (0: waits for more bytes,
+ * or for smtp_server_committed). Body slices point into `in`; reply slices into s. Cannot fail. */
+size_t smtp_server_feed(struct smtp_server *s, struct slice in, struct smtp_actions *out);
+
+/* The outcome of a COMMIT: result 0 (durable; replies "250 2.0.0 Ok: queued as <queue_id>"),
+ * -ENOSPC ("452 4.3.1") or another negative errno ("451 4.3.0"). The transaction ends either way. */
+void smtp_server_committed(struct smtp_server *s, int result, struct slice queue_id,
+	struct smtp_actions *out);
+
+/* The idle timeout of the current state (RFC 5321 4.5.3.2), in ms. */
+uint32_t smtp_server_timeout_ms(const struct smtp_server *s);
+
+/* The timeout fired: appends "421 4.4.2" and CLOSE. */
+void smtp_server_timeout(struct smtp_server *s, struct smtp_actions *out);
+
+/* The daemon is stopping: appends "421 4.3.2" and CLOSE (not while COMMIT_WAIT: the engine lets
+ * the commit finish first). */
+void smtp_server_shutdown(struct smtp_server *s, struct smtp_actions *out);
+
+bool smtp_server_closed(const struct smtp_server *s);
+bool smtp_server_in_body(const struct smtp_server *s);   /* DATA, BDAT or BDAT_WAIT */
+
+const struct smtp_envelope *smtp_server_envelope(const struct smtp_server *s);
+/* Recipient i (0 <= i < envelope->rcpt_count) of the current transaction. */
+struct smtp_rcpt smtp_server_rcpt(const struct smtp_server *s, uint32_t i);
+#endif

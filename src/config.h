@@ -1,0 +1,87 @@
+/* src/config.h - the daemon's configuration: `key = value` lines, -o overrides, embedded default.
+ *
+ * Loaded once at start-up, range-checked, then frozen: the only global the shards share, and only
+ * for reading. Lists (listen addresses, domains, networks) are parsed into fixed arrays here so
+ * that nothing on the hot path parses text. Errors name the file, the line and the key.
+ *
+ * Not done here: reading local_users_file (src/policy), opening listeners (engine/). */
+#ifndef RINGMTA_SRC_CONFIG_H
+#define RINGMTA_SRC_CONFIG_H
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#define CONFIG_LISTEN_MAX        16u
+#define CONFIG_DOMAINS_MAX      256u
+#define CONFIG_NETWORKS_MAX     256u
+#define CONFIG_STR_MAX         1024u   /* paths and names */
+#define CONFIG_LINE_LEN_MAX    4096u
+#define CONFIG_SHARDS_MAX        64u
+#define CONFIG_ERR_MAX          512u
+
+struct config_addr {
+	struct sockaddr_storage sa;     /* AF_INET or AF_INET6, port set */
+	socklen_t sa_len;
+};
+
+struct config_network {            /* CIDR: address and prefix length */
+	int family;                     /* AF_INET or AF_INET6 */
+	uint8_t addr[16];               /* network byte order; IPv4 in the first 4 bytes */
+	uint8_t prefix_len;
+};
+
+struct config {
+	struct config_addr listen[CONFIG_LISTEN_MAX];
+	uint32_t listen_count;
+	struct config_addr submission_listen[CONFIG_LISTEN_MAX];
+	uint32_t submission_listen_count;
+	struct config_addr smtps_listen[CONFIG_LISTEN_MAX];
+	uint32_t smtps_listen_count;
+
+	char myhostname[256];
+	char local_domains[CONFIG_DOMAINS_MAX][256];   /* lower case */
+	uint32_t local_domain_count;
+	char local_users_file[CONFIG_STR_MAX];          /* empty: every local part exists */
+	char maildir_root[CONFIG_STR_MAX];
+	char spool_dir[CONFIG_STR_MAX];
+	struct config_network relay_networks[CONFIG_NETWORKS_MAX];
+	uint32_t relay_network_count;
+
+	char tls_cert_file[CONFIG_STR_MAX];
+	char tls_key_file[CONFIG_STR_MAX];
+	char auth_users_file[CONFIG_STR_MAX];
+	char dns_servers[CONFIG_STR_MAX];               /* empty: /etc/resolv.conf */
+	uint16_t remote_smtp_port;
+	char relayhost[CONFIG_STR_MAX];
+
+	uint64_t max_message_size;       /* octets */
+	uint32_t max_recipients;
+	uint32_t max_connections;        /* per shard */
+	uint32_t bad_cmd_max;
+	uint32_t cmd_timeout_ms;
+	uint32_t data_timeout_ms;
+	uint32_t shards;                 /* 0 in the file means: online CPUs (resolved at load) */
+	uint32_t queue_lifetime_s;       /* bounce after this long in the queue (default 5 days) */
+	char log_file[CONFIG_STR_MAX];   /* empty: stderr */
+};
+
+/* Fills cfg with the embedded default: SMTP on 127.0.0.1:2525, spool ./var/spool, Maildir
+ * ./var/mail, local domain localhost, no relay networks, shards = online CPUs. */
+void config_default(struct config *cfg);
+
+/* Applies a file of `key = value` lines ('#' starts a comment) over cfg. Returns 0, or -1 with a
+ * message naming file, line and key in err. */
+int config_load_file(struct config *cfg, const char *path, char *err, size_t err_len);
+
+/* Applies one `key=value` (-o). Returns 0, or -1 with a message in err. */
+int config_set(struct config *cfg, const char *key_value, char *err, size_t err_len);
+
+/* Cross-key checks after all sources are applied. Returns 0, or -1 with a message in err. */
+int config_check(const struct config *cfg, char *err, size_t err_len);
+
+/* Prints the effective configuration as a loadable `key = value` file. */
+void config_print(const struct config *cfg, FILE *f);
+#endif
