@@ -161,7 +161,7 @@ smtp_addr_quoted(struct smtp_addr_cur *c, uint8_t *buf, size_t cap, size_t *len,
 			c->pos++;
 		}
 		if (!*no_space && take <= cap - n)
-			memcpy(buf + n, c->in.ptr + from, take);   /* copy: the decoded form is new text */
+			memcpy(buf + n, c->in.ptr + from, take);   /* copy: the decoded form */
 		else
 			*no_space = true;   /* n may pass cap from here on: no more copying */
 		n += take;
@@ -401,7 +401,10 @@ smtp_addr_param_next(struct slice *rest, uint32_t flags, struct smtp_addr_param 
 		return SMTP_ADDR_PARAM_SYNTAX;
 	while (k < s.len && (smtp_addr_is_alnum(s.ptr[k]) || s.ptr[k] == '-'))
 		k++;
-	struct smtp_addr_param p = { .keyword = slice_sub(s, i, k - i), .value = slice_make(s.ptr, 0) };
+	struct smtp_addr_param p = {
+		.keyword = slice_sub(s, i, k - i),
+		.value = slice_make(s.ptr, 0),
+	};
 	if (k < s.len && s.ptr[k] == '=') {
 		k++;
 		size_t n = smtp_addr_param_value_len(slice_skip(s, k), flags);

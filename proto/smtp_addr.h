@@ -37,19 +37,19 @@ enum smtp_addr_flag {
 enum smtp_addr_status {
 	SMTP_ADDR_OK,
 	SMTP_ADDR_SYNTAX,      /* not a path we accept */
-	SMTP_ADDR_NEED_UTF8,   /* a valid path with non-ASCII octets, SMTP_ADDR_ALLOW_UTF8 not given */
+	SMTP_ADDR_NEED_UTF8,   /* valid, but non-ASCII and SMTP_ADDR_ALLOW_UTF8 not given */
 	SMTP_ADDR_NO_SPACE,    /* the decoded quoted local part does not fit the caller's buffer */
 };
 
 struct smtp_addr {
 	struct slice path;        /* local@domain inside the input, brackets and route left out; */
 	                          /* empty for "<>"; "postmaster" for "<postmaster>" */
-	struct slice local_part;  /* dot-string: inside path; quoted-string: decoded in the buffer */
+	struct slice local_part;  /* dot-string: inside path; quoted-string: decoded in buf */
 	struct slice domain;      /* inside path (an address literal keeps its brackets); */
 	                          /* empty for "<>" and "<postmaster>" */
 	bool quoted;              /* the local part was a quoted-string */
 	bool null_path;           /* "<>" */
-	bool utf8;                /* non-ASCII octets in the path */
+	bool utf8;                /* non-ASCII octets between the brackets (source route too) */
 };
 
 /* Parses the path at the start of `in` (no leading space allowed) into *out and sets *used to

@@ -19,8 +19,8 @@ parse(const char *text, uint32_t flags)
 {
 	static struct parsed p;
 	p = (struct parsed){ .used = 12345 };
-	p.st = smtp_addr_parse_path(slice_make(text, strlen(text)), flags, p.buf, sizeof(p.buf), &p.a,
-		&p.used);
+	struct slice in = slice_make(text, strlen(text));
+	p.st = smtp_addr_parse_path(in, flags, p.buf, sizeof(p.buf), &p.a, &p.used);
 	return &p;
 }
 
@@ -53,9 +53,10 @@ expect_status(const char *text, uint32_t flags, enum smtp_addr_status want)
 Test(smtp_addr, plain_paths_parse) /* RFC 5321 4.1.2 */
 {
 	expect_ok("<user@example.com>", 0, "user@example.com", "user", "example.com");
-	expect_ok("<first.last+tag@sub.example-1.com> SIZE=1", 0, "first.last+tag@sub.example-1.com",
-		"first.last+tag", "sub.example-1.com");
-	expect_ok("<!#$%&'*+-/=?^_`{|}~@x>", 0, "!#$%&'*+-/=?^_`{|}~@x", "!#$%&'*+-/=?^_`{|}~", "x");
+	expect_ok("<first.last+tag@sub.example-1.com> SIZE=1", 0,
+		"first.last+tag@sub.example-1.com", "first.last+tag", "sub.example-1.com");
+	expect_ok("<!#$%&'*+-/=?^_`{|}~@x>", 0, "!#$%&'*+-/=?^_`{|}~@x", "!#$%&'*+-/=?^_`{|}~",
+		"x");
 	const struct parsed *p = parse("<a@b.c> rest", 0);
 	cr_assert_eq(p->used, 7);
 	cr_assert_not(p->a.quoted);
@@ -66,12 +67,14 @@ Test(smtp_addr, plain_paths_parse) /* RFC 5321 4.1.2 */
 Test(smtp_addr, bad_paths_are_refused) /* RFC 5321 4.1.2 */
 {
 	static const char *bad[] = {
-		"", "<", ">", "user@example.com", "<user@example.com", " <a@b>", "<a@b >", "<a b@c>",
+		"", "<", ">", "user@example.com", "<user@example.com", " <a@b>", "<a@b >",
+		"<a b@c>",
 		"<@a>", "<a@>", "<a@b..c>", "<a@.b>", "<a@b.>", "<.a@b>", "<a.@b>", "<a..b@c>",
 		"<a@-b>", "<a@b->", "<a@b_c>", "<a@b@c>", "<a@b,c>", "<a>", "<(comment)a@b>",
 		"<a@[1.2.3]>", "<a@[1.2.3.256]>", "<a@[1.2.3.4.5]>", "<a@[IPv6:1:2:3:4:5:6:7]>",
 		"<a@[IPv6:1:2:3:4:5:6:7:8:9]>", "<a@[IPv6:1::2::3]>", "<a@[IPv6:12345::1]>",
-		"<a@[IPv6::1]>", "<a@[IPv6:1:]>", "<a@[x:y]>", "<a@[1.2.3.4>", "<\"a@b>", "<\"a\\\x01\"@b>",
+		"<a@[IPv6::1]>", "<a@[IPv6:1:]>", "<a@[x:y]>", "<a@[1.2.3.4>", "<\"a@b>",
+		"<\"a\\\x01\"@b>",
 		"<\"a\x7f\"@b>", "<@a:b@c:d>", "<@a,b:c@d>", "<@:a@b>", "<a@b\x01>", "<a\x00@b>",
 	};
 	for (size_t i = 0; i < ARRAY_LEN(bad); i++)
@@ -105,6 +108,15 @@ Test(smtp_addr, source_routes_are_dropped) /* RFC 5321 4.1.2, appendix C */
 	expect_ok("<@a.example,@[1.2.3.4],@c:u@d>", 0, "u@d", "u", "d");
 }
 
+Test(smtp_addr, utf8_in_a_dropped_source_route_still_needs_the_flag) /* RFC 6531 3.3 (fuzz) */
+{
+	expect_status("<@a\xd2\x9e:u@x>", 0, SMTP_ADDR_NEED_UTF8);
+	const struct parsed *p = parse("<@a\xd2\x9e:u@x>", SMTP_ADDR_ALLOW_UTF8);
+	cr_assert_eq(p->st, SMTP_ADDR_OK);
+	cr_assert(eq(p->a.path, "u@x"));
+	cr_assert(p->a.utf8);
+}
+
 Test(smtp_addr, quoted_local_parts_are_decoded) /* RFC 5321 4.1.2 */
 {
 	const struct parsed *p = parse("<\"john \\\"q\\\" doe\\\\\"@example.com>", 0);
@@ -125,12 +137,12 @@ Test(smtp_addr, a_quoted_local_part_too_big_for_the_buffer_is_no_space)
 	struct smtp_addr a;
 	size_t used;
 	uint8_t buf[4];
-	cr_assert_eq(smtp_addr_parse_path(SLICE_LIT("<\"abcde\"@x>"), 0, buf, sizeof(buf), &a, &used),
-		SMTP_ADDR_NO_SPACE);
-	cr_assert_eq(smtp_addr_parse_path(SLICE_LIT("<\"abcd\"@x>"), 0, buf, sizeof(buf), &a, &used),
-		SMTP_ADDR_OK);
-	cr_assert_eq(smtp_addr_parse_path(SLICE_LIT("<\"abcde\"x>"), 0, buf, sizeof(buf), &a, &used),
-		SMTP_ADDR_SYNTAX, "syntax is checked before space");
+	cr_assert_eq(smtp_addr_parse_path(SLICE_LIT("<\"abcde\"@x>"), 0, buf, sizeof(buf), &a,
+		&used), SMTP_ADDR_NO_SPACE);
+	cr_assert_eq(smtp_addr_parse_path(SLICE_LIT("<\"abcd\"@x>"), 0, buf, sizeof(buf), &a,
+		&used), SMTP_ADDR_OK);
+	cr_assert_eq(smtp_addr_parse_path(SLICE_LIT("<\"abcde\"x>"), 0, buf, sizeof(buf), &a,
+		&used), SMTP_ADDR_SYNTAX, "syntax is checked before space");
 	cr_assert_eq(smtp_addr_parse_path(SLICE_LIT("<\"\"@x>"), 0, NULL, 0, &a, &used),
 		SMTP_ADDR_OK);
 }
@@ -140,7 +152,8 @@ Test(smtp_addr, address_literals) /* RFC 5321 4.1.3 */
 	expect_ok("<a@[127.0.0.1]>", 0, "a@[127.0.0.1]", "a", "[127.0.0.1]");
 	static const char *good[] = {
 		"<a@[IPv6:::1]>", "<a@[ipv6:::]>", "<a@[IPv6:1:2:3:4:5:6:7:8]>", "<a@[IPv6:1::]>",
-		"<a@[IPv6:fe80::1:2]>", "<a@[IPv6:::ffff:127.0.0.1]>", "<a@[IPv6:1:2:3:4:5:6:1.2.3.4]>",
+		"<a@[IPv6:fe80::1:2]>", "<a@[IPv6:::ffff:127.0.0.1]>",
+		"<a@[IPv6:1:2:3:4:5:6:1.2.3.4]>",
 		"<a@[IPv6:ABCD:ef01::]>", "<a@[0.0.0.0]>", "<a@[255.255.255.255]>",
 	};
 	for (size_t i = 0; i < ARRAY_LEN(good); i++)
@@ -156,7 +169,8 @@ Test(smtp_addr, utf8_needs_the_flag) /* RFC 6531 3.3 */
 	expect_status("<\"\xc3\xa9\"@x>", 0, SMTP_ADDR_NEED_UTF8);
 	expect_ok("<j\xc3\xb6rg@b\xc3\xbc" "cher.example>", SMTP_ADDR_ALLOW_UTF8,
 		"j\xc3\xb6rg@b\xc3\xbc" "cher.example", "j\xc3\xb6rg", "b\xc3\xbc" "cher.example");
-	const struct parsed *p = parse("<\xe2\x82\xac@\xf0\x9f\x98\x80.example>", SMTP_ADDR_ALLOW_UTF8);
+	const struct parsed *p = parse("<\xe2\x82\xac@\xf0\x9f\x98\x80.example>",
+		SMTP_ADDR_ALLOW_UTF8);
 	cr_assert_eq(p->st, SMTP_ADDR_OK);
 	cr_assert(p->a.utf8);
 	/* Not UTF-8 at all: refused with the flag as without it. */
@@ -237,13 +251,15 @@ Test(smtp_addr, param_lists_split_into_keywords_and_values) /* RFC 5321 4.1.2 es
 Test(smtp_addr, bad_param_lists_are_refused) /* RFC 5321 4.1.2 esmtp-param */
 {
 	static const char *bad[] = {
-		" =x", " -A=1", " A=", " A==b", " A=b=c", " A=\x01", " A\x01", " A=b\tC=d", " A=\xc3\xa9",
+		" =x", " -A=1", " A=", " A==b", " A=b=c", " A=\x01", " A\x01", " A=b\tC=d",
+		" A=\xc3\xa9",
 		" A=\xff",
 	};
 	for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
 		struct slice rest = slice_make(bad[i], strlen(bad[i]));
 		struct smtp_addr_param p;
-		cr_assert_eq(smtp_addr_param_next(&rest, 0, &p), SMTP_ADDR_PARAM_SYNTAX, "%s", bad[i]);
+		cr_assert_eq(smtp_addr_param_next(&rest, 0, &p), SMTP_ADDR_PARAM_SYNTAX, "%s",
+			bad[i]);
 	}
 	struct slice rest = SLICE_LIT(" A=\xc3\xa9");
 	struct smtp_addr_param p;
