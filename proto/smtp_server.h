@@ -143,8 +143,30 @@ struct smtp_server {
 	const struct smtp_server_config *cfg;
 	void *ctx;                      /* passed to cfg->rcpt_check */
 	enum smtp_server_state state;
-	/* SMTP_SERVER_PRIVATE_FIELDS: the implementation completes this section. */
+	/* SMTP_SERVER_PRIVATE_FIELDS: everything up to reply_buf is set by smtp_server_init. */
+	uint32_t bad_cmd_count;         /* replies counted against cfg->bad_cmd_max (see .c) */
+	uint32_t reply_len;             /* octets of reply_buf in use since the last reset */
+	uint32_t arena_used;            /* arena octets in use from the start */
+	uint32_t helo_len;              /* the HELO name at the arena start outlives transactions */
+	bool discard_line;              /* dropping the rest of an over-long command line */
+	bool body_begun;                /* BODY_BEGIN sent, neither COMMIT nor BODY_DISCARD yet */
+	bool body_over;                 /* the DATA body passed max_message_size */
+	bool bdat_last;                 /* the chunk being read is the LAST one */
+	bool yield;                     /* STARTTLS sent: the rest of this input is not ours */
+	bool tls_active;                /* STARTTLS done: not offered again */
+	bool skip_counts;               /* skip_reply counts as a bad command */
+	uint64_t bdat_size;             /* announced size of the chunk being read */
+	uint64_t bdat_left;             /* its octets still to come */
+	uint64_t skip_left;             /* octets of a refused BDAT chunk still to drop */
+	struct slice skip_reply;        /* the reply once they are dropped (static text) */
+	struct smtp_envelope env;       /* slices into arena */
+	struct data_scan scan;
+	uint8_t reply_buf[SMTP_REPLY_BUF_SIZE];
+	/* Last, so that an idle slot never touches its pages: written only by HELO/EHLO, MAIL and
+	 * RCPT. Strings grow up from the start, fixed-size recipient records down from the end. */
+	uint8_t arena[SMTP_ENVELOPE_ARENA_SIZE];
 };
+
 
 /* Prepares s for a new connection; ctx is handed to cfg->rcpt_check. Touches no arena bytes. */
 void smtp_server_init(struct smtp_server *s, const struct smtp_server_config *cfg, void *ctx);
@@ -172,7 +194,8 @@ void smtp_server_timeout(struct smtp_server *s, struct smtp_actions *out);
 void smtp_server_shutdown(struct smtp_server *s, struct smtp_actions *out);
 
 bool smtp_server_closed(const struct smtp_server *s);
-bool smtp_server_in_body(const struct smtp_server *s);   /* DATA, BDAT or BDAT_WAIT */
+/* DATA, BDAT or BDAT_WAIT, or dropping the octets of a refused BDAT chunk: the data timeout. */
+bool smtp_server_in_body(const struct smtp_server *s);
 
 const struct smtp_envelope *smtp_server_envelope(const struct smtp_server *s);
 /* Recipient i (0 <= i < envelope->rcpt_count) of the current transaction. */
