@@ -370,12 +370,18 @@ smtp_server_command(struct smtp_server *s, struct slice line, struct smtp_action
 
 /* ---- HELO, EHLO ---- */
 
+/* Printable ASCII or well-formed UTF-8 (RFC 6531 3.7.1 U-labels), not checked as a domain:
+ * clients send all kinds of names, and the name only goes into the Received: header. */
 static bool
 smtp_server_helo_name_valid(struct slice name)
 {
-	for (size_t i = 0; i < name.len; i++) {
-		if (name.ptr[i] <= ' ' || name.ptr[i] == 0x7f)
+	size_t i = 0;
+	while (i < name.len) {
+		uint8_t c = name.ptr[i];
+		size_t n = c > ' ' && c < 0x7f ? 1 : smtp_addr_utf8_seq_len(slice_skip(name, i));
+		if (n == 0)
 			return false;
+		i += n;
 	}
 	return name.len > 0;
 }
@@ -1020,6 +1026,8 @@ smtp_server_data_end(struct smtp_server *s, struct smtp_actions *out)
 	}
 }
 
+static const uint8_t smtp_server_no_merge;
+
 static size_t
 smtp_server_step_data(struct smtp_server *s, struct slice in, struct smtp_actions *out)
 {
@@ -1027,9 +1035,12 @@ smtp_server_step_data(struct smtp_server *s, struct slice in, struct smtp_action
 	uint32_t room = SMTP_ACTIONS_MAX - out->count - SMTP_SERVER_BODY_END_ACTIONS;
 	if (room > DATA_SCAN_SLICES_MAX)
 		room = DATA_SCAN_SLICES_MAX;
-	/* data_scan appends to scan: starting it this far in lets it add at most `room`. */
+	/* data_scan appends to scan: starting it this far in lets it add at most `room`. The slot
+	 * before the first is what data_scan may merge with: an empty slice adjacent to nothing. */
 	scan.count = DATA_SCAN_SLICES_MAX - room;
 	uint32_t first = scan.count;
+	ASSERT(first > 0);
+	scan.slices[first - 1] = slice_make(&smtp_server_no_merge, 0);
 	size_t n = data_scan_feed(&s->scan, in, &scan);
 	ASSERT(n <= in.len);
 	for (uint32_t i = first; i < scan.count; i++)

@@ -469,9 +469,10 @@ Test(smtp_server, helo_gets_a_single_line_250) /* RFC 5321 4.1.1.1 */
 
 Test(smtp_server, bare_helo_or_ehlo_gets_501) /* RFC 5321 4.1.1.1: the domain is required */
 {
-	struct run *r = transcript("HELO\r\nEHLO\r\nEHLO   \r\nHELO a\tb\r\nMAIL FROM:<a@b.example>\r\n");
-	expect_replies(r, "220 ", "501 5.5.4", "501 5.5.4", "501 5.5.4", "501 5.5.4", "503 5.5.1",
-		NULL);
+	struct run *r = transcript("HELO\r\nEHLO\r\nEHLO   \r\nHELO a\tb\r\nEHLO \xff\r\n"
+		"MAIL FROM:<a@b.example>\r\nEHLO b\xc3\xbc.example\r\n");
+	expect_replies(r, "220 ", "501 5.5.4", "501 5.5.4", "501 5.5.4", "501 5.5.4", "501 5.5.4",
+		"503 5.5.1", "250-", NULL);
 	run_free(r);
 }
 
@@ -711,6 +712,30 @@ Test(smtp_server, a_full_action_array_stops_the_feed_early) /* RFC 2920 3.1, STY
 	run_free(r);
 	r = transcript_n(in, 300 * 6);
 	cr_assert_eq(r->nreplies, 301);
+	run_free(r);
+}
+
+Test(smtp_server, a_full_reply_buffer_stops_the_feed_early) /* RFC 2920 3.1, STYLE 7 */
+{
+	char in[30 * 8 + 1];
+	for (int i = 0; i < 30; i++)
+		memcpy(in + i * 8, "EHLO c\r\n", 8);
+	struct run *r = run_new();
+	smtp_server_init(r->s, &test_cfg, r);
+	struct smtp_actions acts = { .count = 0 };
+	smtp_server_start(r->s, &acts);
+	acts.count = 0;
+	size_t n = smtp_server_feed(r->s, slice_make(in, 30 * 8), &acts);
+	cr_assert_lt(acts.count, 30);
+	cr_assert_eq(n, acts.count * 8);
+	size_t bytes = 0;
+	for (uint32_t i = 0; i < acts.count; i++)
+		bytes += acts.items[i].data.len;
+	cr_assert_leq(bytes, SMTP_REPLY_BUF_SIZE);
+	cr_assert_gt(bytes, SMTP_REPLY_BUF_SIZE / 2);
+	run_free(r);
+	r = transcript_n(in, 30 * 8);
+	cr_assert_eq(r->nreplies, 31);
 	run_free(r);
 }
 
@@ -1021,17 +1046,44 @@ Test(smtp_server, bdat_over_the_size_limit_is_read_then_refused_with_552) /* RFC
 	run_free(r);
 }
 
-Test(smtp_server, rset_and_quit_between_chunks_drop_the_body) /* RFC 3030 2, 4.1.1.5 */
+Test(smtp_server, rset_ehlo_and_quit_between_chunks_drop_the_body) /* RFC 3030 2, 5321 4.1.4 */
 {
 	struct run *r = transcript("EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@d.example>\r\n"
-		"BDAT 1\r\naRSET\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@d.example>\r\nBDAT 1\r\nbQUIT\r\n");
+		"BDAT 1\r\naRSET\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@d.example>\r\nBDAT 1\r\nb"
+		"EHLO d\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@d.example>\r\nBDAT 1\r\ncQUIT\r\n");
 	expect_replies(r, "220 ", "250-", "250 2.1.0", "250 2.1.5", "250 2.0.0 1 octets",
-		"250 2.0.0", "250 2.1.0", "250 2.1.5", "250 2.0.0 1 octets", "221 2.0.0", NULL);
-	expect_types(r, BEGIN, DISCARD, BEGIN, DISCARD, CLOSE, END);
+		"250 2.0.0", "250 2.1.0", "250 2.1.5", "250 2.0.0 1 octets", "250-", "250 2.1.0",
+		"250 2.1.5", "250 2.0.0 1 octets", "221 2.0.0", NULL);
+	expect_types(r, BEGIN, DISCARD, BEGIN, DISCARD, BEGIN, DISCARD, CLOSE, END);
 	run_free(r);
 }
 
 /* ---- DATA ---- */
+
+Test(smtp_server, a_dot_stuffed_body_of_many_slices_is_handed_out_whole) /* RFC 5321 4.5.2 */
+{
+	test_cfg.max_message_size = 100000;
+	static char in[4000];
+	static char want[4000];
+	int n = snprintf(in, sizeof(in), "EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@d.example>"
+		"\r\nDATA\r\n");
+	size_t w = 0;
+	for (int i = 0; i < 300; i++) {
+		memcpy(in + n, "..x\r\n", 5);
+		n += 5;
+		memcpy(want + w, ".x\r\n", 4);
+		w += 4;
+	}
+	n += snprintf(in + n, sizeof(in) - (size_t)n, ".\r\nNOOP\r\n");
+	want[w] = 0;
+	struct run *r = transcript_n(in, (size_t)n);
+	expect_replies(r, "220 ", "250-", "250 2.1.0", "250 2.1.5", "354 ", "250 2.0.0 Ok",
+		"250 2.0.0", NULL);
+	cr_assert(body_is(r, want));
+	cr_assert_eq(r->commits[0].body_size, 1200);
+	cr_assert_gt(r->feeds, 6, "the slices did not fit one call");
+	run_free(r);
+}
 
 Test(smtp_server, data_takes_no_argument) /* RFC 5321 4.1.1.4 */
 {
