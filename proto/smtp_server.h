@@ -13,14 +13,19 @@
  * (RFC 2920); replies come out in order. The call stops early when the action array or the reply
  * buffer is full, and after a COMMIT: no further command is read until smtp_server_committed()
  * tells the outcome, so the 250 of a message always precedes the replies to what follows it.
+ * It also stops after a STARTTLS action: the rest of that input is plaintext sent before TLS,
+ * which the engine must drop (RFC 3207 4.2). When the call returns without having stopped early,
+ * less than SMTP_CMD_LINE_LEN_MAX octets are left unconsumed.
  *
  * Replies: REPLY slices point into the server's reply buffer and stay valid until the next call
  * of any smtp_server_* function on it. Consecutive replies are contiguous in that buffer, so the
- * engine can send everything one feed produced with one send.
+ * engine can send everything one feed produced with one send. Every reply text starts with an
+ * RFC 3463 enhanced code of its class, except the greeting, the HELO/EHLO answer and 354 (RFC 3463
+ * has no class 3).
  *
  * Envelope: smtp_server_envelope() describes the current transaction (HELO name, reverse path,
- * parameters, recipients with their DSN parameters), valid from COMMIT until
- * smtp_server_committed().
+ * parameters, recipients with their DSN parameters), valid from BODY_BEGIN until the
+ * transaction ends (smtp_server_committed(), BODY_DISCARD, RSET, HELO/EHLO).
  *
  * Limits (each with its reply, tested at and past its bound):
  *   command line: SMTP_CMD_LINE_LEN_MAX octets including CRLF, longer: "500 5.5.2 line too long",
@@ -28,7 +33,9 @@
  *   recipients: cfg->max_recipients, beyond: "452 4.5.3"; envelope arena full: "452 4.5.3";
  *   message size: cfg->max_message_size, SIZE=n over it at MAIL: "552 5.3.4", real body over it
  *     at end of data: "552 5.3.4" (the body is discarded, the session stays usable);
- *   bad commands: cfg->bad_cmd_max, then "421 4.7.0" and CLOSE;
+ *   bad commands: cfg->bad_cmd_max, then "421 4.7.0" and CLOSE; the replies that count are
+ *     500, 501, 502, 503, 553 (non-ASCII address without SMTPUTF8) and 555, not the policy and
+ *     limit answers (550, 554, 451, 452, 552);
  *   timeouts (RFC 5321 4.5.3.2): smtp_server_timeout_ms() for the current state.
  * DATA text lines longer than 1000 octets (RFC 5321 4.5.3.1.6) are kept as they are.
  * Bare CR or bare LF in a DATA body: the message is refused after the real terminator with
@@ -179,7 +186,8 @@ void smtp_server_start(struct smtp_server *s, struct smtp_actions *out);
 size_t smtp_server_feed(struct smtp_server *s, struct slice in, struct smtp_actions *out);
 
 /* The outcome of a COMMIT: result 0 (durable; replies "250 2.0.0 Ok: queued as <queue_id>"),
- * -ENOSPC ("452 4.3.1") or another negative errno ("451 4.3.0"). The transaction ends either way. */
+ * -ENOSPC ("452 4.3.1") or another negative errno ("451 4.3.0"). The transaction ends either
+ * way. After a timeout closed the session meanwhile, it does nothing. */
 void smtp_server_committed(struct smtp_server *s, int result, struct slice queue_id,
 	struct smtp_actions *out);
 

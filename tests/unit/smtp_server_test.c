@@ -1144,6 +1144,29 @@ Test(smtp_server, nothing_is_read_while_a_commit_is_pending) /* RFC 2920 3.1, DE
 	run_free(r);
 }
 
+Test(smtp_server, a_commit_outcome_after_a_timeout_is_ignored) /* smtp_server.h */
+{
+	struct run *r = run_new();
+	smtp_server_init(r->s, &test_cfg, r);
+	struct smtp_actions acts = { .count = 0 };
+	smtp_server_start(r->s, &acts);
+	static const char in[] = "EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@d.example>\r\n"
+		"BDAT 0 LAST\r\n";
+	acts.count = 0;
+	cr_assert_eq(smtp_server_feed(r->s, SLICE_LIT(in), &acts), sizeof(in) - 1);
+	cr_assert_eq(r->s->state, SMTP_STATE_COMMIT_WAIT);
+	acts.count = 0;
+	smtp_server_timeout(r->s, &acts);
+	cr_assert_eq(acts.count, 2, "421 and CLOSE, no BODY_DISCARD: the message is being stored");
+	cr_assert(slice_starts_with(acts.items[0].data, SLICE_LIT("421 4.4.2")));
+	cr_assert_eq(acts.items[1].type, SMTP_ACTION_CLOSE);
+	acts.count = 0;
+	smtp_server_committed(r->s, 0, SLICE_LIT("Q"), &acts);
+	cr_assert_eq(acts.count, 0);
+	cr_assert(smtp_server_closed(r->s));
+	run_free(r);
+}
+
 /* ---- limits ---- */
 
 Test(smtp_server, command_line_at_the_limit_is_read) /* RFC 5321 4.5.3.1.4 */
