@@ -21,6 +21,22 @@
 #define CONFIG_LINE_LEN_MAX    4096u
 #define CONFIG_SHARDS_MAX        64u
 #define CONFIG_ERR_MAX          512u
+#define CONFIG_DNS_SERVERS_MAX    8u
+#define CONFIG_FILE_SIZE_MAX   (1u << 20)   /* a larger configuration file is refused */
+
+/* Ranges of the numeric keys, checked at load (each tested at and past its bounds). The
+ * defaults of max_recipients, bad_cmd_max and the timeouts are proto/smtp_server.h's. */
+#define CONFIG_MESSAGE_SIZE_MIN         1024ull
+#define CONFIG_MESSAGE_SIZE_MAX         (2ull << 30)    /* 2 GiB */
+#define CONFIG_MESSAGE_SIZE_DEFAULT     (50ull << 20)   /* 50 MiB */
+#define CONFIG_CONNECTIONS_MAX          100000u         /* per shard */
+#define CONFIG_CONNECTIONS_DEFAULT      10000u
+#define CONFIG_BAD_CMD_MAX_MAX          1000u
+#define CONFIG_TIMEOUT_MAX_S            3600u           /* cmd_timeout, data_timeout */
+#define CONFIG_QUEUE_LIFETIME_MAX_S     (365u * 86400u)
+#define CONFIG_QUEUE_LIFETIME_DEFAULT_S (5u * 86400u)
+#define CONFIG_REMOTE_SMTP_PORT_DEFAULT 25u
+#define CONFIG_DNS_PORT_DEFAULT         53u
 
 struct config_addr {
 	struct sockaddr_storage sa;     /* AF_INET or AF_INET6, port set */
@@ -66,22 +82,39 @@ struct config {
 	uint32_t shards;                 /* 0 in the file means: online CPUs (resolved at load) */
 	uint32_t queue_lifetime_s;       /* bounce after this long in the queue (default 5 days) */
 	char log_file[CONFIG_STR_MAX];   /* empty: stderr */
+
+	/* Parsed forms of dns_servers and relayhost (the text fields above keep the normalised
+	 * text that config_print writes). */
+	struct config_addr dns[CONFIG_DNS_SERVERS_MAX];  /* port 53 unless given */
+	uint32_t dns_server_count;                       /* 0: use /etc/resolv.conf */
+	char relayhost_name[256];        /* host name or IP address, no brackets; empty: none */
+	uint16_t relayhost_port;         /* 0: not given, use remote_smtp_port */
+	bool relayhost_mx;               /* no brackets: look up the MX records of relayhost_name */
 };
 
 /* Fills cfg with the embedded default: SMTP on 127.0.0.1:2525, spool ./var/spool, Maildir
  * ./var/mail, local domain localhost, no relay networks, shards = online CPUs. */
 void config_default(struct config *cfg);
 
-/* Applies a file of `key = value` lines ('#' starts a comment) over cfg. Returns 0, or -1 with a
- * message naming file, line and key in err. */
+/* Applies a file of `key = value` lines over cfg. A line whose first non-blank character is '#'
+ * is a comment; there are no comments after a value (a '#' after a blank in a value is refused,
+ * so that "spool_dir = /x # old" cannot become a path). Unknown keys are errors; a repeated key:
+ * the last one wins. All or nothing: on error cfg is unchanged. Returns 0, or -1 with a message
+ * naming file, line and key in err ("ringmta.conf:12: max_recipients: 5000 is out of range"). */
 int config_load_file(struct config *cfg, const char *path, char *err, size_t err_len);
 
-/* Applies one `key=value` (-o). Returns 0, or -1 with a message in err. */
+/* Applies the `key = value` lines of buf[0..len) over cfg; name is the file name shown in errors.
+ * All or nothing: on error cfg is unchanged. Returns 0, or -1 with a message in err. */
+int config_load_buf(struct config *cfg, const char *name, const char *buf, size_t len, char *err,
+	size_t err_len);
+
+/* Applies one `key=value` (-o) with the same parser. Returns 0, or -1 with a message in err. */
 int config_set(struct config *cfg, const char *key_value, char *err, size_t err_len);
 
 /* Cross-key checks after all sources are applied. Returns 0, or -1 with a message in err. */
 int config_check(const struct config *cfg, char *err, size_t err_len);
 
-/* Prints the effective configuration as a loadable `key = value` file. */
+/* Prints the effective configuration as a loadable `key = value` file: every key, in a form that
+ * config_load_file reads back to an identical struct config. */
 void config_print(const struct config *cfg, FILE *f);
 #endif
