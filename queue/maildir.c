@@ -1,0 +1,417 @@
+/* queue/maildir.c - Maildir delivery jobs as linked ring chains; see maildir.h. */
+#include "queue/maildir.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "engine/shard.h"
+#include "queue/msg.h"
+#include "queue/queue_id.h"
+#include "queue/record.h"
+#include "queue/spool.h"
+#include "src/config.h"
+#include "src/log.h"
+#include "src/policy.h"
+
+#define DELIVER_PATH_MAX   320u
+#define DELIVER_RP_MAX     600u    /* "Return-Path: <" + a 256-octet path (RFC 5321 4.5.3.1.3) */
+#define DELIVER_MAILBOX_MAX 80u
+
+enum deliver_step {
+	STEP_OPEN = 1, STEP_WRITE, STEP_FSYNC, STEP_CLOSE, STEP_RENAME, STEP_DIR_OPEN, STEP_DIR_FSYNC,
+	STEP_DIR_CLOSE,                 /* last step of a delivery chain */
+	STEP_MKDIR = 16, STEP_MKDIR_DONE = 31,   /* a mailbox creation chain */
+};
+
+struct deliver_job {
+	struct msg *m;
+	uint32_t rcpt;
+	uint32_t attempts;
+	uint64_t retry_at_ms;
+	int err;                       /* first error of the chain in flight */
+	bool mkdir_tried;              /* this attempt already created the mailbox */
+	bool need_mkdir;               /* the next chain creates the mailbox */
+	struct deliver_job *next;      /* wait queue or retry list */
+	struct iovec iov[2];
+	char mailbox[DELIVER_MAILBOX_MAX];
+	char tmp_path[DELIVER_PATH_MAX];
+	char new_path[DELIVER_PATH_MAX];
+	char new_dir[DELIVER_PATH_MAX];
+	char sub[3][DELIVER_PATH_MAX]; /* mailbox/tmp, mailbox/new, mailbox/cur */
+	char rcpt_path[DELIVER_PATH_MAX];
+	char rp[DELIVER_RP_MAX];
+};
+
+struct deliver {
+	struct shard *sh;
+	int root_fd;
+	struct deliver_job *slots[DELIVER_JOBS_MAX];
+	uint32_t slot_gen[DELIVER_JOBS_MAX];
+	uint32_t busy;
+	struct deliver_job *wait_head, *wait_tail;
+	struct deliver_job *retry_head;
+};
+
+size_t
+maildir_name(char out[MAILDIR_NAME_MAX], uint64_t arrival_ms, uint64_t qid, uint32_t rcpt,
+	const char *hostname)
+{
+	char id[QUEUE_ID_STR_LEN + 1];
+	queue_id_format(qid, id);
+	/* Maildir names must not contain '/' or ':'; the host part is the configured name. */
+	int n = snprintf(out, MAILDIR_NAME_MAX, "%" PRIu64 ".R%sQ%u.", arrival_ms / 1000, id, rcpt);
+	ASSERT(n > 0);
+	size_t len = (size_t)n;
+	for (const char *h = hostname; *h != '\0' && len < MAILDIR_NAME_MAX - 1; h++)
+		out[len++] = (*h == '/' || *h == ':') ? '_' : *h;
+	out[len] = '\0';
+	return len;
+}
+
+int
+deliver_init(struct shard *sh, struct deliver **out)
+{
+	const char *root = sh->eng->cfg->maildir_root;
+	if (mkdir(root, 0700) != 0 && errno != EEXIST)
+		return -errno;
+	struct deliver *d = calloc(1, sizeof(*d));
+	if (d == NULL)
+		return -ENOMEM;
+	d->sh = sh;
+	d->root_fd = open(root, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	if (d->root_fd < 0) {
+		int rc = -errno;
+		free(d);
+		return rc;
+	}
+	*out = d;
+	return 0;
+}
+
+/* Tags a prepared request of job slot's chain; every step but the last links to the next. */
+static void
+deliver_tag(struct deliver *d, struct io_uring_sqe *sqe, uint32_t slot, enum deliver_step step,
+	bool last, bool hard)
+{
+	sqe->flags |= last ? 0 : (uint8_t)((hard ? IOSQE_IO_HARDLINK : IOSQE_IO_LINK)
+		| IOSQE_CQE_SKIP_SUCCESS);
+	uint32_t gen = (d->slot_gen[slot] << 8) | (uint32_t)step;
+	io_uring_sqe_set_data64(sqe, shard_user_data(SHARD_OP_DELIVER, slot, gen));
+}
+
+static uint32_t
+deliver_file_index(uint32_t slot)
+{
+	return slot;   /* the registered file table's first DELIVER_JOBS_MAX slots are ours */
+}
+
+/* open tmp/ -> write -> fdatasync -> close -> rename into new/ -> fsync new/ */
+static void
+deliver_submit_chain(struct deliver *d, uint32_t slot, struct deliver_job *j)
+{
+	uint32_t fi = deliver_file_index(slot);
+	struct io_uring_sqe *sqe = shard_sqe(d->sh);
+	io_uring_prep_openat_direct(sqe, d->root_fd, j->tmp_path,
+		O_WRONLY | O_CREAT | O_TRUNC, 0600, fi);
+	deliver_tag(d, sqe, slot, STEP_OPEN, false, false);
+	sqe = shard_sqe(d->sh);
+	io_uring_prep_writev(sqe, (int)fi, j->iov, 2, 0);
+	sqe->flags |= IOSQE_FIXED_FILE;
+	deliver_tag(d, sqe, slot, STEP_WRITE, false, false);
+	sqe = shard_sqe(d->sh);
+	io_uring_prep_fsync(sqe, (int)fi, IORING_FSYNC_DATASYNC);
+	sqe->flags |= IOSQE_FIXED_FILE;
+	deliver_tag(d, sqe, slot, STEP_FSYNC, false, false);
+	sqe = shard_sqe(d->sh);
+	io_uring_prep_close_direct(sqe, fi);
+	deliver_tag(d, sqe, slot, STEP_CLOSE, false, false);
+	sqe = shard_sqe(d->sh);
+	io_uring_prep_renameat(sqe, d->root_fd, j->tmp_path, d->root_fd, j->new_path, 0);
+	deliver_tag(d, sqe, slot, STEP_RENAME, false, false);
+	sqe = shard_sqe(d->sh);
+	io_uring_prep_openat_direct(sqe, d->root_fd, j->new_dir, O_RDONLY | O_DIRECTORY, 0, fi);
+	deliver_tag(d, sqe, slot, STEP_DIR_OPEN, false, false);
+	sqe = shard_sqe(d->sh);
+	io_uring_prep_fsync(sqe, (int)fi, 0);
+	sqe->flags |= IOSQE_FIXED_FILE;
+	deliver_tag(d, sqe, slot, STEP_DIR_FSYNC, false, false);
+	sqe = shard_sqe(d->sh);
+	io_uring_prep_close_direct(sqe, fi);
+	deliver_tag(d, sqe, slot, STEP_DIR_CLOSE, true, false);
+}
+
+/* Opens, fsyncs and closes directory path (relative to the root) as part of a chain. */
+static void
+deliver_chain_dir_fsync(struct deliver *d, uint32_t slot, const char *path, bool last)
+{
+	uint32_t fi = deliver_file_index(slot);
+	struct io_uring_sqe *sqe = shard_sqe(d->sh);
+	io_uring_prep_openat_direct(sqe, d->root_fd, path, O_RDONLY | O_DIRECTORY, 0, fi);
+	deliver_tag(d, sqe, slot, STEP_MKDIR, false, true);
+	sqe = shard_sqe(d->sh);
+	io_uring_prep_fsync(sqe, (int)fi, 0);
+	sqe->flags |= IOSQE_FIXED_FILE;
+	deliver_tag(d, sqe, slot, STEP_MKDIR, false, true);
+	sqe = shard_sqe(d->sh);
+	io_uring_prep_close_direct(sqe, fi);
+	deliver_tag(d, sqe, slot, last ? STEP_MKDIR_DONE : STEP_MKDIR, last, true);
+}
+
+/* Creates <mailbox>/{,tmp,new,cur} (existing ones are fine: hard links go on past EEXIST) and
+ * makes the new names durable: fsync of the mailbox and of the root. */
+static void
+deliver_submit_mkdir(struct deliver *d, uint32_t slot, struct deliver_job *j)
+{
+	const char *dirs[4] = { j->mailbox, j->sub[0], j->sub[1], j->sub[2] };
+	for (uint32_t i = 0; i < ARRAY_LEN(dirs); i++) {
+		struct io_uring_sqe *sqe = shard_sqe(d->sh);
+		io_uring_prep_mkdirat(sqe, d->root_fd, dirs[i], 0700);
+		deliver_tag(d, sqe, slot, STEP_MKDIR, false, true);
+	}
+	deliver_chain_dir_fsync(d, slot, j->mailbox, false);
+	deliver_chain_dir_fsync(d, slot, ".", true);
+}
+
+static void
+deliver_start(struct deliver *d, struct deliver_job *j)
+{
+	uint32_t slot = 0;
+	while (d->slots[slot] != NULL)
+		slot++;
+	ASSERT(slot < DELIVER_JOBS_MAX);
+	d->slots[slot] = j;
+	d->slot_gen[slot] = (d->slot_gen[slot] + 1) & 0xffffffu;
+	d->busy++;
+	j->err = 0;
+	shard_sqe_reserve(d->sh, 16);   /* a chain must go to the kernel in one submission */
+	if (j->need_mkdir)
+		deliver_submit_mkdir(d, slot, j);
+	else
+		deliver_submit_chain(d, slot, j);
+}
+
+static void
+deliver_enqueue(struct deliver *d, struct deliver_job *j)
+{
+	j->next = NULL;
+	if (d->wait_tail != NULL)
+		d->wait_tail->next = j;
+	else
+		d->wait_head = j;
+	d->wait_tail = j;
+}
+
+static void
+deliver_job_free(struct deliver_job *j)
+{
+	msg_unref(j->m);
+	free(j);
+}
+
+static void
+deliver_log(struct deliver *d, struct deliver_job *j, enum log_status status, int err)
+{
+	struct shard *sh = d->sh;
+	uint64_t delay_ms = sh->now_real_ms > j->m->arrival_ms ? sh->now_real_ms - j->m->arrival_ms : 0;
+	const char *detail = err == 0 ? "maildir" : strerror(-err);
+	log_delivery(sh->now_real_ms, j->m->qid, slice_make(j->rcpt_path, strlen(j->rcpt_path)),
+		status, delay_ms, slice_make(detail, strlen(detail)));
+}
+
+static void
+deliver_finish(struct deliver *d, uint32_t slot, struct deliver_job *j)
+{
+	d->slots[slot] = NULL;
+	d->busy--;
+	if (j->err == -ENOENT && !j->mkdir_tried) {
+		j->mkdir_tried = true;   /* the mailbox does not exist yet: create it, then retry */
+		j->need_mkdir = true;
+		deliver_enqueue(d, j);
+		return;
+	}
+	if (j->err == 0) {
+		spool_mark_final(d->sh->spool, j->m->qid, RECORD_DELIVERED, j->rcpt);
+		d->sh->stats.deliveries++;
+		deliver_log(d, j, LOG_STATUS_DELIVERED, 0);
+		deliver_job_free(j);
+		return;
+	}
+	deliver_log(d, j, LOG_STATUS_DEFERRED, j->err);
+	uint64_t backoff = DELIVER_RETRY_FIRST_MS << (j->attempts < 10 ? j->attempts : 10);
+	j->retry_at_ms = d->sh->now_ms + (backoff < DELIVER_RETRY_MAX_MS ? backoff
+		: DELIVER_RETRY_MAX_MS);
+	j->attempts++;
+	j->mkdir_tried = false;
+	j->next = d->retry_head;
+	d->retry_head = j;
+}
+
+void
+deliver_complete(struct deliver *d, struct io_uring_cqe *cqe)
+{
+	uint32_t slot = shard_ud_slot(cqe->user_data);
+	uint32_t gen = shard_ud_gen(cqe->user_data);
+	enum deliver_step step = (enum deliver_step)(gen & 0xffu);
+	ASSERT(slot < DELIVER_JOBS_MAX);
+	struct deliver_job *j = d->slots[slot];
+	ASSERT(j != NULL);
+	ASSERT((gen >> 8) == d->slot_gen[slot]);
+	bool last = step == STEP_DIR_CLOSE || step == STEP_MKDIR_DONE;
+	if (step >= STEP_MKDIR) {
+		if (last) {   /* mailbox created (or it failed: the chain says which) */
+			d->slots[slot] = NULL;
+			d->busy--;
+			j->need_mkdir = false;
+			deliver_start(d, j);
+		}
+		return;
+	}
+	/* A step that fails posts its completion and suppresses those of the steps after it
+	 * (IOSQE_CQE_SKIP_SUCCESS in a link), so any completion ends the chain; only the last step
+	 * reports success. A short write fails the link with a result >= 0. */
+	if (cqe->res < 0)
+		j->err = cqe->res;
+	else if (!last)
+		j->err = -EIO;
+	deliver_finish(d, slot, j);
+}
+
+/* Fills the job's paths and Return-Path line. Returns false if the recipient has no mailbox. */
+static bool
+deliver_job_prepare(struct deliver *d, struct deliver_job *j, const struct record_envelope_view *v,
+	const struct record_rcpt *r)
+{
+	const struct config *cfg = d->sh->eng->cfg;
+	if (policy_mailbox_name(d->sh->eng->policy, r->local_part, j->mailbox,
+		sizeof(j->mailbox)) != 0)
+		return false;
+	char name[MAILDIR_NAME_MAX];
+	maildir_name(name, j->m->arrival_ms, j->m->qid, j->rcpt, cfg->myhostname);
+	snprintf(j->sub[0], DELIVER_PATH_MAX, "%s/tmp", j->mailbox);
+	snprintf(j->sub[1], DELIVER_PATH_MAX, "%s/new", j->mailbox);
+	snprintf(j->sub[2], DELIVER_PATH_MAX, "%s/cur", j->mailbox);
+	snprintf(j->tmp_path, DELIVER_PATH_MAX, "%s/tmp/%s", j->mailbox, name);
+	snprintf(j->new_path, DELIVER_PATH_MAX, "%s/new/%s", j->mailbox, name);
+	snprintf(j->new_dir, DELIVER_PATH_MAX, "%s/new", j->mailbox);
+	snprintf(j->rcpt_path, DELIVER_PATH_MAX, "%.*s", (int)r->path.len, r->path.ptr);
+	/* RFC 5321 4.4: the final delivery adds Return-Path: with the reverse path, exactly once. */
+	int n = snprintf(j->rp, DELIVER_RP_MAX, "Return-Path: <%.*s>\r\n", (int)v->mail_from.len,
+		v->mail_from.ptr);
+	ASSERT(n > 0 && (size_t)n < DELIVER_RP_MAX);
+	j->iov[0] = (struct iovec){ j->rp, (size_t)n };
+	j->iov[1] = (struct iovec){ j->m->body, j->m->body_len };
+	return true;
+}
+
+/* Start-up only: the file of an interrupted delivery may already be in new/. */
+static bool
+deliver_already_done(struct deliver *d, const struct deliver_job *j)
+{
+	return faccessat(d->root_fd, j->new_path, F_OK, 0) == 0;
+}
+
+void
+deliver_message(struct deliver *d, struct msg *m, bool fresh)
+{
+	struct shard *sh = d->sh;
+	struct record_envelope_view v;
+	struct slice env = slice_make(m->head + RECORD_HEADER_SIZE, m->head_len - RECORD_HEADER_SIZE);
+	if (record_envelope_decode(env, &v) != 0)
+		return;   /* cannot happen for a head we encoded or a record whose CRC matched */
+	if (fresh)
+		log_accepted(sh->now_real_ms, m->qid, v.mail_from, m->body_len, v.rcpt_count,
+			v.client_addr, v.helo);
+	for (uint32_t i = 0; i < v.rcpt_count; i++) {
+		struct record_rcpt r;
+		if (record_envelope_rcpt(&v, i, &r) != 0)
+			break;
+		if (r.domain.len > 0 && !policy_domain_is_local(sh->eng->policy, r.domain))
+			continue;   /* relay: stays queued for outbound delivery */
+		if (!spool_rcpt_pending(sh->spool, m->qid, i))
+			continue;
+		struct deliver_job *j = calloc(1, sizeof(*j));
+		if (j == NULL)
+			continue;   /* stays pending in the spool: delivered after a restart */
+		j->m = m;
+		j->rcpt = i;
+		msg_ref(m);
+		if (!deliver_job_prepare(d, j, &v, &r)) {
+			deliver_job_free(j);
+			continue;
+		}
+		if (!fresh && deliver_already_done(d, j)) {
+			spool_mark_final(sh->spool, m->qid, RECORD_DELIVERED, i);
+			deliver_log(d, j, LOG_STATUS_DELIVERED, 0);
+			deliver_job_free(j);
+			continue;
+		}
+		deliver_enqueue(d, j);
+	}
+}
+
+void
+deliver_kick(struct deliver *d)
+{
+	struct deliver_job **link = &d->retry_head;
+	while (*link != NULL) {
+		struct deliver_job *j = *link;
+		if (j->retry_at_ms <= d->sh->now_ms && !d->sh->stopping) {
+			*link = j->next;
+			deliver_enqueue(d, j);
+		} else {
+			link = &j->next;
+		}
+	}
+	while (d->wait_head != NULL && d->busy < DELIVER_JOBS_MAX) {
+		struct deliver_job *j = d->wait_head;
+		d->wait_head = j->next;
+		if (d->wait_head == NULL)
+			d->wait_tail = NULL;
+		deliver_start(d, j);
+	}
+}
+
+uint64_t
+deliver_next_retry_ms(const struct deliver *d)
+{
+	uint64_t next = UINT64_MAX;
+	for (const struct deliver_job *j = d->retry_head; j != NULL; j = j->next) {
+		uint64_t due = j->retry_at_ms > d->sh->now_ms ? j->retry_at_ms - d->sh->now_ms : 0;
+		if (due < next)
+			next = due;
+	}
+	return next;
+}
+
+bool
+deliver_idle(const struct deliver *d)
+{
+	return d->busy == 0 && d->wait_head == NULL;
+}
+
+static void
+deliver_free_list(struct deliver_job *j)
+{
+	while (j != NULL) {
+		struct deliver_job *next = j->next;
+		deliver_job_free(j);
+		j = next;
+	}
+}
+
+void
+deliver_fini(struct deliver *d)
+{
+	ASSERT(d->busy == 0);
+	deliver_free_list(d->wait_head);
+	deliver_free_list(d->retry_head);
+	close(d->root_fd);
+	free(d);
+}
