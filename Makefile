@@ -47,10 +47,11 @@ fuzz-build: deps $(FUZZ_BUILD)/build.ninja
 # A short fixed-time run of every fuzz target over its seed corpus (a crash fails the run).
 fuzz: fuzz-build
 	@for t in $(FUZZ_TARGETS); do \
-		test -x $(FUZZ_BUILD)/$$t || continue; \
+		test -x $(FUZZ_BUILD)/tests/fuzz/$$t || continue; \
 		mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
 		echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
-		$(FUZZ_BUILD)/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		$(FUZZ_BUILD)/tests/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			-artifact_prefix=$(FUZZ_BUILD)/$$t- \
 			$(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t 2>$(FUZZ_BUILD)/$$t.log \
 			|| { tail -50 $(FUZZ_BUILD)/$$t.log; exit 1; }; \
 		grep -E 'stat::number_of_executed_units' $(FUZZ_BUILD)/$$t.log; \

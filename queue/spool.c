@@ -340,7 +340,7 @@ spool_complete(struct spool *sp, struct io_uring_cqe *cqe)
 	if (cqe->res < 0)
 		err = cqe->res;
 	else if (req == SPOOL_REQ_WRITE && (uint32_t)cqe->res != shard_ud_gen(cqe->user_data))
-		err = -EIO;   /* a short write: the record is incomplete on disk */
+		err = -ENOSPC;   /* a short write to a file: the disk filled up under it */
 	if (sp->batch_err == 0 && err != 0 && err != -ECANCELED)
 		sp->batch_err = err;
 	if (--sp->cqe_wait == 0) {

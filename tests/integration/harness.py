@@ -37,7 +37,7 @@ class Daemon:
         self.spool = os.path.join(self.dir, "spool")
         self.log_path = os.path.join(self.dir, "ringmta.log")
         self.options = {
-            "listen": "127.0.0.1:%d" % self.port,
+            "listen": "127.0.0.1:%d, [::1]:%d" % (self.port, self.port),
             "spool_dir": self.spool,
             "maildir_root": self.maildir,
             "local_domains": "localhost, example.test",

@@ -183,6 +183,14 @@ def test_swaks_interop(d):
     assert len(d.wait_for_files("swaks", 1)) == 1
 
 
+def test_ipv6_listener(d):
+    with smtplib.SMTP("::1", d.port) as s:
+        s.sendmail("v6@example.org", ["v6@localhost"], b"Subject: v6\r\n\r\nover ::1\r\n")
+    files = d.wait_for_files("v6", 1)
+    assert len(files) == 1
+    assert b"([IPv6:::1])" in read(files[0]), read(files[0])[:200]   # RFC 5321 4.1.3
+
+
 def test_logs_one_line_per_event(d):
     log = d.read_log()
     accepted = [l for l in log.splitlines() if " accepted " in l or "event=accepted" in l]
@@ -203,7 +211,7 @@ def test_check_config():
 def main():
     res = Results()
     d = Daemon(users=["alice", "bob", "carol", "dots", "pipe", "bdat", "many", "big", "cut",
-                      "smug", "swaks"], extra={"max_message_size": "100000"})
+                      "smug", "swaks", "v6"], extra={"max_message_size": "100000"})
     try:
         d.start()
         for name, fn in [(n, f) for n, f in globals().items()
