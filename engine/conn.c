@@ -249,9 +249,8 @@ static int
 conn_encode_head(struct conn *c, struct msg *m)
 {
 	const struct smtp_envelope *env = smtp_server_envelope(&c->smtp);
-	struct record_rcpt *rcpts = malloc(env->rcpt_count * sizeof(*rcpts));
-	if (rcpts == NULL)
-		return -ENOMEM;
+	struct record_rcpt *rcpts = c->sh->rcpt_scratch;
+	ASSERT(env->rcpt_count <= SMTP_RCPT_COUNT_MAX);
 	for (uint32_t i = 0; i < env->rcpt_count; i++) {
 		struct smtp_rcpt r = smtp_server_rcpt(&c->smtp, i);
 		rcpts[i] = (struct record_rcpt){ .path = r.path, .local_part = r.local_part,
@@ -272,12 +271,9 @@ conn_encode_head(struct conn *c, struct msg *m)
 	};
 	size_t env_len = record_envelope_size(&renv);
 	m->head = malloc(RECORD_HEADER_SIZE + env_len);
-	if (m->head == NULL) {
-		free(rcpts);
+	if (m->head == NULL)
 		return -ENOMEM;
-	}
 	record_envelope_encode(&renv, m->head + RECORD_HEADER_SIZE, env_len);
-	free(rcpts);
 	m->head_len = (uint32_t)(RECORD_HEADER_SIZE + env_len);
 	m->rcpt_count = env->rcpt_count;
 	struct iovec payload[2] = {
@@ -335,7 +331,10 @@ conn_actions(struct conn *c, const struct smtp_actions *acts)
 		case SMTP_ACTION_COMMIT:
 			conn_msg_commit(c);
 			break;
-		case SMTP_ACTION_STARTTLS:   /* not offered until the TLS issue */
+		case SMTP_ACTION_STARTTLS:
+			/* Not offered until the TLS issue; when it is, the bytes after the command are
+			 * TLS (RFC 3207 4.2) and must not reach the machine. Until then: close. */
+			c->close_after_send = true;
 			break;
 		case SMTP_ACTION_CLOSE:
 			c->close_after_send = true;

@@ -15,6 +15,7 @@
 
 #include "engine/conn.h"
 #include "queue/maildir.h"
+#include "queue/record.h"
 #include "queue/spool.h"
 #include "src/config.h"
 #include "src/log.h"
@@ -351,7 +352,8 @@ shard_start(struct shard *sh, const struct engine *eng, uint32_t index)
 	timer_list_init(&sh->idle_cmd, eng->cfg->cmd_timeout_ms);
 	timer_list_init(&sh->idle_data, eng->cfg->data_timeout_ms);
 	sh->conns = calloc(eng->cfg->max_connections, sizeof(*sh->conns));
-	if (sh->conns == NULL)
+	sh->rcpt_scratch = calloc(SMTP_RCPT_COUNT_MAX, sizeof(*sh->rcpt_scratch));
+	if (sh->conns == NULL || sh->rcpt_scratch == NULL)
 		return -ENOMEM;
 	sh->ready_fd = eventfd(0, EFD_CLOEXEC);
 	if (sh->ready_fd < 0)

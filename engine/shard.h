@@ -21,6 +21,7 @@ struct policy;
 struct conn;
 struct spool;
 struct deliver;
+struct record_rcpt;
 
 #define SHARD_RING_ENTRIES      4096u
 #define SHARD_CQE_BATCH_MAX      512u   /* completions handled per loop turn before flushing */
@@ -99,6 +100,7 @@ struct shard {
 
 	struct spool *spool;
 	struct deliver *deliver;
+	struct record_rcpt *rcpt_scratch;    /* SMTP_RCPT_COUNT_MAX entries: envelope encoding */
 	struct shard_stats stats;
 	uint64_t stop_deadline_ms;
 	int start_rc;                        /* start-up result, read by shard_start */
