@@ -6,57 +6,59 @@
 
 #include "queue/crc32c.h"
 
-#define RECORD_ENV_FIXED 32u   /* len u32, arrival u64, size u64, 4 flag bytes, rcpt count u32,
-				* reserved u32 */
-#define RECORD_STR_MAX   UINT16_MAX
+#define RECORD_CRC_OFF      offsetof(struct record_header, crc)
+#define RECORD_ENV_FIXED    32u   /* the envelope up to its first string */
+#define RECORD_STR_MIN      2u    /* an empty string: its length alone */
+#define RECORD_RCPT_MIN     (1u + 4u * RECORD_STR_MIN)
 
 static void
-put16(uint8_t *p, uint16_t v)
+record_put16(uint8_t *p, uint16_t v)
 {
 	p[0] = (uint8_t)v;
 	p[1] = (uint8_t)(v >> 8);
 }
 
 static void
-put32(uint8_t *p, uint32_t v)
+record_put32(uint8_t *p, uint32_t v)
 {
 	for (int i = 0; i < 4; i++)
 		p[i] = (uint8_t)(v >> (8 * i));
 }
 
 static void
-put64(uint8_t *p, uint64_t v)
+record_put64(uint8_t *p, uint64_t v)
 {
 	for (int i = 0; i < 8; i++)
 		p[i] = (uint8_t)(v >> (8 * i));
 }
 
 static uint16_t
-get16(const uint8_t *p)
+record_get16(const uint8_t *p)
 {
 	return (uint16_t)(p[0] | (p[1] << 8));
 }
 
 static uint32_t
-get32(const uint8_t *p)
+record_get32(const uint8_t *p)
 {
 	return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16)
 		| ((uint32_t)p[3] << 24);
 }
 
 static uint64_t
-get64(const uint8_t *p)
+record_get64(const uint8_t *p)
 {
-	return (uint64_t)get32(p) | ((uint64_t)get32(p + 4) << 32);
+	return (uint64_t)record_get32(p) | ((uint64_t)record_get32(p + 4) << 32);
 }
 
+/* The CRC of a header (its crc field taken as zero) followed by the payload iovecs. */
 static uint32_t
 record_crc(const uint8_t hdr[RECORD_HEADER_SIZE], const struct iovec *payload, uint32_t count)
 {
-	uint8_t h[RECORD_HEADER_SIZE];
-	memcpy(h, hdr, sizeof(h));
-	put32(h + 12, 0);
-	uint32_t crc = crc32c_update(0, h, sizeof(h));
+	static const uint8_t zero[4];
+	uint32_t crc = crc32c_update(0, hdr, RECORD_CRC_OFF);
+	crc = crc32c_update(crc, zero, sizeof(zero));
+	crc = crc32c_update(crc, hdr + RECORD_CRC_OFF + 4, RECORD_HEADER_SIZE - RECORD_CRC_OFF - 4);
 	for (uint32_t i = 0; i < count; i++)
 		crc = crc32c_update(crc, payload[i].iov_base, payload[i].iov_len);
 	return crc;
@@ -66,32 +68,35 @@ void
 record_header_encode(uint8_t hdr[RECORD_HEADER_SIZE], uint8_t type, uint64_t queue_id,
 	const struct iovec *payload, uint32_t count)
 {
+	ASSERT(type >= RECORD_MESSAGE);
+	ASSERT(type <= RECORD_EXPIRED);
 	uint64_t len = 0;
 	for (uint32_t i = 0; i < count; i++)
 		len += payload[i].iov_len;
 	ASSERT(len <= RECORD_PAYLOAD_MAX);
-	ASSERT(type >= RECORD_MESSAGE && type <= RECORD_EXPIRED);
-	put32(hdr, RECORD_MAGIC);
+	record_put32(hdr, RECORD_MAGIC);
 	hdr[4] = type;
 	hdr[5] = RECORD_VERSION;
-	put16(hdr + 6, 0);
-	put32(hdr + 8, (uint32_t)len);
-	put64(hdr + 16, queue_id);
-	put32(hdr + 12, record_crc(hdr, payload, count));
+	record_put16(hdr + 6, 0);
+	record_put32(hdr + 8, (uint32_t)len);
+	record_put32(hdr + RECORD_CRC_OFF, 0);
+	record_put64(hdr + 16, queue_id);
+	record_put32(hdr + RECORD_CRC_OFF, record_crc(hdr, payload, count));
 }
 
 static size_t
 record_str_size(struct slice s)
 {
 	ASSERT(s.len <= RECORD_STR_MAX);
-	return 2 + s.len;
+	return RECORD_STR_MIN + s.len;
 }
 
 size_t
 record_envelope_size(const struct record_envelope *env)
 {
-	size_t n = RECORD_ENV_FIXED + record_str_size(env->client_addr) + record_str_size(env->helo)
-		+ record_str_size(env->mail_from) + record_str_size(env->dsn_envid);
+	size_t n = RECORD_ENV_FIXED + record_str_size(env->client_addr)
+		+ record_str_size(env->helo) + record_str_size(env->mail_from)
+		+ record_str_size(env->dsn_envid);
 	for (uint32_t i = 0; i < env->rcpt_count; i++) {
 		const struct record_rcpt *r = &env->rcpts[i];
 		n += 1 + record_str_size(r->path) + record_str_size(r->local_part)
@@ -103,27 +108,30 @@ record_envelope_size(const struct record_envelope *env)
 static size_t
 record_put_str(uint8_t *out, struct slice s)
 {
-	put16(out, (uint16_t)s.len);
+	record_put16(out, (uint16_t)s.len);
 	if (s.len > 0)
-		memcpy(out + 2, s.ptr, s.len);
-	return 2 + s.len;
+		memcpy(out + RECORD_STR_MIN, s.ptr, s.len);   /* copy: envelope into the record head */
+	return RECORD_STR_MIN + s.len;
 }
 
 size_t
 record_envelope_encode(const struct record_envelope *env, uint8_t *out, size_t cap)
 {
+	ASSERT(env->rcpt_count >= 1);
+	ASSERT(env->rcpt_count <= RECORD_RCPT_MAX);
+	ASSERT(env->body_type <= RECORD_BODY_TYPE_MAX);
+	ASSERT(env->dsn_ret <= RECORD_DSN_RET_MAX);
 	size_t size = record_envelope_size(env);
 	ASSERT(cap >= size);
-	ASSERT(size <= UINT32_MAX);
-	put32(out, (uint32_t)size);
-	put64(out + 4, env->arrival_ms);
-	put64(out + 12, env->declared_size);
+	record_put32(out, (uint32_t)size);   /* < RECORD_PAYLOAD_MAX: bounded by the limits */
+	record_put64(out + 4, env->arrival_ms);
+	record_put64(out + 12, env->declared_size);
 	out[20] = env->body_type;
-	out[21] = env->smtputf8;
+	out[21] = env->smtputf8 ? 1 : 0;
 	out[22] = env->dsn_ret;
 	out[23] = 0;
-	put32(out + 24, env->rcpt_count);
-	put32(out + 28, 0);
+	record_put32(out + 24, env->rcpt_count);
+	record_put32(out + 28, 0);
 	size_t off = RECORD_ENV_FIXED;
 	off += record_put_str(out + off, env->client_addr);
 	off += record_put_str(out + off, env->helo);
@@ -131,6 +139,7 @@ record_envelope_encode(const struct record_envelope *env, uint8_t *out, size_t c
 	off += record_put_str(out + off, env->dsn_envid);
 	for (uint32_t i = 0; i < env->rcpt_count; i++) {
 		const struct record_rcpt *r = &env->rcpts[i];
+		ASSERT((r->notify & ~RECORD_NOTIFY_MASK) == 0);
 		out[off++] = r->notify;
 		off += record_put_str(out + off, r->path);
 		off += record_put_str(out + off, r->local_part);
@@ -141,45 +150,89 @@ record_envelope_encode(const struct record_envelope *env, uint8_t *out, size_t c
 	return off;
 }
 
-/* Reads a length-prefixed string at *off of area; -EBADMSG if it runs past the end. */
+/* Reads a length-prefixed string at *off of area. Returns 0, or -EBADMSG if it runs past the
+ * end; *off <= area.len holds on entry and on return. */
 static int
 record_get_str(struct slice area, size_t *off, struct slice *out)
 {
-	if (area.len - *off < 2)
+	if (area.len - *off < RECORD_STR_MIN)
 		return -EBADMSG;
-	size_t len = get16(area.ptr + *off);
-	if (area.len - *off - 2 < len)
+	size_t len = record_get16(area.ptr + *off);
+	if (area.len - *off - RECORD_STR_MIN < len)
 		return -EBADMSG;
-	*out = slice_sub(area, *off + 2, len);
-	*off += 2 + len;
+	*out = slice_sub(area, *off + RECORD_STR_MIN, len);
+	*off += RECORD_STR_MIN + len;
+	return 0;
+}
+
+/* Reads the recipient at *off of area and moves *off past it. Returns 0 or -EBADMSG. */
+static int
+record_get_rcpt(struct slice area, size_t *off, struct record_rcpt *out)
+{
+	if (*off >= area.len)
+		return -EBADMSG;
+	out->notify = area.ptr[*off];
+	*off += 1;
+	if ((out->notify & ~RECORD_NOTIFY_MASK) != 0)
+		return -EBADMSG;
+	if (record_get_str(area, off, &out->path) != 0
+		|| record_get_str(area, off, &out->local_part) != 0
+		|| record_get_str(area, off, &out->domain) != 0
+		|| record_get_str(area, off, &out->orcpt) != 0)
+		return -EBADMSG;
+	return 0;
+}
+
+/* The fixed part: lengths, scalars, flags and reserved bytes. */
+static int
+record_envelope_fixed(struct slice payload, struct record_envelope_view *v, uint32_t *env_len)
+{
+	if (payload.len < RECORD_ENV_FIXED)
+		return -EBADMSG;
+	const uint8_t *p = payload.ptr;
+	*env_len = record_get32(p);
+	if (*env_len < RECORD_ENV_FIXED || *env_len > payload.len)
+		return -EBADMSG;
+	v->arrival_ms = record_get64(p + 4);
+	v->declared_size = record_get64(p + 12);
+	v->body_type = p[20];
+	v->smtputf8 = p[21] != 0;
+	v->dsn_ret = p[22];
+	v->rcpt_count = record_get32(p + 24);
+	if (v->body_type > RECORD_BODY_TYPE_MAX || p[21] > 1 || v->dsn_ret > RECORD_DSN_RET_MAX
+		|| p[23] != 0 || record_get32(p + 28) != 0)
+		return -EBADMSG;
+	if (v->rcpt_count < 1 || v->rcpt_count > RECORD_RCPT_MAX)
+		return -EBADMSG;
 	return 0;
 }
 
 int
 record_envelope_decode(struct slice payload, struct record_envelope_view *v)
 {
-	if (payload.len < RECORD_ENV_FIXED)
-		return -EBADMSG;
-	uint32_t env_len = get32(payload.ptr);
-	if (env_len < RECORD_ENV_FIXED || env_len > payload.len)
+	uint32_t env_len;
+	if (record_envelope_fixed(payload, v, &env_len) != 0)
 		return -EBADMSG;
 	struct slice env = slice_sub(payload, 0, env_len);
-	v->arrival_ms = get64(env.ptr + 4);
-	v->declared_size = get64(env.ptr + 12);
-	v->body_type = env.ptr[20];
-	v->smtputf8 = env.ptr[21] != 0;
-	v->dsn_ret = env.ptr[22];
-	v->rcpt_count = get32(env.ptr + 24);
 	size_t off = RECORD_ENV_FIXED;
 	if (record_get_str(env, &off, &v->client_addr) != 0
 		|| record_get_str(env, &off, &v->helo) != 0
 		|| record_get_str(env, &off, &v->mail_from) != 0
 		|| record_get_str(env, &off, &v->dsn_envid) != 0)
 		return -EBADMSG;
-	/* Each recipient takes at least 9 octets: a cheap bound before anyone loops over them. */
-	if (v->rcpt_count > (env.len - off) / 9)
+	/* A cheap bound before the walk, then the walk itself: afterwards every recipient is
+	 * known to decode, and the last one ends exactly at the envelope's end. */
+	if (v->rcpt_count > (env.len - off) / RECORD_RCPT_MIN)
 		return -EBADMSG;
 	v->rcpt_area = slice_skip(env, off);
+	size_t roff = 0;
+	for (uint32_t i = 0; i < v->rcpt_count; i++) {
+		struct record_rcpt r;
+		if (record_get_rcpt(v->rcpt_area, &roff, &r) != 0)
+			return -EBADMSG;
+	}
+	if (roff != v->rcpt_area.len)
+		return -EBADMSG;
 	v->cursor_index = 0;
 	v->cursor_off = 0;
 	v->body = slice_skip(payload, env_len);
@@ -190,55 +243,84 @@ int
 record_envelope_rcpt(struct record_envelope_view *v, uint32_t i, struct record_rcpt *out)
 {
 	if (i >= v->rcpt_count)
-		return -EBADMSG;
+		return -EINVAL;
 	if (i < v->cursor_index) {
 		v->cursor_index = 0;
 		v->cursor_off = 0;
 	}
 	while (v->cursor_index <= i) {
-		size_t off = v->cursor_off;
-		if (off >= v->rcpt_area.len)
-			return -EBADMSG;
-		out->notify = v->rcpt_area.ptr[off++];
-		if (record_get_str(v->rcpt_area, &off, &out->path) != 0
-			|| record_get_str(v->rcpt_area, &off, &out->local_part) != 0
-			|| record_get_str(v->rcpt_area, &off, &out->domain) != 0
-			|| record_get_str(v->rcpt_area, &off, &out->orcpt) != 0)
-			return -EBADMSG;
-		v->cursor_off = off;
+		/* Decoded once already by record_envelope_decode: cannot fail now. */
+		int rc = record_get_rcpt(v->rcpt_area, &v->cursor_off, out);
+		ASSERT(rc == 0);
 		v->cursor_index++;
 	}
 	return 0;
 }
 
-int
-record_state_rcpt(const struct record_view *r, uint32_t *rcpt)
+/* The payload length of each state record type; MESSAGE has none fixed. */
+static int64_t
+record_state_len(uint8_t type)
 {
-	if (r->payload.len < 4)
+	switch (type) {
+	case RECORD_DELIVERED:
+	case RECORD_BOUNCED:
+		return 4;
+	case RECORD_DEFERRED:
+		return 12;
+	case RECORD_EXPIRED:
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+uint32_t
+record_state_encode(uint8_t out[RECORD_STATE_SIZE_MAX], uint8_t type, uint64_t queue_id,
+	uint32_t rcpt, uint64_t next_attempt_ms)
+{
+	int64_t len = record_state_len(type);
+	ASSERT(len >= 0);
+	uint8_t *payload = out + RECORD_HEADER_SIZE;
+	if (len >= 4)
+		record_put32(payload, rcpt);
+	if (len >= 12)
+		record_put64(payload + 4, next_attempt_ms);
+	struct iovec iov = { .iov_base = payload, .iov_len = (size_t)len };
+	record_header_encode(out, type, queue_id, &iov, 1);
+	return RECORD_HEADER_SIZE + (uint32_t)len;
+}
+
+int
+record_state_decode(const struct record_view *r, struct record_state *out)
+{
+	int64_t len = record_state_len(r->type);
+	if (len < 0 || r->payload.len != (uint64_t)len)
 		return -EBADMSG;
-	*rcpt = get32(r->payload.ptr);
+	out->rcpt = len >= 4 ? record_get32(r->payload.ptr) : 0;
+	out->next_attempt_ms = len >= 12 ? record_get64(r->payload.ptr + 4) : 0;
 	return 0;
 }
 
-/* Whether a valid record starts at off; fills out if so. */
+/* Whether a valid record starts at off (< seg.len); fills out if so. The cheap header checks
+ * come first so that a byte search pays for a CRC only at plausible headers. */
 static bool
 record_valid_at(struct slice seg, uint64_t off, struct record_view *out)
 {
 	if (seg.len - off < RECORD_HEADER_SIZE)
 		return false;
 	const uint8_t *h = seg.ptr + off;
-	if (get32(h) != RECORD_MAGIC || h[5] != RECORD_VERSION)
+	if (record_get32(h) != RECORD_MAGIC || h[5] != RECORD_VERSION || record_get16(h + 6) != 0)
 		return false;
 	if (h[4] < RECORD_MESSAGE || h[4] > RECORD_EXPIRED)
 		return false;
-	uint32_t len = get32(h + 8);
+	uint32_t len = record_get32(h + 8);
 	if (len > RECORD_PAYLOAD_MAX || len > seg.len - off - RECORD_HEADER_SIZE)
 		return false;
 	struct iovec iov = { .iov_base = (void *)(h + RECORD_HEADER_SIZE), .iov_len = len };
-	if (record_crc(h, &iov, 1) != get32(h + 12))
+	if (record_crc(h, &iov, 1) != record_get32(h + RECORD_CRC_OFF))
 		return false;
 	out->type = h[4];
-	out->queue_id = get64(h + 16);
+	out->queue_id = record_get64(h + 16);
 	out->payload = slice_sub(seg, off + RECORD_HEADER_SIZE, len);
 	out->offset = off;
 	out->size = RECORD_HEADER_SIZE + (uint64_t)len;
@@ -249,16 +331,16 @@ int
 record_scan_next(struct slice seg, uint64_t *offset, struct record_view *out, uint64_t *skipped,
 	uint64_t *valid_end)
 {
-	uint64_t off = *offset;
+	uint64_t off = *offset <= seg.len ? *offset : seg.len;
 	while (off < seg.len) {
 		if (record_valid_at(seg, off, out)) {
 			*offset = off + out->size;
 			*valid_end = *offset;
 			return 1;
 		}
-		/* Resynchronise: the next candidate is the next occurrence of the magic's first byte. */
-		const uint8_t *next = memchr(seg.ptr + off + 1, RECORD_MAGIC & 0xffu,
-			seg.len - off - 1 > 0 ? seg.len - off - 1 : 0);
+		/* Resynchronise: the next candidate is the next byte equal to the magic's first. */
+		const uint8_t *next = memchr(seg.ptr + off + 1, (int)(RECORD_MAGIC & 0xffu),
+			seg.len - off - 1);
 		uint64_t to = next == NULL ? seg.len : (uint64_t)(next - seg.ptr);
 		*skipped += to - off;
 		off = to;

@@ -1,15 +1,35 @@
-/* queue/record.h - the spool's on-disk records: header, envelope encoding, segment scanning.
+/* queue/record.h - the spool's on-disk records: header, envelope, state records, scanning.
  *
- * I/O-free. A record is a 24-byte little-endian header followed by its payload:
+ * I/O-free: bytes in, bytes out; the writer (queue/spool.c) and recovery (queue/recover.c) do
+ * the file work. A record is a 24-byte little-endian header followed by its payload:
+ *
  *   u32 magic "RMQ1" | u8 type | u8 version 1 | u16 reserved 0 | u32 payload length |
- *   u32 CRC32C (of the header with this field zero, then the payload) | u64 queue id
- * A MESSAGE payload is the envelope (it starts with its own length) followed by the message.
- * State payloads: DELIVERED and BOUNCED a u32 recipient index, DEFERRED that and a u64 next
- * attempt (ms), EXPIRED nothing.
+ *   u32 CRC32C | u64 queue id
  *
- * Disk bytes are untrusted: decoding validates every length and returns -EBADMSG, never asserts.
- * Scanning a segment skips what fails validation by searching for the next valid record, so a
- * hole left by a crash in the middle (writes cut short) hides nothing written after it. */
+ * The CRC covers the header with its crc field zero, then the payload. Payloads by type:
+ *   MESSAGE    the envelope (below), then the message as stored (Received: + body)
+ *   DELIVERED  u32 recipient index                        recipient delivered (final)
+ *   BOUNCED    u32 recipient index                        recipient failed, DSN queued (final)
+ *   DEFERRED   u32 recipient index, u64 next attempt (ms) recipient to be retried
+ *   EXPIRED    nothing                                    every recipient still pending is
+ *                                                         bounced: the message is final
+ * The envelope (version 1; every integer little-endian):
+ *   u32 envelope length (this field included) | u64 arrival (ms) | u64 declared SIZE |
+ *   u8 body type | u8 smtputf8 (0/1) | u8 DSN RET | u8 0 | u32 recipient count | u32 0 |
+ *   str client address | str HELO | str MAIL FROM (empty: <>) | str DSN ENVID |
+ *   recipient count x (u8 NOTIFY | str path | str local part | str domain | str ORCPT)
+ * where str = u16 length + bytes. The encoding is canonical: decoding then encoding again gives
+ * the same bytes.
+ *
+ * Disk bytes are untrusted: decoding validates every length, count and flag and returns
+ * -EBADMSG; nothing here asserts on them. Scanning a segment skips what fails validation by
+ * searching byte by byte for the next offset where a valid record starts, so a hole left in
+ * the middle by a crash (writes cut short) hides nothing written after it.
+ *
+ * Known limits of that search: a record embedded in the payload of a torn record (a message
+ * body can hold any bytes) can be found and taken for a real one, and a torn stretch full of
+ * crafted headers costs CRC work quadratic in its length. Both need a per-segment secret mixed
+ * into the CRC, which this format (version 1) does not have. */
 #ifndef RINGMTA_QUEUE_RECORD_H
 #define RINGMTA_QUEUE_RECORD_H
 #include <stdbool.h>
@@ -19,10 +39,17 @@
 
 #include "engine/slice.h"
 
-#define RECORD_MAGIC        0x31514d52u   /* "RMQ1" little-endian */
-#define RECORD_VERSION      1u
-#define RECORD_HEADER_SIZE  24u
-#define RECORD_PAYLOAD_MAX  (1u << 30)
+#define RECORD_MAGIC             0x31514d52u   /* "RMQ1" as a little-endian u32 */
+#define RECORD_VERSION           1u
+#define RECORD_HEADER_SIZE       24u
+#define RECORD_PAYLOAD_MAX       (1u << 30)    /* far above any max_message_size */
+#define RECORD_RCPT_MAX          1000u         /* SMTP_RCPT_COUNT_MAX, RFC 5321 4.5.3.1.8 */
+#define RECORD_STR_MAX           UINT16_MAX    /* one envelope string (paths are <= 256) */
+#define RECORD_BODY_TYPE_MAX     2u            /* enum smtp_body_type: none, 7BIT, 8BITMIME */
+#define RECORD_DSN_RET_MAX       2u            /* enum smtp_dsn_ret: none, FULL, HDRS */
+#define RECORD_NOTIFY_MASK       0x0fu         /* SMTP_DSN_NOTIFY_* bits, RFC 3461 4.1 */
+#define RECORD_STATE_PAYLOAD_MAX 12u           /* DEFERRED: u32 + u64 */
+#define RECORD_STATE_SIZE_MAX    (RECORD_HEADER_SIZE + RECORD_STATE_PAYLOAD_MAX)
 
 enum record_type {
 	RECORD_MESSAGE = 1,
@@ -32,29 +59,47 @@ enum record_type {
 	RECORD_EXPIRED = 5,
 };
 
+/* The header as laid out on disk (little-endian); the functions encode it byte by byte, this
+ * struct only pins the offsets down. */
+struct record_header {
+	uint32_t magic;
+	uint8_t type;
+	uint8_t version;
+	uint16_t reserved;
+	uint32_t payload_len;
+	uint32_t crc;
+	uint64_t queue_id;
+};
+_Static_assert(sizeof(struct record_header) == RECORD_HEADER_SIZE, "record header layout");
+_Static_assert(offsetof(struct record_header, payload_len) == 8, "record header layout");
+_Static_assert(offsetof(struct record_header, crc) == 12, "record header layout");
+_Static_assert(offsetof(struct record_header, queue_id) == 16, "record header layout");
+_Static_assert(RECORD_PAYLOAD_MAX <= UINT32_MAX - RECORD_HEADER_SIZE, "a record size fits u32");
+
 struct record_rcpt {
-	struct slice path;        /* local@domain */
+	struct slice path;        /* local@domain as in RCPT TO */
 	struct slice local_part;  /* decoded (quotes removed) */
 	struct slice domain;      /* empty for <postmaster> */
-	struct slice orcpt;       /* RFC 3461 ORCPT as sent, or empty */
-	uint8_t notify;           /* SMTP_DSN_NOTIFY_* bits */
+	struct slice orcpt;       /* RFC 3461 4.2 ORCPT as sent, or empty */
+	uint8_t notify;           /* SMTP_DSN_NOTIFY_* bits, 0: not given */
 };
 
+/* What a MESSAGE record's envelope holds, for encoding. The slices are only read. */
 struct record_envelope {
 	uint64_t arrival_ms;
-	struct slice client_addr;
+	struct slice client_addr; /* text, e.g. "127.0.0.1" */
 	struct slice helo;
-	struct slice mail_from;   /* empty: the null sender */
-	uint64_t declared_size;
-	uint8_t body_type;
+	struct slice mail_from;   /* empty: the null sender <> */
+	uint64_t declared_size;   /* RFC 1870 SIZE=, 0: not given */
+	uint8_t body_type;        /* enum smtp_body_type */
 	bool smtputf8;
-	uint8_t dsn_ret;
+	uint8_t dsn_ret;          /* enum smtp_dsn_ret */
 	struct slice dsn_envid;
-	uint32_t rcpt_count;
+	uint32_t rcpt_count;      /* 1 .. RECORD_RCPT_MAX */
 	const struct record_rcpt *rcpts;
 };
 
-/* A decoded envelope; slices point into the payload it was decoded from. */
+/* A decoded envelope; every slice points into the payload it was decoded from. */
 struct record_envelope_view {
 	uint64_t arrival_ms;
 	struct slice client_addr;
@@ -67,40 +112,64 @@ struct record_envelope_view {
 	struct slice dsn_envid;
 	uint32_t rcpt_count;
 	struct slice body;        /* the payload after the envelope */
-	/* private: recipient cursor, so that reading them in order is linear */
+	/* private: a cursor over the recipients, so that reading them in order is linear */
 	struct slice rcpt_area;
 	uint32_t cursor_index;
 	size_t cursor_off;
 };
 
-/* A validated record found by record_scan_next. */
+/* A record found valid by record_scan_next; payload points into the segment image. */
 struct record_view {
-	uint8_t type;
+	uint8_t type;             /* enum record_type */
 	uint64_t queue_id;
 	struct slice payload;
 	uint64_t offset;          /* of the header in the segment */
 	uint64_t size;            /* header + payload */
 };
 
-/* Fills hdr for a payload given as count iovecs (their total is the length; CRC over all). */
+/* The payload of a state record. */
+struct record_state {
+	uint32_t rcpt;            /* index into the message's recipients */
+	uint64_t next_attempt_ms; /* DEFERRED only, else 0 */
+};
+
+/* Fills hdr for a record of type whose payload is the count iovecs (in this order: their total
+ * is the length, the CRC runs over all). The payload must not exceed RECORD_PAYLOAD_MAX. */
 void record_header_encode(uint8_t hdr[RECORD_HEADER_SIZE], uint8_t type, uint64_t queue_id,
 	const struct iovec *payload, uint32_t count);
 
+/* Bytes record_envelope_encode writes for env. */
 size_t record_envelope_size(const struct record_envelope *env);
-/* Writes the envelope; cap must be at least record_envelope_size(env). Returns bytes written. */
+
+/* Writes env's encoding to out; cap must be at least record_envelope_size(env) (asserted), and
+ * env must be within the limits above (asserted: the SMTP server enforces them). Returns the
+ * bytes written. */
 size_t record_envelope_encode(const struct record_envelope *env, uint8_t *out, size_t cap);
 
-/* Decodes a MESSAGE payload (or just its envelope). Returns 0 or -EBADMSG. */
+/* Decodes the envelope at the start of a MESSAGE payload (the payload may also be just the
+ * envelope: body is then empty). Checks every length, the recipient count, flags and reserved
+ * bytes, and walks every recipient once. Returns 0 or -EBADMSG (*v is then unspecified). */
 int record_envelope_decode(struct slice payload, struct record_envelope_view *v);
-/* Recipient i, 0 <= i < v->rcpt_count. Linear when read in order. Returns 0 or -EBADMSG. */
+
+/* Recipient i of a view record_envelope_decode filled. Linear when read in order (the view keeps
+ * a cursor, hence not const), from the start otherwise. Returns 0, or -EINVAL if i >= count. */
 int record_envelope_rcpt(struct record_envelope_view *v, uint32_t i, struct record_rcpt *out);
 
-/* The u32 recipient index of a state record, or -EBADMSG. */
-int record_state_rcpt(const struct record_view *r, uint32_t *rcpt);
+/* Builds a whole state record (header + payload) of type DELIVERED, BOUNCED, DEFERRED (uses
+ * next_attempt_ms) or EXPIRED (uses neither rcpt nor next_attempt_ms) into out. Returns its
+ * size. */
+uint32_t record_state_encode(uint8_t out[RECORD_STATE_SIZE_MAX], uint8_t type, uint64_t queue_id,
+	uint32_t rcpt, uint64_t next_attempt_ms);
 
-/* From *offset on, finds the next valid record of seg: returns 1 with *out filled and *offset
- * moved past it, or 0 at the end (*offset = seg.len). *skipped grows by the bytes of invalid
- * data passed over; *valid_end is set past each valid record found. */
+/* Reads the payload of a state record r (any type but MESSAGE). Returns 0, or -EBADMSG if its
+ * length is not the one of its type. */
+int record_state_decode(const struct record_view *r, struct record_state *out);
+
+/* From *offset on, finds the next valid record of the segment image seg (magic, version,
+ * reserved 0, known type, payload inside seg, CRC): returns 1 with *out filled, *offset moved
+ * past the record and *valid_end set to that same offset; or returns 0 at the end of seg with
+ * *offset = seg.len. *skipped grows by the bytes passed over that start no valid record. The
+ * bytes from *valid_end to the end, after a return of 0, are a torn tail. Never fails. */
 int record_scan_next(struct slice seg, uint64_t *offset, struct record_view *out,
 	uint64_t *skipped, uint64_t *valid_end);
 #endif
