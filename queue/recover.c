@@ -125,9 +125,10 @@ recover_apply(struct index *ix, uint32_t seg, const struct record_view *r,
 				v.rcpt_count, v.arrival_ms);
 		return;
 	}
-	uint32_t rcpt;
+	struct record_state st;
+	uint32_t rcpt = 0;
 	if ((r->type == RECORD_DELIVERED || r->type == RECORD_BOUNCED)
-		&& record_state_rcpt(r, &rcpt) == 0)
+		&& record_state_decode(r, &st) == 0 && (rcpt = st.rcpt, true))
 		(void)index_mark_final(ix, r->queue_id, rcpt,
 			r->type == RECORD_DELIVERED ? INDEX_RCPT_DELIVERED : INDEX_RCPT_BOUNCED);
 }
