@@ -7,9 +7,23 @@
 
 #include "engine/assert.h"
 
-#define INDEX_CAP_INITIAL 1024u
-#define INDEX_TOMBSTONE   UINT64_MAX
+#define INDEX_CAP_INITIAL   1024u
+#define INDEX_EMPTY         0ull
+#define INDEX_DELETED       UINT64_MAX
+#define INDEX_LOAD_NUM      7u      /* grow past 7/10 of the slots in use (live or deleted) */
+#define INDEX_LOAD_DEN      10u
+#define INDEX_SEG_CAP_FIRST 16u
 
+_Static_assert((INDEX_CAP_INITIAL & (INDEX_CAP_INITIAL - 1)) == 0, "a power of two");
+_Static_assert((INDEX_CAP_MAX & (INDEX_CAP_MAX - 1)) == 0, "a power of two");
+
+static bool
+index_qid_ok(uint64_t qid)
+{
+	return qid != INDEX_EMPTY && qid != INDEX_DELETED;
+}
+
+/* Ids of one shard differ in their low bits mostly: mix them all into the slot number. */
 static uint32_t
 index_hash(uint64_t qid)
 {
@@ -30,25 +44,44 @@ index_init(struct index *ix)
 	return 0;
 }
 
+static struct index_rcpt *
+index_rcpts(struct index_entry *e)
+{
+	return e->rcpt_count == 1 ? &e->rcpts.one : e->rcpts.many;
+}
+
+static void
+index_entry_free(struct index_entry *e)
+{
+	if (e->rcpt_count > 1)
+		free(e->rcpts.many);
+}
+
 void
 index_fini(struct index *ix)
 {
-	for (uint32_t i = 0; i < ix->cap; i++)
-		free(ix->slots[i].final_bits);
+	for (uint32_t i = 0; i < ix->cap; i++) {
+		if (index_qid_ok(ix->slots[i].qid))
+			index_entry_free(&ix->slots[i]);
+	}
 	free(ix->slots);
 	free(ix->seg_live);
 	memset(ix, 0, sizeof(*ix));
 }
 
+/* The slot holding qid, or NULL. The probe ends at an empty slot; one always exists, since the
+ * load stays below INDEX_LOAD_NUM / INDEX_LOAD_DEN. */
 static struct index_entry *
 index_slot(const struct index *ix, uint64_t qid)
 {
+	if (!index_qid_ok(qid))
+		return NULL;
 	uint32_t mask = ix->cap - 1;
 	for (uint32_t i = index_hash(qid) & mask, n = 0; n < ix->cap; i = (i + 1) & mask, n++) {
 		struct index_entry *e = &ix->slots[i];
 		if (e->qid == qid)
 			return e;
-		if (e->qid == 0)
+		if (e->qid == INDEX_EMPTY)
 			return NULL;
 	}
 	return NULL;
@@ -57,22 +90,26 @@ index_slot(const struct index *ix, uint64_t qid)
 const struct index_entry *
 index_find(const struct index *ix, uint64_t qid)
 {
-	return qid == 0 || qid == INDEX_TOMBSTONE ? NULL : index_slot(ix, qid);
+	return index_slot(ix, qid);
 }
 
+/* Rebuilds the table without deleted slots: twice as large if a quarter of it is live, else
+ * the same size. Returns 0 or -ENOMEM (unchanged). */
 static int
-index_grow(struct index *ix)
+index_rehash(struct index *ix)
 {
-	uint32_t cap = ix->live * 4 > ix->cap ? ix->cap * 2 : ix->cap;   /* else only tombstones */
+	uint32_t cap = ix->live * 4u > ix->cap ? ix->cap * 2 : ix->cap;
+	if (cap > INDEX_CAP_MAX)
+		return -ENOMEM;
 	struct index_entry *slots = calloc(cap, sizeof(*slots));
 	if (slots == NULL)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < ix->cap; i++) {
-		struct index_entry *e = &ix->slots[i];
-		if (e->qid == 0 || e->qid == INDEX_TOMBSTONE)
+		const struct index_entry *e = &ix->slots[i];
+		if (!index_qid_ok(e->qid))
 			continue;
 		uint32_t j = index_hash(e->qid) & (cap - 1);
-		while (slots[j].qid != 0)
+		while (slots[j].qid != INDEX_EMPTY)
 			j = (j + 1) & (cap - 1);
 		slots[j] = *e;
 	}
@@ -83,125 +120,265 @@ index_grow(struct index *ix)
 	return 0;
 }
 
+static bool
+index_seg_has(const struct index *ix, uint32_t segment)
+{
+	return segment >= ix->seg_base && segment - ix->seg_base < ix->seg_cap;
+}
+
+/* Drops leading zero counters: those segments never gain messages again (new records go to the
+ * newest segment), and a later count for an older one shifts the array back. */
+static void
+index_seg_trim(struct index *ix, uint32_t segment)
+{
+	uint32_t zeros = 0;
+	while (zeros < ix->seg_cap && ix->seg_live[zeros] == 0)
+		zeros++;
+	if (zeros == ix->seg_cap) {
+		ix->seg_base = segment;   /* nothing is counted: start the window at segment */
+		return;
+	}
+	memmove(ix->seg_live, ix->seg_live + zeros, (ix->seg_cap - zeros) * sizeof(uint32_t));
+	memset(ix->seg_live + ix->seg_cap - zeros, 0, zeros * sizeof(uint32_t));
+	ix->seg_base += zeros;
+}
+
+/* Makes sure segment has a counter, keeping the others. Returns 0 or -ENOMEM (counts kept). */
+static int
+index_seg_reserve(struct index *ix, uint32_t segment)
+{
+	if (index_seg_has(ix, segment))
+		return 0;
+	if (ix->seg_cap > 0)
+		index_seg_trim(ix, segment);
+	if (index_seg_has(ix, segment))
+		return 0;
+	uint64_t old_end = (uint64_t)ix->seg_base + ix->seg_cap;
+	uint64_t lo = ix->seg_cap == 0 || segment < ix->seg_base ? segment : ix->seg_base;
+	uint64_t hi = ix->seg_cap == 0 || segment >= old_end ? (uint64_t)segment + 1 : old_end;
+	uint64_t cap = ix->seg_cap > 0 ? ix->seg_cap : INDEX_SEG_CAP_FIRST;
+	while (cap < hi - lo)
+		cap *= 2;
+	if (cap > UINT32_MAX)
+		return -ENOMEM;
+	uint32_t *grown = calloc(cap, sizeof(*grown));
+	if (grown == NULL)
+		return -ENOMEM;
+	if (ix->seg_cap > 0)
+		memcpy(grown + (ix->seg_base - lo), ix->seg_live, ix->seg_cap * sizeof(*grown));
+	free(ix->seg_live);
+	ix->seg_live = grown;
+	ix->seg_cap = (uint32_t)cap;
+	ix->seg_base = (uint32_t)lo;
+	return 0;
+}
+
 static uint32_t *
 index_seg_counter(struct index *ix, uint32_t segment)
 {
-	if (ix->seg_live == NULL)
-		ix->seg_base = segment;
-	if (segment < ix->seg_base) {   /* recovery may meet segments out of order: shift */
-		uint32_t shift = ix->seg_base - segment;
-		uint32_t *grown = calloc(ix->seg_cap + shift, sizeof(*grown));
-		if (grown == NULL)
-			return NULL;
-		memcpy(grown + shift, ix->seg_live, ix->seg_cap * sizeof(*grown));
-		free(ix->seg_live);
-		ix->seg_live = grown;
-		ix->seg_cap += shift;
-		ix->seg_base = segment;
-	}
-	uint32_t i = segment - ix->seg_base;
-	if (i >= ix->seg_cap) {
-		uint32_t cap = ix->seg_cap ? ix->seg_cap : 16;
-		while (cap <= i)
-			cap *= 2;
-		uint32_t *grown = realloc(ix->seg_live, cap * sizeof(*grown));
-		if (grown == NULL)
-			return NULL;
-		memset(grown + ix->seg_cap, 0, (cap - ix->seg_cap) * sizeof(*grown));
-		ix->seg_live = grown;
-		ix->seg_cap = cap;
-	}
-	return &ix->seg_live[i];
+	ASSERT(index_seg_has(ix, segment));
+	return &ix->seg_live[segment - ix->seg_base];
+}
+
+/* A free slot for qid (not in the table): the first empty or deleted one on its probe. */
+static struct index_entry *
+index_free_slot(struct index *ix, uint64_t qid)
+{
+	uint32_t mask = ix->cap - 1;
+	uint32_t i = index_hash(qid) & mask;
+	while (index_qid_ok(ix->slots[i].qid))
+		i = (i + 1) & mask;
+	return &ix->slots[i];
 }
 
 int
 index_insert(struct index *ix, uint64_t qid, uint32_t segment, uint64_t offset, uint32_t size,
 	uint32_t rcpt_count, uint64_t arrival_ms)
 {
-	if (qid == 0 || qid == INDEX_TOMBSTONE || rcpt_count == 0 || rcpt_count > INDEX_RCPT_MAX)
+	if (!index_qid_ok(qid) || rcpt_count == 0 || rcpt_count > INDEX_RCPT_MAX)
 		return -EINVAL;
 	if (index_slot(ix, qid) != NULL)
 		return -EEXIST;
-	if ((ix->used + 1) * 10 > ix->cap * 7 && index_grow(ix) != 0)
+	if ((uint64_t)(ix->used + 1) * INDEX_LOAD_DEN > (uint64_t)ix->cap * INDEX_LOAD_NUM
+		&& index_rehash(ix) != 0)
 		return -ENOMEM;
-	uint32_t *seg = index_seg_counter(ix, segment);
-	if (seg == NULL)
+	if (index_seg_reserve(ix, segment) != 0)
 		return -ENOMEM;
-	uint64_t *bits = NULL;
-	if (rcpt_count > 64) {
-		bits = calloc((rcpt_count + 63) / 64, sizeof(*bits));
-		if (bits == NULL)
+	struct index_rcpt *many = NULL;
+	if (rcpt_count > 1) {
+		many = calloc(rcpt_count, sizeof(*many));
+		if (many == NULL)
 			return -ENOMEM;
 	}
-	uint32_t mask = ix->cap - 1;
-	uint32_t i = index_hash(qid) & mask;
-	while (ix->slots[i].qid != 0 && ix->slots[i].qid != INDEX_TOMBSTONE)
-		i = (i + 1) & mask;
-	if (ix->slots[i].qid == 0)
+	struct index_entry *e = index_free_slot(ix, qid);
+	if (e->qid == INDEX_EMPTY)
 		ix->used++;
-	ix->slots[i] = (struct index_entry){ .qid = qid, .offset = offset, .arrival_ms = arrival_ms,
-		.segment = segment, .size = size, .rcpt_count = rcpt_count, .pending = rcpt_count,
-		.final_bits = bits };
+	*e = (struct index_entry){ .qid = qid, .offset = offset, .arrival_ms = arrival_ms,
+		.due_ms = 0, .segment = segment, .size = size, .rcpt_count = rcpt_count,
+		.unfinished = rcpt_count };
+	if (many != NULL)
+		e->rcpts.many = many;
 	ix->live++;
-	(*seg)++;
+	(*index_seg_counter(ix, segment))++;
 	return 0;
 }
 
-static uint64_t *
-index_bits_word(struct index_entry *e, uint32_t rcpt)
+/* Takes e out: frees its recipients, drops its segment's count, leaves a deleted slot. */
+static void
+index_drop(struct index *ix, struct index_entry *e)
 {
-	return e->final_bits != NULL ? &e->final_bits[rcpt / 64] : &e->final_inline;
+	uint32_t *seg = index_seg_counter(ix, e->segment);
+	ASSERT(*seg > 0);
+	(*seg)--;
+	index_entry_free(e);
+	memset(e, 0, sizeof(*e));
+	e->qid = INDEX_DELETED;
+	ASSERT(ix->live > 0);
+	ix->live--;
+}
+
+int
+index_relocate(struct index *ix, uint64_t qid, uint32_t segment, uint64_t offset, uint32_t size)
+{
+	struct index_entry *e = index_slot(ix, qid);
+	if (e == NULL)
+		return -ENOENT;
+	if (index_seg_reserve(ix, segment) != 0)
+		return -ENOMEM;
+	uint32_t *from = index_seg_counter(ix, e->segment);
+	ASSERT(*from > 0);
+	(*from)--;
+	(*index_seg_counter(ix, segment))++;
+	e->segment = segment;
+	e->offset = offset;
+	e->size = size;
+	return 0;
+}
+
+/* Recomputes when the message is next due from its recipients' states. */
+static void
+index_update_due(struct index_entry *e)
+{
+	const struct index_rcpt *r = index_rcpts(e);
+	uint64_t due = UINT64_MAX;
+	for (uint32_t i = 0; i < e->rcpt_count && due > 0; i++) {
+		if (r[i].state == INDEX_RCPT_PENDING)
+			due = 0;
+		else if (r[i].state == INDEX_RCPT_DEFERRED && r[i].next_attempt_ms < due)
+			due = r[i].next_attempt_ms;
+	}
+	e->due_ms = due;
+}
+
+static bool
+index_state_final(uint8_t st)
+{
+	return st == INDEX_RCPT_DELIVERED || st == INDEX_RCPT_BOUNCED;
 }
 
 bool
 index_mark_final(struct index *ix, uint64_t qid, uint32_t rcpt, enum index_rcpt_state st)
 {
-	(void)st;   /* both states are final; the record on disk says which */
-	struct index_entry *e = qid == 0 || qid == INDEX_TOMBSTONE ? NULL : index_slot(ix, qid);
+	ASSERT(index_state_final(st));
+	struct index_entry *e = index_slot(ix, qid);
 	if (e == NULL || rcpt >= e->rcpt_count)
 		return false;
-	uint64_t *w = index_bits_word(e, rcpt);
-	uint64_t bit = 1ull << (rcpt % 64);
-	if (*w & bit)
+	struct index_rcpt *r = &index_rcpts(e)[rcpt];
+	if (index_state_final(r->state))
 		return false;
-	*w |= bit;
-	ASSERT(e->pending > 0);
-	if (--e->pending > 0)
+	r->state = (uint8_t)st;
+	r->next_attempt_ms = 0;
+	ASSERT(e->unfinished > 0);
+	if (--e->unfinished > 0) {
+		index_update_due(e);
 		return false;
-	uint32_t *seg = index_seg_counter(ix, e->segment);
-	ASSERT(seg != NULL && *seg > 0);   /* the counter exists since the insert */
-	(*seg)--;
-	free(e->final_bits);
-	memset(e, 0, sizeof(*e));
-	e->qid = INDEX_TOMBSTONE;
-	ix->live--;
+	}
+	index_drop(ix, e);
 	return true;
+}
+
+int
+index_mark_deferred(struct index *ix, uint64_t qid, uint32_t rcpt, uint64_t next_attempt_ms)
+{
+	struct index_entry *e = index_slot(ix, qid);
+	if (e == NULL || rcpt >= e->rcpt_count)
+		return -ENOENT;
+	struct index_rcpt *r = &index_rcpts(e)[rcpt];
+	if (index_state_final(r->state))
+		return -ENOENT;
+	r->state = INDEX_RCPT_DEFERRED;
+	r->next_attempt_ms = next_attempt_ms;
+	index_update_due(e);
+	return 0;
+}
+
+bool
+index_remove(struct index *ix, uint64_t qid)
+{
+	struct index_entry *e = index_slot(ix, qid);
+	if (e == NULL)
+		return false;
+	index_drop(ix, e);
+	return true;
+}
+
+enum index_rcpt_state
+index_entry_rcpt(const struct index_entry *e, uint32_t rcpt, uint64_t *next_ms)
+{
+	ASSERT(rcpt < e->rcpt_count);
+	const struct index_rcpt *r = e->rcpt_count == 1 ? &e->rcpts.one : &e->rcpts.many[rcpt];
+	if (next_ms != NULL)
+		*next_ms = r->next_attempt_ms;
+	return (enum index_rcpt_state)r->state;
 }
 
 bool
 index_rcpt_pending(const struct index *ix, uint64_t qid, uint32_t rcpt)
 {
-	struct index_entry *e = qid == 0 || qid == INDEX_TOMBSTONE ? NULL : index_slot(ix, qid);
+	const struct index_entry *e = index_slot(ix, qid);
 	if (e == NULL || rcpt >= e->rcpt_count)
 		return false;
-	return (*index_bits_word(e, rcpt) & (1ull << (rcpt % 64))) == 0;
+	return !index_state_final(index_entry_rcpt(e, rcpt, NULL));
 }
 
 uint32_t
 index_segment_live(const struct index *ix, uint32_t segment)
 {
-	if (ix->seg_live == NULL || segment < ix->seg_base || segment - ix->seg_base >= ix->seg_cap)
+	if (!index_seg_has(ix, segment))
 		return 0;
 	return ix->seg_live[segment - ix->seg_base];
+}
+
+const struct index_entry *
+index_next(const struct index *ix, uint32_t *cursor)
+{
+	for (; *cursor < ix->cap; (*cursor)++) {
+		const struct index_entry *e = &ix->slots[*cursor];
+		if (index_qid_ok(e->qid)) {
+			(*cursor)++;
+			return e;
+		}
+	}
+	return NULL;
+}
+
+const struct index_entry *
+index_next_due(const struct index *ix, uint32_t *cursor, uint64_t now_ms)
+{
+	const struct index_entry *e;
+	while ((e = index_next(ix, cursor)) != NULL) {
+		if (e->due_ms <= now_ms)
+			return e;
+	}
+	return NULL;
 }
 
 void
 index_foreach(const struct index *ix, void (*fn)(void *ctx, const struct index_entry *e),
 	void *ctx)
 {
-	for (uint32_t i = 0; i < ix->cap; i++) {
-		const struct index_entry *e = &ix->slots[i];
-		if (e->qid != 0 && e->qid != INDEX_TOMBSTONE)
-			fn(ctx, e);
-	}
+	uint32_t cursor = 0;
+	const struct index_entry *e;
+	while ((e = index_next(ix, &cursor)) != NULL)
+		fn(ctx, e);
 }

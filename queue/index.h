@@ -1,59 +1,131 @@
 /* queue/index.h - the in-memory index of one shard's live messages.
  *
- * Queue id -> where the record is (segment, offset, size) and which recipients are still
- * pending. Built by recovery at start-up, extended when a message is committed, shrunk when its
- * last recipient becomes final. Also counts live messages per segment, so the writer knows when
- * a segment may be deleted. Open addressing, grown by doubling; single-threaded (its shard's). */
+ * Queue id -> where the MESSAGE record is (segment, offset, size), its arrival time, and the
+ * state of each recipient: pending, deferred (with the time of its next attempt), or final
+ * (delivered or bounced). A message is live while any recipient is not final; when the last one
+ * becomes final the message leaves the index. Per-segment counters of live messages tell the
+ * writer when a segment can be deleted: once it and every older segment count zero.
+ *
+ * Built by recovery at start-up (queue/recover.h), extended when a message is committed,
+ * shrunk as recipients become final. Open addressing with linear probing, grown by doubling at
+ * 70% load; a lookup never allocates, an insert allocates only when the table grows or the
+ * message has more than one recipient (their states live in their own array, up to
+ * INDEX_RCPT_MAX). Owned by one shard; no locking.
+ *
+ * Queue ids 0 and UINT64_MAX are reserved here (empty and deleted slots); queue/queue_id.h
+ * never makes them. Pointers to entries stay valid until the next insert, removal or relocation
+ * (or mark that makes the message final). */
 #ifndef RINGMTA_QUEUE_INDEX_H
 #define RINGMTA_QUEUE_INDEX_H
 #include <stdbool.h>
 #include <stdint.h>
 
-#define INDEX_RCPT_MAX 1000u   /* SMTP_RCPT_COUNT_MAX */
+#define INDEX_RCPT_MAX 1000u                 /* RECORD_RCPT_MAX, SMTP_RCPT_COUNT_MAX */
+#define INDEX_CAP_MAX  (1u << 30)            /* slots; 64 bytes each */
 
-enum index_rcpt_state { INDEX_RCPT_DELIVERED = 1, INDEX_RCPT_BOUNCED = 2 };
-
-struct index_entry {
-	uint64_t qid;              /* 0: empty slot */
-	uint64_t offset;
-	uint64_t arrival_ms;
-	uint32_t segment;
-	uint32_t size;
-	uint32_t rcpt_count;
-	uint32_t pending;          /* recipients not final */
-	uint64_t final_inline;     /* final-recipient bits for up to 64 recipients */
-	uint64_t *final_bits;      /* more than 64: allocated */
+enum index_rcpt_state {
+	INDEX_RCPT_PENDING = 0,     /* to be tried now */
+	INDEX_RCPT_DELIVERED = 1,   /* final */
+	INDEX_RCPT_BOUNCED = 2,     /* final */
+	INDEX_RCPT_DEFERRED = 3,    /* to be tried at next_attempt_ms */
 };
 
+struct index_rcpt {
+	uint64_t next_attempt_ms;   /* DEFERRED: not before this (ms since the epoch); else 0 */
+	uint8_t state;              /* enum index_rcpt_state */
+};
+
+struct index_entry {
+	uint64_t qid;
+	uint64_t offset;            /* of the MESSAGE record in its segment */
+	uint64_t arrival_ms;
+	uint64_t due_ms;            /* earliest time a recipient is to be tried: 0 if one is pending,
+	                             * else the smallest next attempt of the deferred ones */
+	uint32_t segment;
+	uint32_t size;              /* of the record, header included */
+	uint32_t rcpt_count;        /* 1 .. INDEX_RCPT_MAX */
+	uint32_t unfinished;        /* recipients neither delivered nor bounced; > 0 while live */
+	/* private: use index_rcpt_state() */
+	union {
+		struct index_rcpt one;      /* rcpt_count == 1 */
+		struct index_rcpt *many;    /* rcpt_count > 1: malloc'd */
+	} rcpts;
+};
+_Static_assert(sizeof(struct index_entry) == 64, "one entry per cache line");
+
 struct index {
+	/* private: use the functions */
 	struct index_entry *slots;
-	uint32_t cap;              /* power of two */
-	uint32_t used;             /* live entries + tombstones */
-	uint32_t live;
-	uint32_t *seg_live;        /* live messages of segment seg_base + i */
+	uint32_t cap;               /* power of two */
+	uint32_t used;              /* live entries + deleted slots */
+	uint32_t live;              /* messages in the index */
+	uint32_t *seg_live;         /* live messages of segment seg_base + i */
 	uint32_t seg_base;
 	uint32_t seg_cap;
 };
 
+/* An empty index. Returns 0 or -ENOMEM. */
 int index_init(struct index *ix);
+
+/* Frees everything; ix may be initialised again. */
 void index_fini(struct index *ix);
 
-/* Adds a message with every recipient pending. Returns 0, -EEXIST or -ENOMEM. */
+/* Messages in the index. */
+static inline uint32_t
+index_live(const struct index *ix)
+{
+	return ix->live;
+}
+
+/* Adds a message with every recipient pending (due now) and counts it in segment. Returns 0,
+ * -EEXIST if qid is there already, -EINVAL for a reserved qid or a recipient count outside
+ * 1 .. INDEX_RCPT_MAX, or -ENOMEM (the index is unchanged). */
 int index_insert(struct index *ix, uint64_t qid, uint32_t segment, uint64_t offset, uint32_t size,
 	uint32_t rcpt_count, uint64_t arrival_ms);
 
+/* The message qid, or NULL if it is not live. */
 const struct index_entry *index_find(const struct index *ix, uint64_t qid);
 
-/* Marks recipient rcpt final. Returns true when that made the whole message final: it is then
- * removed and its segment's live count drops. Unknown ids and repeated marks are ignored. */
+/* The record of live message qid was copied forward: it now lives at (segment, offset, size).
+ * Recipient states stay; the live counts move. Returns 0, -ENOENT, or -ENOMEM (unchanged). */
+int index_relocate(struct index *ix, uint64_t qid, uint32_t segment, uint64_t offset,
+	uint32_t size);
+
+/* Marks recipient rcpt of qid final (st is DELIVERED or BOUNCED). Returns true when that made
+ * the whole message final: it has then left the index and its segment's count has dropped.
+ * Unknown ids, recipients out of range and recipients already final change nothing and return
+ * false (recovery replays records that may refer to messages already gone). */
 bool index_mark_final(struct index *ix, uint64_t qid, uint32_t rcpt, enum index_rcpt_state st);
 
+/* Marks recipient rcpt of qid deferred until next_attempt_ms (a later mark replaces the time).
+ * Returns 0, or -ENOENT if qid is not live, rcpt is out of range or already final. */
+int index_mark_deferred(struct index *ix, uint64_t qid, uint32_t rcpt, uint64_t next_attempt_ms);
+
+/* Removes message qid whatever its recipients' states (it expired: the caller bounces what was
+ * left). Returns whether it was live. */
+bool index_remove(struct index *ix, uint64_t qid);
+
+/* The state of recipient rcpt of entry e (and its next attempt time if next_ms is not NULL). */
+enum index_rcpt_state index_entry_rcpt(const struct index_entry *e, uint32_t rcpt,
+	uint64_t *next_ms);
+
+/* Whether recipient rcpt of qid is live and not final (pending or deferred). */
 bool index_rcpt_pending(const struct index *ix, uint64_t qid, uint32_t rcpt);
 
+/* Live messages whose record is in segment. */
 uint32_t index_segment_live(const struct index *ix, uint32_t segment);
 
-/* Calls fn for every live message (each has at least one pending recipient). fn must not
- * change the index. */
+/* Iteration over the live messages in no particular order: start with *cursor = 0; returns the
+ * next one, or NULL at the end. Marking recipients and removing messages meanwhile is allowed
+ * (the entry returned last may be gone then); inserting or relocating is not (the table may be
+ * rebuilt). */
+const struct index_entry *index_next(const struct index *ix, uint32_t *cursor);
+
+/* The same, only messages due at now_ms (due_ms <= now_ms). */
+const struct index_entry *index_next_due(const struct index *ix, uint32_t *cursor,
+	uint64_t now_ms);
+
+/* Calls fn for every live message; fn must not change the index. */
 void index_foreach(const struct index *ix, void (*fn)(void *ctx, const struct index_entry *e),
 	void *ctx);
 #endif

@@ -1,0 +1,267 @@
+/* tests/unit/index_test.c - the in-memory index of a shard's live messages. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdlib.h>
+
+#include "queue/index.h"
+
+static struct index ix;
+
+static void
+setup(void)
+{
+	cr_assert_eq(index_init(&ix), 0);
+}
+
+static void
+teardown(void)
+{
+	index_fini(&ix);
+}
+
+TestSuite(index, .init = setup, .fini = teardown);
+
+Test(index, insert_then_find_gives_the_fields_back)
+{
+	cr_assert_eq(index_insert(&ix, 0x65000000000000A1ull, 7, 4096, 1234, 2, 1700000000123ull), 0);
+	const struct index_entry *e = index_find(&ix, 0x65000000000000A1ull);
+	cr_assert_not_null(e);
+	cr_assert_eq(e->segment, 7);
+	cr_assert_eq(e->offset, 4096);
+	cr_assert_eq(e->size, 1234);
+	cr_assert_eq(e->rcpt_count, 2);
+	cr_assert_eq(e->unfinished, 2);
+	cr_assert_eq(e->arrival_ms, 1700000000123ull);
+	cr_assert_eq(e->due_ms, 0);
+	cr_assert_eq(index_entry_rcpt(e, 1, NULL), INDEX_RCPT_PENDING);
+	cr_assert_null(index_find(&ix, 0x65000000000000A2ull));
+	cr_assert_eq(index_live(&ix), 1);
+	cr_assert_eq(index_segment_live(&ix, 7), 1);
+}
+
+Test(index, duplicate_reserved_and_out_of_range_inserts_are_refused)
+{
+	cr_assert_eq(index_insert(&ix, 5, 0, 0, 100, 1, 0), 0);
+	cr_assert_eq(index_insert(&ix, 5, 1, 0, 100, 1, 0), -EEXIST);
+	cr_assert_eq(index_insert(&ix, 0, 0, 0, 100, 1, 0), -EINVAL);
+	cr_assert_eq(index_insert(&ix, UINT64_MAX, 0, 0, 100, 1, 0), -EINVAL);
+	cr_assert_eq(index_insert(&ix, 6, 0, 0, 100, 0, 0), -EINVAL);
+	cr_assert_eq(index_insert(&ix, 6, 0, 0, 100, INDEX_RCPT_MAX + 1, 0), -EINVAL);
+	cr_assert_eq(index_insert(&ix, 6, 0, 0, 100, INDEX_RCPT_MAX, 0), 0);
+	cr_assert_null(index_find(&ix, 0));
+	cr_assert_null(index_find(&ix, UINT64_MAX));
+	cr_assert_eq(index_live(&ix), 2);
+	cr_assert_eq(index_segment_live(&ix, 0), 2);
+}
+
+Test(index, grows_to_hundreds_of_thousands_and_finds_them_all)
+{
+	enum { N = 300000 };
+	for (uint64_t i = 1; i <= N; i++)
+		cr_assert_eq(index_insert(&ix, (i << 20) | 3, (uint32_t)(i / 1000), i * 10, 100, 1,
+			i), 0);
+	cr_assert_eq(index_live(&ix), N);
+	for (uint64_t i = 1; i <= N; i++) {
+		const struct index_entry *e = index_find(&ix, (i << 20) | 3);
+		cr_assert_not_null(e);
+		cr_assert_eq(e->offset, i * 10);
+	}
+	cr_assert_null(index_find(&ix, ((uint64_t)N + 1) << 20 | 3));
+	cr_assert_eq(index_segment_live(&ix, 1), 1000);
+}
+
+Test(index, churn_reuses_deleted_slots_without_growing)
+{
+	/* A steady queue of 500 messages through a million arrivals: the table is rebuilt in place
+	 * instead of doubling. */
+	for (uint64_t i = 1; i <= 1000000; i++) {
+		cr_assert_eq(index_insert(&ix, i, (uint32_t)(i >> 12), 0, 100, 1, 0), 0);
+		if (i > 500)
+			cr_assert(index_mark_final(&ix, i - 500, 0, INDEX_RCPT_DELIVERED));
+	}
+	cr_assert_eq(index_live(&ix), 500);
+	cr_assert_leq(ix.cap, 2048);
+	cr_assert_not_null(index_find(&ix, 1000000));
+	cr_assert_null(index_find(&ix, 999500));
+}
+
+Test(index, single_recipient_final_removes_the_message)
+{
+	cr_assert_eq(index_insert(&ix, 9, 3, 0, 100, 1, 0), 0);
+	cr_assert(index_rcpt_pending(&ix, 9, 0));
+	cr_assert(index_mark_final(&ix, 9, 0, INDEX_RCPT_BOUNCED));
+	cr_assert_null(index_find(&ix, 9));
+	cr_assert_not(index_rcpt_pending(&ix, 9, 0));
+	cr_assert_eq(index_segment_live(&ix, 3), 0);
+	cr_assert_eq(index_live(&ix), 0);
+	/* Again, and for an unknown id: nothing changes. */
+	cr_assert_not(index_mark_final(&ix, 9, 0, INDEX_RCPT_DELIVERED));
+	cr_assert_not(index_mark_final(&ix, 10, 0, INDEX_RCPT_DELIVERED));
+}
+
+Test(index, message_is_final_when_its_last_recipient_is)
+{
+	cr_assert_eq(index_insert(&ix, 9, 3, 0, 100, 3, 0), 0);
+	cr_assert_not(index_mark_final(&ix, 9, 0, INDEX_RCPT_DELIVERED));
+	cr_assert_not(index_mark_final(&ix, 9, 0, INDEX_RCPT_DELIVERED));   /* repeated */
+	cr_assert_not(index_mark_final(&ix, 9, 3, INDEX_RCPT_DELIVERED));   /* out of range */
+	cr_assert_not(index_mark_final(&ix, 9, 2, INDEX_RCPT_BOUNCED));
+	const struct index_entry *e = index_find(&ix, 9);
+	cr_assert_eq(e->unfinished, 1);
+	cr_assert_eq(index_entry_rcpt(e, 0, NULL), INDEX_RCPT_DELIVERED);
+	cr_assert_eq(index_entry_rcpt(e, 2, NULL), INDEX_RCPT_BOUNCED);
+	cr_assert(index_rcpt_pending(&ix, 9, 1));
+	cr_assert_not(index_rcpt_pending(&ix, 9, 0));
+	cr_assert(index_mark_final(&ix, 9, 1, INDEX_RCPT_DELIVERED));
+	cr_assert_null(index_find(&ix, 9));
+}
+
+Test(index, a_thousand_recipients_are_tracked_one_by_one)
+{
+	cr_assert_eq(index_insert(&ix, 77, 0, 0, 100, INDEX_RCPT_MAX, 0), 0);
+	/* Every recipient but one, in a scattered order, some twice. */
+	for (uint32_t k = 0; k < INDEX_RCPT_MAX; k++) {
+		uint32_t i = (k * 617u) % INDEX_RCPT_MAX;
+		if (i == 999)
+			continue;
+		cr_assert_not(index_mark_final(&ix, 77, i, INDEX_RCPT_DELIVERED));
+		cr_assert_not(index_mark_final(&ix, 77, i, INDEX_RCPT_BOUNCED));
+	}
+	const struct index_entry *e = index_find(&ix, 77);
+	cr_assert_eq(e->unfinished, 1);
+	for (uint32_t i = 0; i < 999; i++)
+		cr_assert_not(index_rcpt_pending(&ix, 77, i), "rcpt %u", i);
+	cr_assert(index_rcpt_pending(&ix, 77, 999));
+	cr_assert(index_mark_final(&ix, 77, 999, INDEX_RCPT_DELIVERED));
+	cr_assert_eq(index_live(&ix), 0);
+}
+
+Test(index, deferred_recipients_set_when_the_message_is_due)
+{
+	cr_assert_eq(index_insert(&ix, 1, 0, 0, 100, 2, 0), 0);
+	cr_assert_eq(index_insert(&ix, 2, 0, 0, 100, 1, 0), 0);
+	cr_assert_eq(index_mark_deferred(&ix, 1, 0, 5000), 0);
+	cr_assert_eq(index_find(&ix, 1)->due_ms, 0);   /* recipient 1 is still pending */
+	cr_assert_eq(index_mark_deferred(&ix, 1, 1, 3000), 0);
+	cr_assert_eq(index_find(&ix, 1)->due_ms, 3000);
+	uint64_t next = 0;
+	cr_assert_eq(index_entry_rcpt(index_find(&ix, 1), 0, &next), INDEX_RCPT_DEFERRED);
+	cr_assert_eq(next, 5000);
+	cr_assert_not(index_mark_final(&ix, 1, 1, INDEX_RCPT_DELIVERED));
+	cr_assert_eq(index_find(&ix, 1)->due_ms, 5000);
+	cr_assert_eq(index_mark_deferred(&ix, 1, 1, 9000), -ENOENT);   /* final already */
+	cr_assert_eq(index_mark_deferred(&ix, 1, 2, 9000), -ENOENT);   /* out of range */
+	cr_assert_eq(index_mark_deferred(&ix, 3, 0, 9000), -ENOENT);   /* unknown */
+	cr_assert_eq(index_mark_deferred(&ix, 2, 0, 7000), 0);
+	cr_assert_eq(index_find(&ix, 2)->due_ms, 7000);
+	cr_assert_eq(index_mark_deferred(&ix, 2, 0, 6000), 0);         /* a later mark replaces */
+	cr_assert_eq(index_find(&ix, 2)->due_ms, 6000);
+	cr_assert(index_rcpt_pending(&ix, 2, 0));                       /* deferred is not final */
+
+	uint32_t cursor = 0;
+	cr_assert_null(index_next_due(&ix, &cursor, 4999));
+	cursor = 0;
+	const struct index_entry *e = index_next_due(&ix, &cursor, 5000);
+	cr_assert_not_null(e);
+	cr_assert_eq(e->qid, 1);
+	cr_assert_null(index_next_due(&ix, &cursor, 5000));
+	cursor = 0;
+	uint32_t due = 0;
+	while (index_next_due(&ix, &cursor, 6000) != NULL)
+		due++;
+	cr_assert_eq(due, 2);
+}
+
+Test(index, remove_takes_a_message_out_whatever_its_recipients)
+{
+	cr_assert_eq(index_insert(&ix, 1, 4, 0, 100, 3, 0), 0);
+	cr_assert_eq(index_mark_deferred(&ix, 1, 0, 5000), 0);
+	cr_assert(index_remove(&ix, 1));
+	cr_assert_not(index_remove(&ix, 1));
+	cr_assert_null(index_find(&ix, 1));
+	cr_assert_eq(index_segment_live(&ix, 4), 0);
+	cr_assert_eq(index_live(&ix), 0);
+}
+
+Test(index, segment_counts_follow_inserts_finals_and_relocations)
+{
+	cr_assert_eq(index_insert(&ix, 1, 5, 0, 100, 1, 0), 0);
+	cr_assert_eq(index_insert(&ix, 2, 5, 100, 100, 2, 0), 0);
+	cr_assert_eq(index_insert(&ix, 3, 6, 0, 100, 1, 0), 0);
+	cr_assert_eq(index_insert(&ix, 4, 2, 0, 100, 1, 0), 0);   /* older than the others */
+	cr_assert_eq(index_segment_live(&ix, 2), 1);
+	cr_assert_eq(index_segment_live(&ix, 5), 2);
+	cr_assert_eq(index_segment_live(&ix, 6), 1);
+	cr_assert_eq(index_segment_live(&ix, 4), 0);
+	cr_assert_eq(index_segment_live(&ix, 1000), 0);
+	cr_assert(index_mark_final(&ix, 1, 0, INDEX_RCPT_DELIVERED));
+	cr_assert_eq(index_segment_live(&ix, 5), 1);
+	/* Copied forward to segment 9: the recipient states go along. */
+	cr_assert_not(index_mark_final(&ix, 2, 0, INDEX_RCPT_DELIVERED));
+	cr_assert_eq(index_relocate(&ix, 2, 9, 64, 120), 0);
+	cr_assert_eq(index_segment_live(&ix, 5), 0);
+	cr_assert_eq(index_segment_live(&ix, 9), 1);
+	const struct index_entry *e = index_find(&ix, 2);
+	cr_assert_eq(e->segment, 9);
+	cr_assert_eq(e->offset, 64);
+	cr_assert_eq(e->size, 120);
+	cr_assert_not(index_rcpt_pending(&ix, 2, 0));
+	cr_assert_eq(index_relocate(&ix, 99, 9, 0, 1), -ENOENT);
+	cr_assert(index_mark_final(&ix, 2, 1, INDEX_RCPT_DELIVERED));
+	cr_assert_eq(index_segment_live(&ix, 9), 0);
+}
+
+Test(index, segment_counters_slide_forward_over_millions_of_segments)
+{
+	/* One message per segment, each final before the next arrives: the counters stay small. */
+	for (uint32_t seg = 0; seg < 3000000; seg += 7) {
+		uint64_t qid = (uint64_t)seg + 1;
+		cr_assert_eq(index_insert(&ix, qid, seg, 0, 100, 1, 0), 0);
+		cr_assert_eq(index_segment_live(&ix, seg), 1);
+		cr_assert(index_mark_final(&ix, qid, 0, INDEX_RCPT_DELIVERED));
+	}
+	cr_assert_leq(ix.seg_cap, 64);
+	/* And one far back still counts. */
+	cr_assert_eq(index_insert(&ix, 1, 10, 0, 100, 1, 0), 0);
+	cr_assert_eq(index_insert(&ix, 2, 3000000, 0, 100, 1, 0), 0);
+	cr_assert_eq(index_segment_live(&ix, 10), 1);
+	cr_assert_eq(index_segment_live(&ix, 3000000), 1);
+}
+
+Test(index, iteration_visits_each_live_message_once_even_while_removing)
+{
+	enum { N = 5000 };
+	static uint8_t seen[N + 1];
+	for (uint64_t i = 1; i <= N; i++)
+		cr_assert_eq(index_insert(&ix, i, 0, 0, 100, 1, 0), 0);
+	for (uint64_t i = 1; i <= N; i += 2)
+		cr_assert(index_remove(&ix, i));
+	uint32_t cursor = 0, count = 0;
+	const struct index_entry *e;
+	while ((e = index_next(&ix, &cursor)) != NULL) {
+		cr_assert_leq(e->qid, N);
+		cr_assert_eq(e->qid % 2, 0);
+		cr_assert_eq(seen[e->qid]++, 0);
+		count++;
+		cr_assert(index_mark_final(&ix, e->qid, 0, INDEX_RCPT_DELIVERED));
+	}
+	cr_assert_eq(count, N / 2);
+	cr_assert_eq(index_live(&ix), 0);
+}
+
+static void
+count_entry(void *ctx, const struct index_entry *e)
+{
+	(void)e;
+	(*(uint32_t *)ctx)++;
+}
+
+Test(index, foreach_calls_once_per_live_message)
+{
+	for (uint64_t i = 1; i <= 100; i++)
+		cr_assert_eq(index_insert(&ix, i, 0, 0, 100, 1, 0), 0);
+	cr_assert(index_remove(&ix, 50));
+	uint32_t n = 0;
+	index_foreach(&ix, count_entry, &n);
+	cr_assert_eq(n, 99);
+}
