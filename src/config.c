@@ -1059,8 +1059,16 @@ config_print(const struct config *cfg, FILE *f)
 {
 	fputs("# ringmta: the effective configuration\n", f);
 	for (size_t i = 0; i < ARRAY_LEN(config_keys); i++) {
-		fprintf(f, "%s = ", config_keys[i].name);
-		config_print_value(f, cfg, &config_keys[i]);
-		fputc('\n', f);
+		/* Through a buffer so that an empty value leaves no trailing blank. */
+		char *value = NULL;
+		size_t len = 0;
+		FILE *mem = open_memstream(&value, &len);
+		if (mem != NULL) {
+			config_print_value(mem, cfg, &config_keys[i]);
+			fclose(mem);
+		}
+		fprintf(f, "%s =%s%s\n", config_keys[i].name, len > 0 ? " " : "",
+			value != NULL ? value : "");
+		free(value);
 	}
 }

@@ -778,7 +778,7 @@ Test(config, print_writes_every_key_once)
 	char *text = print_config(&cfg);
 	char want[64];
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
-		snprintf(want, sizeof(want), "\n%s = ", keys[i]);
+		snprintf(want, sizeof(want), "\n%s =", keys[i]);
 		char *at = strstr(text, want);
 		cr_assert(at != NULL, "%s missing:\n%s", keys[i], text);
 		cr_assert(strstr(at + 1, want) == NULL, "%s twice", keys[i]);
@@ -786,6 +786,7 @@ Test(config, print_writes_every_key_once)
 	cr_assert(strstr(text, "max_message_size = 50m\n") != NULL, "%s", text);
 	cr_assert(strstr(text, "queue_lifetime = 5d\n") != NULL, "%s", text);
 	cr_assert(strstr(text, "listen = 127.0.0.1:2525\n") != NULL, "%s", text);
+	cr_assert(strstr(text, "\nrelayhost =\n") != NULL, "no trailing blank:\n%s", text);
 	free(text);
 }
 
