@@ -4,7 +4,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,20 +13,21 @@
 #include "queue/index.h"
 #include "queue/record.h"
 
-#define RECOVER_NAME_LEN 20u   /* 16 hex digits + ".log" */
+#define RECOVER_IDS_CAP_FIRST 64u
+#define RECOVER_FILE_BYTES_MAX ((uint64_t)1 << 40)   /* far past any segment: a sanity bound */
 
-static int
-recover_cmp_u32(const void *a, const void *b)
+void
+recover_segment_name(uint32_t seg, char out[SEGMENT_NAME_LEN + 1])
 {
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-	return x < y ? -1 : x > y;
+	int n = snprintf(out, SEGMENT_NAME_LEN + 1, SEGMENT_NAME_FMT, (unsigned long long)seg);
+	ASSERT(n == (int)SEGMENT_NAME_LEN);
 }
 
-/* The segment number of a name like 000000000000002a.log, or -1. */
+/* The segment number of a name written by recover_segment_name, or -1 for any other name. */
 static int64_t
 recover_segment_id(const char *name)
 {
-	if (strlen(name) != RECOVER_NAME_LEN || strcmp(name + 16, ".log") != 0)
+	if (strlen(name) != SEGMENT_NAME_LEN || strcmp(name + 16, ".log") != 0)
 		return -1;
 	uint64_t v = 0;
 	for (int i = 0; i < 16; i++) {
@@ -41,41 +41,68 @@ recover_segment_id(const char *name)
 }
 
 static int
+recover_cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Appends id to the growing array *ids. Returns 0 or -ENOMEM. */
+static int
+recover_ids_push(uint32_t **ids, uint32_t *count, uint32_t *cap, uint32_t id)
+{
+	if (*count == *cap) {
+		uint32_t grown_cap = *cap ? *cap * 2 : RECOVER_IDS_CAP_FIRST;
+		uint32_t *grown = realloc(*ids, grown_cap * sizeof(*grown));
+		if (grown == NULL)
+			return -ENOMEM;
+		*ids = grown;
+		*cap = grown_cap;
+	}
+	(*ids)[(*count)++] = id;
+	return 0;
+}
+
+/* The segment numbers in dir_fd, ascending, in a malloc'd array. Returns 0 or -errno. */
+static int
 recover_list(int dir_fd, uint32_t **ids, uint32_t *count)
 {
-	int fd = dup(dir_fd);
+	int fd = dup(dir_fd);   /* closedir closes it; dir_fd stays ours */
 	DIR *dir = fd < 0 ? NULL : fdopendir(fd);
-	if (dir == NULL)
-		return -errno;
-	uint32_t cap = 16, n = 0;
-	uint32_t *v = malloc(cap * sizeof(*v));
+	if (dir == NULL) {
+		int rc = -errno;
+		if (fd >= 0)
+			close(fd);
+		return rc;
+	}
+	uint32_t *v = NULL, n = 0, cap = 0;
+	int rc = 0;
 	struct dirent *de;
-	while (v != NULL && (de = readdir(dir)) != NULL && n < RECOVER_SEGMENTS_MAX) {
+	errno = 0;
+	while (rc == 0 && (de = readdir(dir)) != NULL) {
 		int64_t id = recover_segment_id(de->d_name);
 		if (id < 0)
 			continue;
-		if (n == cap) {
-			cap *= 2;
-			uint32_t *grown = realloc(v, cap * sizeof(*v));
-			if (grown == NULL) {
-				free(v);
-				v = NULL;
-				break;
-			}
-			v = grown;
-		}
-		v[n++] = (uint32_t)id;
+		rc = n == RECOVER_SEGMENTS_MAX ? -E2BIG : recover_ids_push(&v, &n, &cap, (uint32_t)id);
+		errno = 0;
 	}
+	if (rc == 0 && errno != 0)
+		rc = -errno;   /* readdir failed */
 	closedir(dir);
-	if (v == NULL)
-		return -ENOMEM;
-	qsort(v, n, sizeof(*v), recover_cmp_u32);
+	if (rc < 0) {
+		free(v);
+		return rc;
+	}
+	if (n > 0)
+		qsort(v, n, sizeof(*v), recover_cmp_u32);
 	*ids = v;
 	*count = n;
 	return 0;
 }
 
-int
+/* Reads the whole file name (in dir_fd) into a malloc'd *buf of *len bytes. Returns 0 or
+ * -errno. */
+static int
 recover_read_file(int dir_fd, const char *name, uint8_t **buf, uint64_t *len)
 {
 	int fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC);
@@ -88,16 +115,19 @@ recover_read_file(int dir_fd, const char *name, uint8_t **buf, uint64_t *len)
 		rc = -errno;
 		goto out;
 	}
-	b = malloc(st.st_size > 0 ? (size_t)st.st_size : 1);
+	uint64_t size = st.st_size > 0 ? (uint64_t)st.st_size : 0;
+	b = size <= RECOVER_FILE_BYTES_MAX ? malloc(size > 0 ? size : 1) : NULL;
 	if (b == NULL) {
 		rc = -ENOMEM;
 		goto out;
 	}
 	uint64_t got = 0;
-	while (got < (uint64_t)st.st_size) {
-		ssize_t n = pread(fd, b + got, (size_t)st.st_size - got, (off_t)got);
+	while (got < size) {
+		ssize_t n = pread(fd, b + got, size - got, (off_t)got);
+		if (n < 0 && errno == EINTR)
+			continue;
 		if (n <= 0) {
-			rc = n < 0 ? -errno : -EIO;
+			rc = n < 0 ? -errno : -EIO;   /* shorter than fstat said: changed under us */
 			goto out;
 		}
 		got += (uint64_t)n;
@@ -111,97 +141,162 @@ out:
 	return rc;
 }
 
-static void
-recover_apply(struct index *ix, uint32_t seg, const struct record_view *r,
+/* A MESSAGE record: a new message, or the copy forward of a live one. Returns 0 or -ENOMEM. */
+static int
+recover_message(struct index *ix, uint32_t seg, const struct record_view *r,
 	struct recover_result *res)
 {
-	res->records++;
-	if (r->queue_id > res->max_queue_id)
-		res->max_queue_id = r->queue_id;
-	if (r->type == RECORD_MESSAGE) {
-		struct record_envelope_view v;
-		if (record_envelope_decode(r->payload, &v) == 0)
-			(void)index_insert(ix, r->queue_id, seg, r->offset, (uint32_t)r->size,
-				v.rcpt_count, v.arrival_ms);
-		return;
-	}
-	struct record_state st;
-	uint32_t rcpt = 0;
-	if ((r->type == RECORD_DELIVERED || r->type == RECORD_BOUNCED)
-		&& record_state_decode(r, &st) == 0 && (rcpt = st.rcpt, true))
-		(void)index_mark_final(ix, r->queue_id, rcpt,
-			r->type == RECORD_DELIVERED ? INDEX_RCPT_DELIVERED : INDEX_RCPT_BOUNCED);
-}
-
-/* Scans one segment into the index; for the last one, cuts the torn tail. */
-static int
-recover_segment(int dir_fd, uint32_t seg, bool last, struct index *ix, struct recover_result *res)
-{
-	char name[32];
-	snprintf(name, sizeof(name), "%016" PRIx64 ".log", (uint64_t)seg);
-	uint8_t *buf;
-	uint64_t len;
-	int rc = recover_read_file(dir_fd, name, &buf, &len);
-	if (rc < 0)
-		return rc;
-	struct slice all = slice_make(buf, len);
-	uint64_t off = 0, valid_end = 0;
-	struct record_view r;
-	while (record_scan_next(all, &off, &r, &res->skipped_bytes, &valid_end) == 1)
-		recover_apply(ix, seg, &r, res);
-	free(buf);
-	if (!last)
+	struct record_envelope_view v;
+	if (record_envelope_decode(r->payload, &v) != 0) {
+		res->records_unusable++;
 		return 0;
-	res->last_valid_end = valid_end;
-	if (valid_end < len) {
-		res->truncated_bytes = len - valid_end;
-		res->skipped_bytes -= len - valid_end;   /* counted as truncated, not skipped */
-		int fd = openat(dir_fd, name, O_WRONLY | O_CLOEXEC);
-		if (fd < 0)
-			return -errno;
-		rc = ftruncate(fd, (off_t)valid_end) == 0 && fsync(fd) == 0 ? 0 : -errno;
-		close(fd);
+	}
+	int rc = index_insert(ix, r->queue_id, seg, r->offset, (uint32_t)r->size, v.rcpt_count,
+		v.arrival_ms);
+	if (rc == -EEXIST)
+		rc = index_relocate(ix, r->queue_id, seg, r->offset, (uint32_t)r->size);
+	if (rc == -EINVAL) {   /* a reserved id: no writer makes one */
+		res->records_unusable++;
+		rc = 0;
 	}
 	return rc;
 }
 
-/* Deletes the oldest segments whose messages are all final (never the last one). */
+/* A state record, for a message that may be gone already (then it changes nothing). */
+static void
+recover_state(struct index *ix, const struct record_view *r, struct recover_result *res)
+{
+	struct record_state st;
+	if (record_state_decode(r, &st) != 0) {
+		res->records_unusable++;
+		return;
+	}
+	switch (r->type) {
+	case RECORD_DELIVERED:
+		(void)index_mark_final(ix, r->queue_id, st.rcpt, INDEX_RCPT_DELIVERED);
+		break;
+	case RECORD_BOUNCED:
+		(void)index_mark_final(ix, r->queue_id, st.rcpt, INDEX_RCPT_BOUNCED);
+		break;
+	case RECORD_DEFERRED:
+		(void)index_mark_deferred(ix, r->queue_id, st.rcpt, st.next_attempt_ms);
+		break;
+	case RECORD_EXPIRED:
+		(void)index_remove(ix, r->queue_id);
+		break;
+	default:
+		ASSERT(false);   /* record_state_decode accepts only the state types */
+	}
+}
+
+/* Replays every valid record of one segment image. Returns 0 or -ENOMEM; *valid_end is
+ * where the valid records end. */
+static int
+recover_replay(struct index *ix, uint32_t seg, struct slice image, uint64_t *valid_end,
+	struct recover_result *res)
+{
+	uint64_t off = 0;
+	struct record_view r;
+	*valid_end = 0;
+	while (record_scan_next(image, &off, &r, &res->skipped_bytes, valid_end) == 1) {
+		res->records++;
+		if (r.queue_id > res->max_queue_id)
+			res->max_queue_id = r.queue_id;
+		if (r.type != RECORD_MESSAGE) {
+			recover_state(ix, &r, res);
+			continue;
+		}
+		int rc = recover_message(ix, seg, &r, res);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Cuts the last segment at its valid end and makes the new length durable. */
+static int
+recover_truncate(int dir_fd, const char *name, uint64_t len, uint64_t valid_end,
+	struct recover_result *res)
+{
+	res->last_valid_end = valid_end;
+	if (valid_end == len)
+		return 0;
+	/* No valid record follows valid_end: the scan counted the tail as skipped. */
+	res->truncated_bytes = len - valid_end;
+	res->skipped_bytes -= len - valid_end;
+	int fd = openat(dir_fd, name, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int rc = 0;
+	if (ftruncate(fd, (off_t)valid_end) != 0 || fsync(fd) != 0)
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+/* Reads and replays one segment; for the last one, cuts the torn tail. */
+static int
+recover_segment(int dir_fd, uint32_t seg, bool last, struct index *ix, struct recover_result *res)
+{
+	char name[SEGMENT_NAME_LEN + 1];
+	recover_segment_name(seg, name);
+	uint8_t *buf = NULL;
+	uint64_t len = 0;
+	int rc = recover_read_file(dir_fd, name, &buf, &len);
+	if (rc < 0)
+		return rc;
+	uint64_t valid_end;
+	rc = recover_replay(ix, seg, slice_make(buf, len), &valid_end, res);
+	free(buf);
+	if (rc == 0 && last)
+		rc = recover_truncate(dir_fd, name, len, valid_end, res);
+	return rc;
+}
+
+/* Deletes segments from the oldest on while they and all older ones hold no live message,
+ * never the last one; then makes the deletions durable. */
 static int
 recover_delete_final(int dir_fd, const struct index *ix, const uint32_t *ids, uint32_t count,
 	struct recover_result *res)
 {
 	uint32_t i = 0;
+	int rc = 0;
 	while (i + 1 < count && index_segment_live(ix, ids[i]) == 0) {
-		char name[32];
-		snprintf(name, sizeof(name), "%016" PRIx64 ".log", (uint64_t)ids[i]);
-		if (unlinkat(dir_fd, name, 0) != 0 && errno != ENOENT)
-			return -errno;
+		char name[SEGMENT_NAME_LEN + 1];
+		recover_segment_name(ids[i], name);
+		if (unlinkat(dir_fd, name, 0) != 0 && errno != ENOENT) {
+			rc = -errno;
+			break;
+		}
 		res->segments_deleted++;
 		i++;
 	}
-	if (i > 0 && fsync(dir_fd) != 0)
-		return -errno;
+	if (i > 0 && fsync(dir_fd) != 0 && rc == 0)
+		rc = -errno;
 	res->first_segment = ids[i];
 	res->segment_count = count - i;
-	return 0;
+	return rc;
 }
 
 int
 recover_shard(const char *shard_dir, struct index *ix, struct recover_result *res)
 {
+	ASSERT(index_live(ix) == 0);
 	memset(res, 0, sizeof(*res));
 	int dir_fd = open(shard_dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
 	if (dir_fd < 0)
 		return -errno;
 	uint32_t *ids = NULL, count = 0;
 	int rc = recover_list(dir_fd, &ids, &count);
+	if (rc == 0)
+		res->segments_found = count;
 	for (uint32_t i = 0; rc == 0 && i < count; i++)
 		rc = recover_segment(dir_fd, ids[i], i + 1 == count, ix, res);
 	if (rc == 0 && count > 0) {
 		res->last_segment = ids[count - 1];
 		rc = recover_delete_final(dir_fd, ix, ids, count, res);
 	}
-	res->messages_live = ix->live;
+	res->messages_live = index_live(ix);
 	free(ids);
 	close(dir_fd);
 	return rc;

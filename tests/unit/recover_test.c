@@ -1,0 +1,434 @@
+/* tests/unit/recover_test.c - start-up recovery of a shard's segments from a real directory. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "queue/index.h"
+#include "queue/record.h"
+#include "queue/recover.h"
+
+static char dir[64];
+static struct index ix;
+static struct recover_result res;
+
+static int
+rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static void
+setup(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/recover_test.XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+	cr_assert_eq(index_init(&ix), 0);
+}
+
+static void
+teardown(void)
+{
+	index_fini(&ix);
+	nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+TestSuite(recover, .init = setup, .fini = teardown);
+
+/* A segment being written: records are appended with pwrite, as the writer does. */
+struct seg {
+	int fd;
+	uint64_t len;
+};
+
+static struct seg
+seg_open(uint32_t id)
+{
+	char name[SEGMENT_NAME_LEN + 1], path[128];
+	recover_segment_name(id, name);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	struct seg s = { .fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600), .len = 0 };
+	cr_assert_geq(s.fd, 0);
+	return s;
+}
+
+static void
+seg_write(struct seg *s, const void *bytes, size_t len)
+{
+	cr_assert_eq(pwrite(s->fd, bytes, len, (off_t)s->len), (ssize_t)len);
+	s->len += len;
+}
+
+/* Appends a MESSAGE record of qid with rcpts recipients; returns its offset. */
+static uint64_t
+seg_message(struct seg *s, uint64_t qid, uint32_t rcpts)
+{
+	static struct record_rcpt r[RECORD_RCPT_MAX];
+	for (uint32_t i = 0; i < rcpts; i++)
+		r[i] = (struct record_rcpt){ .path = SLICE_LIT("u@example.org"),
+			.local_part = SLICE_LIT("u"), .domain = SLICE_LIT("example.org") };
+	struct record_envelope env = { .arrival_ms = 1700000000000ull + qid,
+		.client_addr = SLICE_LIT("127.0.0.1"), .helo = SLICE_LIT("client.example"),
+		.mail_from = SLICE_LIT("s@example.com"), .rcpt_count = rcpts, .rcpts = r };
+	size_t env_len = record_envelope_size(&env);
+	static const char body[] = "Subject: test\r\n\r\nhello\r\n";
+	uint8_t *rec = malloc(RECORD_HEADER_SIZE + env_len + sizeof(body) - 1);
+	record_envelope_encode(&env, rec + RECORD_HEADER_SIZE, env_len);
+	memcpy(rec + RECORD_HEADER_SIZE + env_len, body, sizeof(body) - 1);
+	struct iovec iov[2] = { { rec + RECORD_HEADER_SIZE, env_len },
+		{ rec + RECORD_HEADER_SIZE + env_len, sizeof(body) - 1 } };
+	record_header_encode(rec, RECORD_MESSAGE, qid, iov, 2);
+	uint64_t off = s->len;
+	seg_write(s, rec, RECORD_HEADER_SIZE + env_len + sizeof(body) - 1);
+	free(rec);
+	return off;
+}
+
+static void
+seg_state(struct seg *s, uint8_t type, uint64_t qid, uint32_t rcpt, uint64_t next_ms)
+{
+	uint8_t rec[RECORD_STATE_SIZE_MAX];
+	uint32_t n = record_state_encode(rec, type, qid, rcpt, next_ms);
+	seg_write(s, rec, n);
+}
+
+static void
+seg_close(struct seg *s)
+{
+	cr_assert_eq(close(s->fd), 0);
+}
+
+static bool
+seg_exists(uint32_t id)
+{
+	char name[SEGMENT_NAME_LEN + 1], path[128];
+	recover_segment_name(id, name);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	return access(path, F_OK) == 0;
+}
+
+static uint64_t
+seg_size(uint32_t id)
+{
+	char name[SEGMENT_NAME_LEN + 1], path[128];
+	recover_segment_name(id, name);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	struct stat st;
+	cr_assert_eq(stat(path, &st), 0);
+	return (uint64_t)st.st_size;
+}
+
+static void
+recover_again(void)
+{
+	index_fini(&ix);
+	cr_assert_eq(index_init(&ix), 0);
+	cr_assert_eq(recover_shard(dir, &ix, &res), 0);
+}
+
+Test(recover, segment_names_are_sixteen_lower_case_hex_digits)
+{
+	char name[SEGMENT_NAME_LEN + 1];
+	recover_segment_name(0x2a, name);
+	cr_assert_str_eq(name, "000000000000002a.log");
+	recover_segment_name(UINT32_MAX, name);
+	cr_assert_str_eq(name, "00000000ffffffff.log");
+}
+
+Test(recover, empty_directory_recovers_to_nothing)
+{
+	cr_assert_eq(recover_shard(dir, &ix, &res), 0);
+	cr_assert_eq(res.segments_found, 0);
+	cr_assert_eq(res.segment_count, 0);
+	cr_assert_eq(res.max_queue_id, 0);
+	cr_assert_eq(index_live(&ix), 0);
+}
+
+Test(recover, missing_directory_is_an_error)
+{
+	char missing[128];
+	snprintf(missing, sizeof(missing), "%s/nope", dir);
+	cr_assert_eq(recover_shard(missing, &ix, &res), -ENOENT);
+}
+
+Test(recover, messages_and_their_state_records_rebuild_the_index)
+{
+	struct seg s = seg_open(0);
+	uint64_t off_a = seg_message(&s, 0x100, 2);
+	uint64_t off_b = seg_message(&s, 0x101, 1);
+	seg_message(&s, 0x102, 1);
+	seg_state(&s, RECORD_DELIVERED, 0x102, 0, 0);
+	seg_state(&s, RECORD_DELIVERED, 0x100, 1, 0);
+	seg_close(&s);
+	cr_assert_eq(recover_shard(dir, &ix, &res), 0);
+	cr_assert_eq(res.segments_found, 1);
+	cr_assert_eq(res.segment_count, 1);
+	cr_assert_eq(res.last_segment, 0);
+	cr_assert_eq(res.last_valid_end, s.len);
+	cr_assert_eq(res.records, 5);
+	cr_assert_eq(res.messages_live, 2);
+	cr_assert_eq(res.skipped_bytes, 0);
+	cr_assert_eq(res.truncated_bytes, 0);
+	cr_assert_eq(res.max_queue_id, 0x102);
+	const struct index_entry *a = index_find(&ix, 0x100);
+	cr_assert_not_null(a);
+	cr_assert_eq(a->offset, off_a);
+	cr_assert_eq(a->size, off_b - off_a);
+	cr_assert_eq(a->arrival_ms, 1700000000000ull + 0x100);
+	cr_assert(index_rcpt_pending(&ix, 0x100, 0));
+	cr_assert_not(index_rcpt_pending(&ix, 0x100, 1));
+	cr_assert_null(index_find(&ix, 0x102));
+	cr_assert_eq(index_segment_live(&ix, 0), 2);
+}
+
+Test(recover, torn_tail_of_the_last_segment_is_cut_once)
+{
+	struct seg s = seg_open(3);
+	seg_message(&s, 0x100, 1);
+	uint64_t valid = s.len;
+	struct seg t = s;
+	uint64_t torn_off = seg_message(&t, 0x101, 1);
+	/* The second record only half written. */
+	cr_assert_eq(ftruncate(s.fd, (off_t)(torn_off + (t.len - torn_off) / 2)), 0);
+	seg_close(&s);
+	uint64_t before = seg_size(3);
+	cr_assert_eq(recover_shard(dir, &ix, &res), 0);
+	cr_assert_eq(res.last_valid_end, valid);
+	cr_assert_eq(res.truncated_bytes, before - valid);
+	cr_assert_eq(res.skipped_bytes, 0);
+	cr_assert_eq(seg_size(3), valid);
+	cr_assert_eq(res.messages_live, 1);
+	cr_assert_null(index_find(&ix, 0x101));
+	recover_again();
+	cr_assert_eq(res.truncated_bytes, 0);
+	cr_assert_eq(res.last_valid_end, valid);
+	cr_assert_eq(res.messages_live, 1);
+}
+
+Test(recover, a_last_segment_of_garbage_is_cut_to_nothing)
+{
+	struct seg s = seg_open(1);
+	uint8_t junk[300];
+	memset(junk, 'R', sizeof(junk));
+	seg_write(&s, junk, sizeof(junk));
+	seg_close(&s);
+	cr_assert_eq(recover_shard(dir, &ix, &res), 0);
+	cr_assert_eq(res.truncated_bytes, 300);
+	cr_assert_eq(res.last_valid_end, 0);
+	cr_assert_eq(seg_size(1), 0);
+}
+
+Test(recover, holes_in_the_middle_hide_nothing_and_are_not_cut)
+{
+	struct seg s0 = seg_open(0);
+	seg_message(&s0, 0x100, 1);
+	uint8_t zeros[5000] = { 0 };
+	seg_write(&s0, zeros, sizeof(zeros));   /* a batch whose writes never landed */
+	seg_message(&s0, 0x101, 1);
+	seg_close(&s0);
+	struct seg s1 = seg_open(1);
+	seg_message(&s1, 0x102, 1);
+	seg_write(&s1, zeros, 100);
+	seg_message(&s1, 0x103, 1);
+	seg_close(&s1);
+	cr_assert_eq(recover_shard(dir, &ix, &res), 0);
+	cr_assert_eq(res.messages_live, 4);
+	cr_assert_eq(res.skipped_bytes, 5100);
+	cr_assert_eq(res.truncated_bytes, 0);
+	cr_assert_eq(res.last_valid_end, s1.len);
+	cr_assert_eq(seg_size(0), s0.len);
+	cr_assert_not_null(index_find(&ix, 0x103));
+}
+
+Test(recover, state_records_in_later_segments_apply_to_older_messages)
+{
+	struct seg s0 = seg_open(0);
+	seg_message(&s0, 0x100, 2);
+	seg_message(&s0, 0x101, 1);
+	seg_message(&s0, 0x102, 3);
+	seg_close(&s0);
+	struct seg s1 = seg_open(1);
+	seg_state(&s1, RECORD_DELIVERED, 0x100, 0, 0);
+	seg_state(&s1, RECORD_DEFERRED, 0x101, 0, 1700000600000ull);
+	seg_state(&s1, RECORD_DEFERRED, 0x102, 2, 1700000900000ull);
+	seg_close(&s1);
+	struct seg s2 = seg_open(2);
+	seg_state(&s2, RECORD_BOUNCED, 0x100, 1, 0);
+	seg_state(&s2, RECORD_EXPIRED, 0x102, 0, 0);
+	seg_state(&s2, RECORD_DELIVERED, 0x999, 0, 0);   /* long gone: ignored */
+	seg_close(&s2);
+	cr_assert_eq(recover_shard(dir, &ix, &res), 0);
+	cr_assert_eq(res.records, 9);
+	cr_assert_eq(res.messages_live, 1);
+	cr_assert_null(index_find(&ix, 0x100));
+	cr_assert_null(index_find(&ix, 0x102));
+	const struct index_entry *e = index_find(&ix, 0x101);
+	cr_assert_not_null(e);
+	uint64_t next = 0;
+	cr_assert_eq(index_entry_rcpt(e, 0, &next), INDEX_RCPT_DEFERRED);
+	cr_assert_eq(next, 1700000600000ull);
+	cr_assert_eq(e->due_ms, 1700000600000ull);
+	cr_assert_eq(res.max_queue_id, 0x999);
+	cr_assert_eq(res.segments_deleted, 0);   /* segment 0 holds the live message */
+	cr_assert_eq(res.first_segment, 0);
+}
+
+Test(recover, only_the_oldest_all_final_segments_are_deleted)
+{
+	struct seg s0 = seg_open(10);
+	seg_message(&s0, 0x100, 1);
+	seg_close(&s0);
+	struct seg s1 = seg_open(11);
+	seg_message(&s1, 0x101, 2);
+	seg_state(&s1, RECORD_DELIVERED, 0x100, 0, 0);
+	seg_state(&s1, RECORD_DELIVERED, 0x101, 0, 0);
+	seg_close(&s1);
+	struct seg s2 = seg_open(12);
+	seg_message(&s2, 0x102, 1);
+	seg_state(&s2, RECORD_DELIVERED, 0x102, 0, 0);
+	seg_close(&s2);
+	struct seg s3 = seg_open(13);
+	seg_message(&s3, 0x103, 1);
+	seg_state(&s3, RECORD_BOUNCED, 0x103, 0, 0);
+	seg_close(&s3);
+	cr_assert_eq(recover_shard(dir, &ix, &res), 0);
+	/* 10 is all final; 11 has 0x101 half delivered, and its state record for recipient 0 is
+	 * needed; 12 is all final but newer than 11; 13 is the last. */
+	cr_assert_eq(res.segments_found, 4);
+	cr_assert_eq(res.segments_deleted, 1);
+	cr_assert_eq(res.segment_count, 3);
+	cr_assert_eq(res.first_segment, 11);
+	cr_assert_eq(res.last_segment, 13);
+	cr_assert_not(seg_exists(10));
+	cr_assert(seg_exists(11) && seg_exists(12) && seg_exists(13));
+	/* Recipient 1 delivered too: now everything but the last segment goes. */
+	struct seg s4 = seg_open(14);
+	seg_state(&s4, RECORD_DELIVERED, 0x101, 1, 0);
+	seg_close(&s4);
+	recover_again();
+	cr_assert_eq(res.segments_found, 4);
+	cr_assert_eq(res.segments_deleted, 3);
+	cr_assert_eq(res.segment_count, 1);
+	cr_assert_eq(res.first_segment, 14);
+	cr_assert_eq(res.last_segment, 14);
+	cr_assert_eq(res.messages_live, 0);
+	cr_assert(seg_exists(14));
+	cr_assert_not(seg_exists(11) || seg_exists(12) || seg_exists(13));
+}
+
+Test(recover, a_copied_forward_message_moves_with_its_states)
+{
+	struct seg s0 = seg_open(0);
+	seg_message(&s0, 0x100, 2);
+	seg_state(&s0, RECORD_DELIVERED, 0x100, 0, 0);
+	seg_close(&s0);
+	struct seg s1 = seg_open(1);
+	uint64_t off = seg_message(&s1, 0x100, 2);
+	seg_close(&s1);
+	cr_assert_eq(recover_shard(dir, &ix, &res), 0);
+	const struct index_entry *e = index_find(&ix, 0x100);
+	cr_assert_not_null(e);
+	cr_assert_eq(e->segment, 1);
+	cr_assert_eq(e->offset, off);
+	cr_assert_not(index_rcpt_pending(&ix, 0x100, 0));
+	cr_assert(index_rcpt_pending(&ix, 0x100, 1));
+	cr_assert_eq(res.segments_deleted, 1);
+	cr_assert_not(seg_exists(0));
+}
+
+Test(recover, segments_are_replayed_in_numeric_order)
+{
+	/* Message in 0x10, its delivery in 0x11 and a new message in 0x2: 0x2 < 0x10 < 0x11. */
+	struct seg a = seg_open(0x11);
+	seg_state(&a, RECORD_DELIVERED, 0x100, 0, 0);
+	seg_close(&a);
+	struct seg b = seg_open(0x2);
+	seg_message(&b, 0x50, 1);
+	seg_close(&b);
+	struct seg c = seg_open(0x10);
+	seg_message(&c, 0x100, 1);
+	seg_close(&c);
+	cr_assert_eq(recover_shard(dir, &ix, &res), 0);
+	cr_assert_null(index_find(&ix, 0x100));
+	cr_assert_not_null(index_find(&ix, 0x50));
+	cr_assert_eq(res.last_segment, 0x11);
+	cr_assert_eq(res.first_segment, 0x2);
+}
+
+Test(recover, other_names_in_the_directory_are_left_alone)
+{
+	static const char *const names[] = { "notes.txt", "0000000000000001.log.tmp",
+		"000000000000000A.log", "0000000100000000.log", "000000000000001.log" };
+	char path[128];
+	for (uint32_t i = 0; i < ARRAY_LEN(names); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+		int fd = open(path, O_WRONLY | O_CREAT, 0600);
+		cr_assert_geq(fd, 0);
+		cr_assert_eq(write(fd, "RMQ1garbage", 11), 11);
+		close(fd);
+	}
+	struct seg s = seg_open(5);
+	seg_message(&s, 0x100, 1);
+	seg_close(&s);
+	cr_assert_eq(recover_shard(dir, &ix, &res), 0);
+	cr_assert_eq(res.segments_found, 1);
+	cr_assert_eq(res.last_segment, 5);
+	for (uint32_t i = 0; i < ARRAY_LEN(names); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+		struct stat st;
+		cr_assert_eq(stat(path, &st), 0);
+		cr_assert_eq(st.st_size, 11);
+	}
+}
+
+Test(recover, valid_records_that_do_not_decode_are_counted_and_ignored)
+{
+	struct seg s = seg_open(0);
+	uint8_t rec[RECORD_HEADER_SIZE + 40] = { 0 };   /* a MESSAGE with no envelope */
+	struct iovec iov = { rec + RECORD_HEADER_SIZE, 40 };
+	record_header_encode(rec, RECORD_MESSAGE, 0x100, &iov, 1);
+	seg_write(&s, rec, sizeof(rec));
+	uint8_t st[RECORD_HEADER_SIZE + 3] = { 0 };    /* DELIVERED with 3 payload bytes */
+	iov = (struct iovec){ st + RECORD_HEADER_SIZE, 3 };
+	record_header_encode(st, RECORD_DELIVERED, 0x100, &iov, 1);
+	seg_write(&s, st, sizeof(st));
+	seg_message(&s, 0x101, 1);
+	seg_close(&s);
+	cr_assert_eq(recover_shard(dir, &ix, &res), 0);
+	cr_assert_eq(res.records, 3);
+	cr_assert_eq(res.records_unusable, 2);
+	cr_assert_eq(res.messages_live, 1);
+	cr_assert_eq(res.last_valid_end, s.len);
+}
+
+Test(recover, an_unreadable_segment_stops_recovery)
+{
+	char name[SEGMENT_NAME_LEN + 1], path[128];
+	recover_segment_name(7, name);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	cr_assert_eq(mkdir(path, 0700), 0);   /* opens, but cannot be read */
+	cr_assert_lt(recover_shard(dir, &ix, &res), 0);
+}
+
+Test(recover, a_message_with_a_thousand_recipients_survives_a_restart)
+{
+	struct seg s = seg_open(0);
+	seg_message(&s, 0x100, RECORD_RCPT_MAX);
+	for (uint32_t i = 0; i < RECORD_RCPT_MAX; i += 2)
+		seg_state(&s, RECORD_DELIVERED, 0x100, i, 0);
+	seg_close(&s);
+	cr_assert_eq(recover_shard(dir, &ix, &res), 0);
+	const struct index_entry *e = index_find(&ix, 0x100);
+	cr_assert_not_null(e);
+	cr_assert_eq(e->unfinished, RECORD_RCPT_MAX / 2);
+	for (uint32_t i = 0; i < RECORD_RCPT_MAX; i++)
+		cr_assert_eq(index_rcpt_pending(&ix, 0x100, i), i % 2 == 1);
+}
