@@ -173,7 +173,8 @@ policy_load_lines(struct policy *p, const char *path, struct slice text, char *e
 		if (!policy_local_part_safe(name)) {
 			snprintf(err, err_len, "%s:%u: not a local part that can receive mail "
 				"(1..%u octets, no '/', '%%', '!', '@', blank or control "
-				"character, no leading '.')", path, line, POLICY_LOCAL_PART_LEN_MAX);
+				"character, no leading '.')", path, line,
+				POLICY_LOCAL_PART_LEN_MAX);
 			return -1;
 		}
 		if (p->user_count == POLICY_USERS_MAX) {
