@@ -353,8 +353,11 @@ spool_complete(struct spool *sp, struct io_uring_cqe *cqe)
 uint64_t
 spool_next_flush_ms(const struct spool *sp)
 {
-	if (sp->queued.count == 0 || sp->queued_messages > 0)
-		return sp->queued.count == 0 ? UINT64_MAX : 0;
+	/* A batch in flight: its completion wakes the loop, which flushes then. */
+	if (sp->busy || sp->queued.count == 0)
+		return UINT64_MAX;
+	if (sp->queued_messages > 0)
+		return 0;
 	uint64_t due = sp->queued_since_ms + SPOOL_STATE_DELAY_MS;
 	return due > sp->sh->now_ms ? due - sp->sh->now_ms : 0;
 }
