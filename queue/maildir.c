@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -23,10 +25,11 @@
 #define DELIVER_PATH_MAX   320u
 #define DELIVER_RP_MAX     600u    /* "Return-Path: <" + a 256-octet path (RFC 5321 4.5.3.1.3) */
 #define DELIVER_MAILBOX_MAX 80u
+#define DELIVER_SYNC_SLOT   DELIVER_JOBS_MAX   /* user_data slot of the syncfs completion */
 
 enum deliver_step {
-	STEP_OPEN = 1, STEP_WRITE, STEP_FSYNC, STEP_CLOSE, STEP_RENAME, STEP_DIR_OPEN, STEP_DIR_FSYNC,
-	STEP_DIR_CLOSE,                 /* last step of a delivery chain */
+	STEP_OPEN = 1, STEP_WRITE, STEP_CLOSE,
+	STEP_RENAME,                    /* last step of a delivery chain */
 	STEP_MKDIR = 16, STEP_MKDIR_DONE = 31,   /* a mailbox creation chain */
 };
 
@@ -57,6 +60,13 @@ struct deliver {
 	uint32_t busy;
 	struct deliver_job *wait_head, *wait_tail;
 	struct deliver_job *retry_head;
+	struct deliver_job *written;   /* in new/, waiting for the next syncfs */
+	struct deliver_job *syncing;   /* covered by the syncfs in flight */
+	bool sync_busy;
+	int sync_efd;                  /* requests to the sync thread */
+	uint64_t sync_request;         /* the eventfd increment, written through the ring */
+	bool sync_stop;
+	pthread_t sync_thread;
 };
 
 size_t
@@ -75,6 +85,32 @@ maildir_name(char out[MAILDIR_NAME_MAX], uint64_t arrival_ms, uint64_t qid, uint
 	return len;
 }
 
+/* The sync thread: one syncfs(2) of the Maildir file system per request, its result posted to
+ * the shard's ring as a completion (IORING_OP_MSG_RING). io_uring has no syncfs, and one syncfs
+ * makes every file and rename written since the last one durable at once, where per-file
+ * fsyncs would cost two device flushes per recipient. The shard never blocks on it. */
+static void *
+deliver_sync_main(void *arg)
+{
+	struct deliver *d = arg;
+	struct io_uring ring;
+	if (io_uring_queue_init(4, &ring, 0) != 0)
+		return NULL;
+	uint64_t n;
+	while (read(d->sync_efd, &n, sizeof(n)) == (ssize_t)sizeof(n) && !d->sync_stop) {
+		int rc = syncfs(d->root_fd) == 0 ? 0 : -errno;
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+		io_uring_prep_msg_ring(sqe, d->sh->ring_fd, (unsigned)rc,
+			shard_user_data(SHARD_OP_DELIVER, DELIVER_SYNC_SLOT, 0), 0);
+		struct io_uring_cqe *cqe;
+		if (io_uring_submit_and_wait(&ring, 1) < 0 || io_uring_wait_cqe(&ring, &cqe) != 0)
+			break;
+		io_uring_cqe_seen(&ring, cqe);
+	}
+	io_uring_queue_exit(&ring);
+	return NULL;
+}
+
 int
 deliver_init(struct shard *sh, struct deliver **out)
 {
@@ -85,14 +121,29 @@ deliver_init(struct shard *sh, struct deliver **out)
 	if (d == NULL)
 		return -ENOMEM;
 	d->sh = sh;
+	int rc;
 	d->root_fd = open(root, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
 	if (d->root_fd < 0) {
-		int rc = -errno;
-		free(d);
-		return rc;
+		rc = -errno;
+		goto fail_free;
 	}
+	d->sync_efd = eventfd(0, EFD_CLOEXEC);
+	if (d->sync_efd < 0) {
+		rc = -errno;
+		goto fail_root;
+	}
+	rc = -pthread_create(&d->sync_thread, NULL, deliver_sync_main, d);
+	if (rc < 0)
+		goto fail_efd;
 	*out = d;
 	return 0;
+fail_efd:
+	close(d->sync_efd);
+fail_root:
+	close(d->root_fd);
+fail_free:
+	free(d);
+	return rc;
 }
 
 /* Tags a prepared request of job slot's chain; every step but the last links to the next. */
@@ -112,71 +163,40 @@ deliver_file_index(uint32_t slot)
 	return slot;   /* the registered file table's first DELIVER_JOBS_MAX slots are ours */
 }
 
-/* open tmp/ -> write -> fdatasync -> close -> rename into new/ -> fsync new/ */
+/* open tmp/ -> write -> close -> rename into new/. Durability comes after, for many deliveries
+ * at once: one syncfs (see deliver_sync_main). */
 static void
 deliver_submit_chain(struct deliver *d, uint32_t slot, struct deliver_job *j)
 {
 	uint32_t fi = deliver_file_index(slot);
 	struct io_uring_sqe *sqe = shard_sqe(d->sh);
-	io_uring_prep_openat_direct(sqe, d->root_fd, j->tmp_path,
-		O_WRONLY | O_CREAT | O_TRUNC, 0600, fi);
+	io_uring_prep_openat_direct(sqe, d->root_fd, j->tmp_path, O_WRONLY | O_CREAT | O_TRUNC, 0600,
+		fi);
 	deliver_tag(d, sqe, slot, STEP_OPEN, false, false);
 	sqe = shard_sqe(d->sh);
 	io_uring_prep_writev(sqe, (int)fi, j->iov, 2, 0);
 	sqe->flags |= IOSQE_FIXED_FILE;
 	deliver_tag(d, sqe, slot, STEP_WRITE, false, false);
 	sqe = shard_sqe(d->sh);
-	io_uring_prep_fsync(sqe, (int)fi, IORING_FSYNC_DATASYNC);
-	sqe->flags |= IOSQE_FIXED_FILE;
-	deliver_tag(d, sqe, slot, STEP_FSYNC, false, false);
-	sqe = shard_sqe(d->sh);
 	io_uring_prep_close_direct(sqe, fi);
 	deliver_tag(d, sqe, slot, STEP_CLOSE, false, false);
 	sqe = shard_sqe(d->sh);
 	io_uring_prep_renameat(sqe, d->root_fd, j->tmp_path, d->root_fd, j->new_path, 0);
-	deliver_tag(d, sqe, slot, STEP_RENAME, false, false);
-	sqe = shard_sqe(d->sh);
-	io_uring_prep_openat_direct(sqe, d->root_fd, j->new_dir, O_RDONLY | O_DIRECTORY, 0, fi);
-	deliver_tag(d, sqe, slot, STEP_DIR_OPEN, false, false);
-	sqe = shard_sqe(d->sh);
-	io_uring_prep_fsync(sqe, (int)fi, 0);
-	sqe->flags |= IOSQE_FIXED_FILE;
-	deliver_tag(d, sqe, slot, STEP_DIR_FSYNC, false, false);
-	sqe = shard_sqe(d->sh);
-	io_uring_prep_close_direct(sqe, fi);
-	deliver_tag(d, sqe, slot, STEP_DIR_CLOSE, true, false);
+	deliver_tag(d, sqe, slot, STEP_RENAME, true, false);
 }
 
-/* Opens, fsyncs and closes directory path (relative to the root) as part of a chain. */
-static void
-deliver_chain_dir_fsync(struct deliver *d, uint32_t slot, const char *path, bool last)
-{
-	uint32_t fi = deliver_file_index(slot);
-	struct io_uring_sqe *sqe = shard_sqe(d->sh);
-	io_uring_prep_openat_direct(sqe, d->root_fd, path, O_RDONLY | O_DIRECTORY, 0, fi);
-	deliver_tag(d, sqe, slot, STEP_MKDIR, false, true);
-	sqe = shard_sqe(d->sh);
-	io_uring_prep_fsync(sqe, (int)fi, 0);
-	sqe->flags |= IOSQE_FIXED_FILE;
-	deliver_tag(d, sqe, slot, STEP_MKDIR, false, true);
-	sqe = shard_sqe(d->sh);
-	io_uring_prep_close_direct(sqe, fi);
-	deliver_tag(d, sqe, slot, last ? STEP_MKDIR_DONE : STEP_MKDIR, last, true);
-}
-
-/* Creates <mailbox>/{,tmp,new,cur} (existing ones are fine: hard links go on past EEXIST) and
- * makes the new names durable: fsync of the mailbox and of the root. */
+/* Creates <mailbox>/{,tmp,new,cur}; existing ones are fine: hard links go on past EEXIST. The
+ * syncfs after the first delivery makes the new names durable with it. */
 static void
 deliver_submit_mkdir(struct deliver *d, uint32_t slot, struct deliver_job *j)
 {
 	const char *dirs[4] = { j->mailbox, j->sub[0], j->sub[1], j->sub[2] };
 	for (uint32_t i = 0; i < ARRAY_LEN(dirs); i++) {
+		bool last = i + 1 == ARRAY_LEN(dirs);
 		struct io_uring_sqe *sqe = shard_sqe(d->sh);
 		io_uring_prep_mkdirat(sqe, d->root_fd, dirs[i], 0700);
-		deliver_tag(d, sqe, slot, STEP_MKDIR, false, true);
+		deliver_tag(d, sqe, slot, last ? STEP_MKDIR_DONE : STEP_MKDIR, last, true);
 	}
-	deliver_chain_dir_fsync(d, slot, j->mailbox, false);
-	deliver_chain_dir_fsync(d, slot, ".", true);
 }
 
 static void
@@ -226,6 +246,19 @@ deliver_log(struct deliver *d, struct deliver_job *j, enum log_status status, in
 }
 
 static void
+deliver_defer(struct deliver *d, struct deliver_job *j, int err)
+{
+	deliver_log(d, j, LOG_STATUS_DEFERRED, err);
+	uint64_t backoff = DELIVER_RETRY_FIRST_MS << (j->attempts < 10 ? j->attempts : 10);
+	j->retry_at_ms = d->sh->now_ms + (backoff < DELIVER_RETRY_MAX_MS ? backoff
+		: DELIVER_RETRY_MAX_MS);
+	j->attempts++;
+	j->mkdir_tried = false;
+	j->next = d->retry_head;
+	d->retry_head = j;
+}
+
+static void
 deliver_finish(struct deliver *d, uint32_t slot, struct deliver_job *j)
 {
 	d->slots[slot] = NULL;
@@ -237,33 +270,64 @@ deliver_finish(struct deliver *d, uint32_t slot, struct deliver_job *j)
 		return;
 	}
 	if (j->err == 0) {
-		spool_mark_final(d->sh->spool, j->m->qid, RECORD_DELIVERED, j->rcpt);
-		d->sh->stats.deliveries++;
-		deliver_log(d, j, LOG_STATUS_DELIVERED, 0);
-		deliver_job_free(j);
+		j->next = d->written;   /* in new/; delivered once the next syncfs returns */
+		d->written = j;
 		return;
 	}
-	deliver_log(d, j, LOG_STATUS_DEFERRED, j->err);
-	uint64_t backoff = DELIVER_RETRY_FIRST_MS << (j->attempts < 10 ? j->attempts : 10);
-	j->retry_at_ms = d->sh->now_ms + (backoff < DELIVER_RETRY_MAX_MS ? backoff
-		: DELIVER_RETRY_MAX_MS);
-	j->attempts++;
-	j->mkdir_tried = false;
-	j->next = d->retry_head;
-	d->retry_head = j;
+	deliver_defer(d, j, j->err);
 }
 
+/* The syncfs that covers the jobs in d->syncing returned res. */
+static void
+deliver_synced(struct deliver *d, int res)
+{
+	struct deliver_job *j = d->syncing;
+	d->syncing = NULL;
+	d->sync_busy = false;
+	while (j != NULL) {
+		struct deliver_job *next = j->next;
+		if (res == 0) {
+			spool_mark_final(d->sh->spool, j->m->qid, RECORD_DELIVERED, j->rcpt);
+			d->sh->stats.deliveries++;
+			deliver_log(d, j, LOG_STATUS_DELIVERED, 0);
+			deliver_job_free(j);
+		} else {
+			deliver_defer(d, j, res);   /* written again on retry: same name, same bytes */
+		}
+		j = next;
+	}
+}
+
+/* Asks the sync thread for one syncfs covering every job written so far. */
+static void
+deliver_sync_start(struct deliver *d)
+{
+	if (d->sync_busy || d->written == NULL)
+		return;
+	d->syncing = d->written;
+	d->written = NULL;
+	d->sync_busy = true;
+	d->sync_request = 1;
+	struct io_uring_sqe *sqe = shard_sqe(d->sh);
+	io_uring_prep_write(sqe, d->sync_efd, &d->sync_request, sizeof(d->sync_request), 0);
+	io_uring_sqe_set_data64(sqe, shard_user_data(SHARD_OP_NONE, 0, 0));
+}
 void
 deliver_complete(struct deliver *d, struct io_uring_cqe *cqe)
 {
 	uint32_t slot = shard_ud_slot(cqe->user_data);
 	uint32_t gen = shard_ud_gen(cqe->user_data);
 	enum deliver_step step = (enum deliver_step)(gen & 0xffu);
+	if (slot == DELIVER_SYNC_SLOT) {
+		ASSERT(d->sync_busy);
+		deliver_synced(d, cqe->res);
+		return;
+	}
 	ASSERT(slot < DELIVER_JOBS_MAX);
 	struct deliver_job *j = d->slots[slot];
 	ASSERT(j != NULL);
 	ASSERT((gen >> 8) == d->slot_gen[slot]);
-	bool last = step == STEP_DIR_CLOSE || step == STEP_MKDIR_DONE;
+	bool last = step == STEP_RENAME || step == STEP_MKDIR_DONE;
 	if (step >= STEP_MKDIR) {
 		if (last) {   /* mailbox created (or it failed: the chain says which) */
 			d->slots[slot] = NULL;
@@ -359,6 +423,7 @@ deliver_message(struct deliver *d, struct msg *m, bool fresh)
 void
 deliver_kick(struct deliver *d)
 {
+	deliver_sync_start(d);
 	struct deliver_job **link = &d->retry_head;
 	while (*link != NULL) {
 		struct deliver_job *j = *link;
@@ -393,7 +458,7 @@ deliver_next_retry_ms(const struct deliver *d)
 bool
 deliver_idle(const struct deliver *d)
 {
-	return d->busy == 0 && d->wait_head == NULL;
+	return d->busy == 0 && d->wait_head == NULL && d->written == NULL && !d->sync_busy;
 }
 
 static void
@@ -410,8 +475,15 @@ void
 deliver_fini(struct deliver *d)
 {
 	ASSERT(d->busy == 0);
+	d->sync_stop = true;
+	uint64_t one = 1;
+	(void)!write(d->sync_efd, &one, sizeof(one));
+	pthread_join(d->sync_thread, NULL);
 	deliver_free_list(d->wait_head);
 	deliver_free_list(d->retry_head);
+	deliver_free_list(d->written);
+	deliver_free_list(d->syncing);
+	close(d->sync_efd);
 	close(d->root_fd);
 	free(d);
 }

@@ -3,9 +3,11 @@
  * One job per (message, local recipient), at most DELIVER_JOBS_MAX at once per shard, the rest
  * wait in arrival order. A job is one linked chain of ring requests, with no blocking call on the
  * shard's thread: open <user>/tmp/<name> into a registered file slot, write Return-Path: and the
- * message, fdatasync, close, rename into <user>/new/<name>, fsync <user>/new. Only then is the
- * recipient marked delivered in the spool. A missing mailbox is created first (mkdir of <user>,
- * tmp, new and cur, each parent fsynced). A failed job is retried with back-off.
+ * message, close, rename into <user>/new/<name>. Group sync: the jobs written since the last
+ * one share one syncfs(2) of the Maildir file system (io_uring has no syncfs: a per-shard thread
+ * makes the call and posts the result to the ring with IORING_OP_MSG_RING); only after it
+ * returns is each recipient marked delivered in the spool. A missing mailbox is created first
+ * (mkdir of <user>, tmp, new and cur). A failed job is retried with back-off.
  *
  * The file name is <arrival seconds>.R<queue id>Q<recipient index>.<myhostname>: unique (the
  * queue id is) and the same on every attempt, so a delivery repeated after a crash replaces the
