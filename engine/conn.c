@@ -22,7 +22,6 @@
 #include "src/received.h"
 
 #define CONN_PEER_LEN 64u
-#define CONN_RECEIVED_MAX 1024u   /* the Received: header we prepend */
 
 struct conn_out {
 	uint8_t *data;
@@ -216,18 +215,18 @@ conn_msg_begin(struct conn *c)
 	const struct config *cfg = sh->eng->cfg;
 	conn_msg_drop(c);
 	uint64_t qid = spool_next_qid(sh->spool);
-	c->msg = msg_new(qid, sh->now_real_ms, cfg->max_message_size + CONN_RECEIVED_MAX);
+	c->msg = msg_new(qid, sh->now_real_ms, cfg->max_message_size + RECEIVED_LEN_MAX);
 	if (c->msg == NULL)
 		return;   /* the commit fails with 451 below */
 	const struct smtp_envelope *env = smtp_server_envelope(&c->smtp);
 	struct slice only_rcpt = env->rcpt_count == 1 ? smtp_server_rcpt(&c->smtp, 0).path
 		: SLICE_LIT("");
-	uint8_t hdr[CONN_RECEIVED_MAX];
+	uint8_t hdr[RECEIVED_LEN_MAX];
 	size_t len = received_format(hdr, sizeof(hdr), &(struct received_info){
 		.helo = env->helo,
 		.client_addr = slice_make(c->peer, strlen(c->peer)),
 		.myhostname = slice_make(cfg->myhostname, strlen(cfg->myhostname)),
-		.protocol = env->esmtp ? SLICE_LIT("ESMTP") : SLICE_LIT("SMTP"),
+		.protocol = received_protocol(env->esmtp, false, false),
 		.queue_id = qid,
 		.for_rcpt = only_rcpt,
 		.now_ms = sh->now_real_ms,

@@ -21,9 +21,9 @@
 #include "src/config.h"
 #include "src/log.h"
 #include "src/policy.h"
+#include "src/received.h"
 
 #define DELIVER_PATH_MAX   320u
-#define DELIVER_RP_MAX     600u    /* "Return-Path: <" + a 256-octet path (RFC 5321 4.5.3.1.3) */
 #define DELIVER_MAILBOX_MAX 80u
 #define DELIVER_SYNC_SLOT   DELIVER_JOBS_MAX   /* user_data slot of the syncfs completion */
 
@@ -49,7 +49,7 @@ struct deliver_job {
 	char new_dir[DELIVER_PATH_MAX];
 	char sub[3][DELIVER_PATH_MAX]; /* mailbox/tmp, mailbox/new, mailbox/cur */
 	char rcpt_path[DELIVER_PATH_MAX];
-	char rp[DELIVER_RP_MAX];
+	uint8_t rp[RECEIVED_RETURN_PATH_MAX];
 };
 
 struct deliver {
@@ -366,10 +366,10 @@ deliver_job_prepare(struct deliver *d, struct deliver_job *j, const struct recor
 	snprintf(j->new_dir, DELIVER_PATH_MAX, "%s/new", j->mailbox);
 	snprintf(j->rcpt_path, DELIVER_PATH_MAX, "%.*s", (int)r->path.len, r->path.ptr);
 	/* RFC 5321 4.4: the final delivery adds Return-Path: with the reverse path, exactly once. */
-	int n = snprintf(j->rp, DELIVER_RP_MAX, "Return-Path: <%.*s>\r\n", (int)v->mail_from.len,
-		v->mail_from.ptr);
-	ASSERT(n > 0 && (size_t)n < DELIVER_RP_MAX);
-	j->iov[0] = (struct iovec){ j->rp, (size_t)n };
+	if (v->mail_from.len > RECEIVED_SENDER_MAX)
+		return false;   /* not from our server: the envelope on disk is damaged */
+	size_t n = received_return_path(j->rp, sizeof(j->rp), v->mail_from);
+	j->iov[0] = (struct iovec){ j->rp, n };
 	j->iov[1] = (struct iovec){ j->m->body, j->m->body_len };
 	return true;
 }

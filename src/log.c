@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "queue/queue_id.h"
 #include "src/config.h"
 
 #define LOG_TRUNCATED      " truncated"
@@ -173,10 +174,10 @@ log_line_u64(struct log_line *l, const char *key, uint64_t value)
 void
 log_line_qid(struct log_line *l, uint64_t qid)
 {
-	char num[24];
-	int n = snprintf(num, sizeof(num), "%016" PRIx64, qid);
+	char id[QUEUE_ID_STR_LEN + 1];
+	queue_id_format(qid, id);   /* as the 250 reply shows it, so the reply's id greps */
 	log_put_key(l, "qid");
-	log_put(l, num, (size_t)n);
+	log_put(l, id, QUEUE_ID_STR_LEN);
 }
 
 void

@@ -5,10 +5,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "queue/queue_id.h"
 #include "src/log.h"
 
 #define RECEIVED_DATE_MAX 32u   /* "Thu, 31 Dec 9999 23:59:59 +0000" and a NUL */
-#define RECEIVED_QID_LEN  16u
+#define RECEIVED_QID_LEN  QUEUE_ID_STR_LEN
 
 /* The fixed text of a Received: field, and a bound on the whole. */
 #define RECEIVED_FIXED_LEN (sizeof("Received: from  ([IPv6:])\r\n\tby  (ringmta) with ESMTPSA id " \
@@ -162,8 +163,8 @@ received_format(uint8_t *buf, size_t cap, const struct received_info *info)
 	ASSERT(cap >= RECEIVED_LEN_MAX);
 	ASSERT(received_protocol_known(info->protocol));
 	struct received_buf b = { .p = buf, .cap = RECEIVED_LEN_MAX };
-	char qid[RECEIVED_QID_LEN + 1];
-	snprintf(qid, sizeof(qid), "%016" PRIx64, info->queue_id);
+	char qid[QUEUE_ID_STR_LEN + 1];
+	queue_id_format(info->queue_id, qid);
 	struct slice host = info->myhostname;
 	if (host.len > RECEIVED_HOST_MAX)
 		host.len = RECEIVED_HOST_MAX;
@@ -193,8 +194,7 @@ received_return_path(uint8_t *buf, size_t cap, struct slice sender)
 {
 	ASSERT(cap >= RECEIVED_RETURN_PATH_MAX);
 	struct received_buf b = { .p = buf, .cap = RECEIVED_RETURN_PATH_MAX };
-	if (sender.len > RECEIVED_RCPT_MAX)
-		sender.len = RECEIVED_RCPT_MAX;
+	ASSERT(sender.len <= RECEIVED_SENDER_MAX);
 	received_put_str(&b, "Return-Path: <");
 	received_put_path(&b, sender);
 	received_put_str(&b, ">\r\n");

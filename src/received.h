@@ -26,14 +26,15 @@
 #define RECEIVED_ADDR_MAX        64u   /* octets of the client address; longer shows "unknown" */
 #define RECEIVED_RCPT_MAX       256u   /* RFC 5321 4.5.3.1.3 path; longer: no "for" clause */
 #define RECEIVED_LEN_MAX       1024u   /* the whole Received: field, CRLFs included */
-#define RECEIVED_RETURN_PATH_MAX (sizeof("Return-Path: <>\r\n") - 1u + RECEIVED_RCPT_MAX)
+#define RECEIVED_SENDER_MAX     512u   /* a 256-octet local part (smtp_addr allows it), '@', domain */
+#define RECEIVED_RETURN_PATH_MAX (sizeof("Return-Path: <>\r\n") - 1u + RECEIVED_SENDER_MAX)
 
 struct received_info {
 	struct slice helo;           /* HELO/EHLO argument as sent; empty shows "unknown" */
 	struct slice client_addr;    /* printable IP address, no brackets ("127.0.0.1", "::1") */
 	struct slice myhostname;
 	struct slice protocol;       /* one of received_protocol()'s words */
-	uint64_t queue_id;           /* shown as 16 lower-case hex digits */
+	uint64_t queue_id;           /* shown as queue_id_format does */
 	struct slice for_rcpt;       /* the one recipient's path (no brackets), or empty */
 	uint64_t now_ms;             /* CLOCK_REALTIME, milliseconds since the epoch */
 };
@@ -47,7 +48,7 @@ struct slice received_protocol(bool esmtp, bool tls, bool auth);
 size_t received_format(uint8_t *buf, size_t cap, const struct received_info *info);
 
 /* Writes "Return-Path: <sender>\r\n" ("<>" for the empty, null sender) and returns its length;
- * cap must be at least RECEIVED_RETURN_PATH_MAX. Control characters in sender become '?'; a
- * sender longer than RECEIVED_RCPT_MAX octets is cut there (SMTP limits it to 256 anyway). */
+ * cap must be at least RECEIVED_RETURN_PATH_MAX. Control characters in sender become '?' (the
+ * parser lets none through); the server accepts no sender longer than RECEIVED_SENDER_MAX. */
 size_t received_return_path(uint8_t *buf, size_t cap, struct slice sender);
 #endif

@@ -109,11 +109,11 @@ Test(log, accepted_line_has_qid_sender_size_count_client_and_helo) /* RFC 2505 2
 {
 	size_t n = log_format_accepted(line, LOG_LINE_MAX, T0, 0x0123456789abcdefull,
 		s("alice@example.com"), 1234, 2, s("127.0.0.1"), s("client.example"));
-	cr_assert_str_eq(done(n), "2024-05-01T12:34:56.789Z event=accepted qid=0123456789abcdef "
+	cr_assert_str_eq(done(n), "2024-05-01T12:34:56.789Z event=accepted qid=0123456789ABCDEF "
 		"from=<alice@example.com> size=1234 nrcpt=2 client=127.0.0.1 "
 		"helo=client.example\n");
 	n = log_format_accepted(line, LOG_LINE_MAX, T0, 255, s(""), 0, 1, s("::1"), s(""));
-	cr_assert_str_eq(done(n), "2024-05-01T12:34:56.789Z event=accepted qid=00000000000000ff "
+	cr_assert_str_eq(done(n), "2024-05-01T12:34:56.789Z event=accepted qid=00000000000000FF "
 		"from=<> size=0 nrcpt=1 client=::1 helo=\n");
 }
 
