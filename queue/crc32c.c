@@ -4,6 +4,14 @@
 #include <nmmintrin.h>
 #include <string.h>
 
+#define CRC32C_POLY         0x82F63B78u   /* reflected Castagnoli polynomial */
+#define CRC32C_STRIPE_LONG  4096u
+#define CRC32C_XPOW_LONG    0x35d73a62u   /* x^(8 * 4096) mod P, reflected */
+#define CRC32C_STRIPE_SHORT 512u
+#define CRC32C_XPOW_SHORT   0x74c360a4u   /* x^(8 * 512) mod P, reflected */
+_Static_assert(CRC32C_STRIPE_SHORT % 8 == 0, "stripes are whole words");
+_Static_assert(CRC32C_STRIPE_LONG % CRC32C_STRIPE_SHORT == 0, "stripes nest");
+
 /* Byte-at-a-time table of the reflected polynomial 0x82F63B78 (RFC 3720 B.4); the unit test
  * rebuilds it bit by bit and compares results. */
 static const uint32_t crc32c_table[256] = {
@@ -62,18 +70,63 @@ crc32c_update_table(uint32_t crc, const void *p, size_t n)
 	return ~c;
 }
 
-/* Eight bytes per instruction, then the last few one at a time. The instruction works on the
- * same reflected, un-inverted register as the table, so the inversions stay outside. */
+/* a * b modulo the polynomial, both reflected (bit 31 is x^0), as zlib's multmodp: with b a raw
+ * CRC register and a = x^(8n), it is that register after n more zero bytes. */
+static uint32_t
+crc32c_multmodp(uint32_t a, uint32_t b)
+{
+	uint32_t p = 0;
+	for (uint32_t m = 1u << 31; m != 0; m >>= 1) {
+		if (a & m)
+			p ^= b;
+		b = (b & 1u) ? (b >> 1) ^ CRC32C_POLY : b >> 1;
+	}
+	return p;
+}
+
+static inline uint64_t
+crc32c_load64(const uint8_t *p)
+{
+	uint64_t w;
+	memcpy(&w, p, sizeof(w));   /* unaligned load; the CPU is little-endian */
+	return w;
+}
+
+/* The instruction takes 3 cycles or more but can start every cycle: three independent streams
+ * over three stripes of a block keep it busy. The raw register is linear, so the CRC of the
+ * block is shift(shift(crc(A)) ^ crc(B)) ^ crc(C), where crc(B) and crc(C) start from zero
+ * and shift appends a stripe of zero bytes (a multiplication by xpow = x^(8 * stripe)). */
+__attribute__((target("sse4.2"))) static uint64_t
+crc32c_hw_blocks(uint64_t c, const uint8_t **p, size_t *n, size_t stripe, uint32_t xpow)
+{
+	while (*n >= 3 * stripe) {
+		const uint8_t *a = *p, *b = a + stripe, *d = b + stripe;
+		uint64_t cb = 0, cd = 0;
+		for (size_t i = 0; i < stripe; i += 8) {
+			c = _mm_crc32_u64(c, crc32c_load64(a + i));
+			cb = _mm_crc32_u64(cb, crc32c_load64(b + i));
+			cd = _mm_crc32_u64(cd, crc32c_load64(d + i));
+		}
+		c = crc32c_multmodp(xpow, (uint32_t)c) ^ cb;
+		c = crc32c_multmodp(xpow, (uint32_t)c) ^ cd;
+		*p += 3 * stripe;
+		*n -= 3 * stripe;
+	}
+	return c;
+}
+
+/* Long inputs in three streams, then eight bytes per instruction, then the last few one at a
+ * time. The instruction works on the same reflected, un-inverted register as the table, so the
+ * inversions stay outside. */
 __attribute__((target("sse4.2"))) uint32_t
 crc32c_update_hw(uint32_t crc, const void *p, size_t n)
 {
 	const uint8_t *b = p;
 	uint64_t c = (uint32_t)~crc;
-	for (; n >= 8; n -= 8, b += 8) {
-		uint64_t w;
-		memcpy(&w, b, sizeof(w));   /* unaligned load; the CPU is little-endian */
-		c = _mm_crc32_u64(c, w);
-	}
+	c = crc32c_hw_blocks(c, &b, &n, CRC32C_STRIPE_LONG, CRC32C_XPOW_LONG);
+	c = crc32c_hw_blocks(c, &b, &n, CRC32C_STRIPE_SHORT, CRC32C_XPOW_SHORT);
+	for (; n >= 8; n -= 8, b += 8)
+		c = _mm_crc32_u64(c, crc32c_load64(b));
 	uint32_t c32 = (uint32_t)c;
 	for (; n > 0; n--, b++)
 		c32 = _mm_crc32_u8(c32, *b);

@@ -3,8 +3,10 @@
  * Standard initial value and final xor (RFC 3720 B.4): crc32c_update(0, "123456789", 9) ==
  * 0xE3069283, and crc32c_update(crc32c_update(0, a, n), b, m) is the CRC of a then b. Uses the
  * SSE4.2 crc32 instruction when the CPU has it (asked on each call: a load and a test, no shared
- * state written), a table otherwise; the tests check that both agree. Pure functions: any thread
- * may call them at any time. */
+ * state written), in three interleaved streams for inputs of 1536 bytes and more, and a table
+ * otherwise; the tests check that all agree. Every message body passes through here once, at
+ * commit: about 11 GB/s by instruction, 0.4 GB/s by table (perf figures in the commit log).
+ * Pure functions: any thread may call them at any time. */
 #ifndef RINGMTA_QUEUE_CRC32C_H
 #define RINGMTA_QUEUE_CRC32C_H
 #include <stdbool.h>

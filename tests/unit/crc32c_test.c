@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/assert.h"
 #include "queue/crc32c.h"
 
 /* The definition, one bit at a time: what both fast forms must equal. */
@@ -63,6 +64,31 @@ Test(crc32c, table_and_instruction_agree_at_every_length_and_alignment)
 				cr_assert_eq(crc32c_update_hw(0, buf + align, n), want, "n=%zu", n);
 		}
 	}
+}
+
+Test(crc32c, three_stream_blocks_agree_around_every_stripe_size)
+{
+	/* The instruction runs three streams over blocks of 3 x 512 and 3 x 4096 bytes and joins
+	 * them by multiplication: check lengths at and around those sizes and their multiples. */
+	enum { LEN_MAX = 3 * 4096 * 3 + 3 * 512 * 2 + 64 };
+	uint8_t *buf = malloc(LEN_MAX + 8);
+	srand(11);
+	for (size_t i = 0; i < LEN_MAX + 8; i++)
+		buf[i] = (uint8_t)rand();
+	static const size_t bases[] = { 1536, 3072, 12288, 13824, 24576, 36864, 36864 + 1536 };
+	bool hw = crc32c_hw_available();
+	for (size_t k = 0; k < ARRAY_LEN(bases); k++) {
+		for (size_t n = bases[k] - 9; n <= bases[k] + 9; n++) {
+			size_t align = n % 8;
+			uint32_t want = crc_bitwise(0x5a5a5a5au, buf + align, n);
+			cr_assert_eq(crc32c_update_table(0x5a5a5a5au, buf + align, n), want, "n=%zu", n);
+			cr_assert_eq(crc32c_update(0x5a5a5a5au, buf + align, n), want, "n=%zu", n);
+			if (hw)
+				cr_assert_eq(crc32c_update_hw(0x5a5a5a5au, buf + align, n), want,
+					"n=%zu", n);
+		}
+	}
+	free(buf);
 }
 
 Test(crc32c, continuing_equals_one_pass)
