@@ -39,8 +39,8 @@ struct index_entry {
 	uint64_t qid;
 	uint64_t offset;            /* of the MESSAGE record in its segment */
 	uint64_t arrival_ms;
-	uint64_t due_ms;            /* earliest time a recipient is to be tried: 0 if one is pending,
-	                             * else the smallest next attempt of the deferred ones */
+	uint64_t due_ms;            /* earliest time a recipient is to be tried: 0 if one is
+	                             * pending, else the smallest next attempt of the deferred */
 	uint32_t segment;
 	uint32_t size;              /* of the record, header included */
 	uint32_t rcpt_count;        /* 1 .. INDEX_RCPT_MAX */

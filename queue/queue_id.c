@@ -31,7 +31,8 @@ queue_id_next(struct queue_id_gen *g)
 		g->seconds++;
 		g->counter = 0;
 	}
-	uint64_t id = (g->seconds << 32) | ((uint64_t)g->shard << QUEUE_ID_COUNTER_BITS) | g->counter;
+	uint64_t id = (g->seconds << 32) | ((uint64_t)g->shard << QUEUE_ID_COUNTER_BITS)
+		| g->counter;
 	g->counter++;
 	return id;
 }

@@ -110,7 +110,7 @@ record_put_str(uint8_t *out, struct slice s)
 {
 	record_put16(out, (uint16_t)s.len);
 	if (s.len > 0)
-		memcpy(out + RECORD_STR_MIN, s.ptr, s.len);   /* copy: envelope into the record head */
+		memcpy(out + RECORD_STR_MIN, s.ptr, s.len);   /* copy: envelope into the head */
 	return RECORD_STR_MIN + s.len;
 }
 

@@ -83,7 +83,10 @@ recover_list(int dir_fd, uint32_t **ids, uint32_t *count)
 		int64_t id = recover_segment_id(de->d_name);
 		if (id < 0)
 			continue;
-		rc = n == RECOVER_SEGMENTS_MAX ? -E2BIG : recover_ids_push(&v, &n, &cap, (uint32_t)id);
+		if (n == RECOVER_SEGMENTS_MAX)
+			rc = -E2BIG;
+		else
+			rc = recover_ids_push(&v, &n, &cap, (uint32_t)id);
 		errno = 0;
 	}
 	if (rc == 0 && errno != 0)
@@ -127,7 +130,8 @@ recover_read_file(int dir_fd, const char *name, uint8_t **buf, uint64_t *len)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
-			rc = n < 0 ? -errno : -EIO;   /* shorter than fstat said: changed under us */
+			/* Shorter than fstat said: it changed under us. */
+			rc = n < 0 ? -errno : -EIO;
 			goto out;
 		}
 		got += (uint64_t)n;

@@ -23,7 +23,8 @@ TestSuite(index, .init = setup, .fini = teardown);
 
 Test(index, insert_then_find_gives_the_fields_back)
 {
-	cr_assert_eq(index_insert(&ix, 0x65000000000000A1ull, 7, 4096, 1234, 2, 1700000000123ull), 0);
+	uint64_t qid = 0x65000000000000A1ull;
+	cr_assert_eq(index_insert(&ix, qid, 7, 4096, 1234, 2, 1700000000123ull), 0);
 	const struct index_entry *e = index_find(&ix, 0x65000000000000A1ull);
 	cr_assert_not_null(e);
 	cr_assert_eq(e->segment, 7);

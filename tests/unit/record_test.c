@@ -244,7 +244,8 @@ Test(record, every_truncated_envelope_is_rejected)
 	uint8_t *p = build_payload(&env, SLICE_LIT(""), &len);
 	for (size_t cut = 0; cut < len; cut++) {
 		struct record_envelope_view v;
-		cr_assert_eq(record_envelope_decode(slice_make(p, cut), &v), -EBADMSG, "cut=%zu", cut);
+		cr_assert_eq(record_envelope_decode(slice_make(p, cut), &v), -EBADMSG,
+			"cut=%zu", cut);
 	}
 	free(p);
 }
@@ -324,7 +325,8 @@ Test(record, state_records_round_trip_with_exact_lengths)
 		struct record_state st;
 		cr_assert_eq(record_state_decode(&r, &st), 0);
 		cr_assert_eq(st.rcpt, types[k] == RECORD_EXPIRED ? 0 : 999);
-		cr_assert_eq(st.next_attempt_ms, types[k] == RECORD_DEFERRED ? 1700000000999ull : 0);
+		uint64_t next = types[k] == RECORD_DEFERRED ? 1700000000999ull : 0;
+		cr_assert_eq(st.next_attempt_ms, next);
 		r.payload.len++;   /* a length other than the type's */
 		cr_assert_eq(record_state_decode(&r, &st), -EBADMSG);
 		r.type = RECORD_MESSAGE;
