@@ -75,6 +75,33 @@ def test_dribblers_do_not_delay_others(d):
     assert len(d.wait_for_files("fast", 30)) == 30
 
 
+def test_idle_timeout_gets_421():
+    # RFC 5321 4.5.3.2: the server gives up on a silent client; here after cmd_timeout = 1 s.
+    d = Daemon(shards=1, extra={"cmd_timeout": "1", "data_timeout": "2"})
+    try:
+        d.start()
+        for prelude, wait in ((b"", 1.0), (b"EHLO t\r\nMAIL FROM:<a@b.example>\r\n"
+                                           b"RCPT TO:<t@localhost>\r\nDATA\r\npartial", 2.0)):
+            with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
+                s.recv(512)
+                s.sendall(prelude)
+                t0 = time.monotonic()
+                buf = b""
+                while not buf.endswith(b"\r\n") or b"421" not in buf:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    buf += chunk
+                waited = time.monotonic() - t0
+                assert b"421 4.4.2" in buf, buf
+                assert wait - 0.2 <= waited < wait + 2.0, waited
+                assert s.recv(512) == b"", "closed after the 421"
+        assert d.mailbox_files("t") == [], "a timed-out DATA delivered nothing"
+        assert d.stop() == 0
+    finally:
+        d.cleanup()
+
+
 def main():
     res = Results()
     d = Daemon(shards=2)
@@ -85,6 +112,7 @@ def main():
         res.run("sigterm_with_idle_sessions_exits_0", lambda: d.stop() == 0 or 1 / 0)
     finally:
         d.cleanup()
+    res.run("test_idle_timeout_gets_421", test_idle_timeout_gets_421)
     res.finish()
 
 
