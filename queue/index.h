@@ -8,9 +8,9 @@
  *
  * Built by recovery at start-up (queue/recover.h), extended when a message is committed,
  * shrunk as recipients become final. Open addressing with linear probing, grown by doubling at
- * 70% load; a lookup never allocates, an insert allocates only when the table grows or the
- * message has more than one recipient (their states live in their own array, up to
- * INDEX_RCPT_MAX). Owned by one shard; no locking.
+ * 70% load; a lookup never allocates, an insert allocates only when the table or the window of
+ * segment counters grows, or when the message has more than one recipient (their states live in
+ * their own array, up to INDEX_RCPT_MAX). Owned by one shard; no locking.
  *
  * Queue ids 0 and UINT64_MAX are reserved here (empty and deleted slots); queue/queue_id.h
  * never makes them. Pointers to entries stay valid until the next insert, removal or relocation
