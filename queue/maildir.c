@@ -61,6 +61,8 @@ struct deliver {
 	struct deliver_job *wait_head, *wait_tail;
 	struct deliver_job *retry_head;
 	struct deliver_job *written;   /* in new/, waiting for the next syncfs */
+	uint32_t written_count;
+	uint64_t written_since_ms;     /* when the oldest of them was written */
 	struct deliver_job *syncing;   /* covered by the syncfs in flight */
 	bool sync_busy;
 	int sync_efd;                  /* requests to the sync thread */
@@ -270,8 +272,11 @@ deliver_finish(struct deliver *d, uint32_t slot, struct deliver_job *j)
 		return;
 	}
 	if (j->err == 0) {
+		if (d->written == NULL)
+			d->written_since_ms = d->sh->now_ms;
 		j->next = d->written;   /* in new/; delivered once the next syncfs returns */
 		d->written = j;
+		d->written_count++;
 		return;
 	}
 	deliver_defer(d, j, j->err);
@@ -304,8 +309,14 @@ deliver_sync_start(struct deliver *d)
 {
 	if (d->sync_busy || d->written == NULL)
 		return;
+	/* Each syncfs costs the same whether it covers one file or a hundred: let a few
+	 * milliseconds of deliveries gather first (the client had its 250 long ago). */
+	if (d->written_count < DELIVER_SYNC_BATCH && !d->sh->stopping
+		&& d->sh->now_ms < d->written_since_ms + DELIVER_SYNC_DELAY_MS)
+		return;
 	d->syncing = d->written;
 	d->written = NULL;
+	d->written_count = 0;
 	d->sync_busy = true;
 	d->sync_request = 1;
 	struct io_uring_sqe *sqe = shard_sqe(d->sh);
@@ -447,6 +458,10 @@ uint64_t
 deliver_next_retry_ms(const struct deliver *d)
 {
 	uint64_t next = UINT64_MAX;
+	if (d->written != NULL && !d->sync_busy) {
+		uint64_t due = d->written_since_ms + DELIVER_SYNC_DELAY_MS;
+		next = due > d->sh->now_ms ? due - d->sh->now_ms : 0;
+	}
 	for (const struct deliver_job *j = d->retry_head; j != NULL; j = j->next) {
 		uint64_t due = j->retry_at_ms > d->sh->now_ms ? j->retry_at_ms - d->sh->now_ms : 0;
 		if (due < next)

@@ -27,6 +27,8 @@ struct deliver;
 #define DELIVER_JOBS_MAX        128u    /* concurrent jobs per shard (one file slot each) */
 #define DELIVER_RETRY_FIRST_MS  5000u
 #define DELIVER_RETRY_MAX_MS  600000u
+#define DELIVER_SYNC_DELAY_MS      5u    /* deliveries gather this long for one syncfs */
+#define DELIVER_SYNC_BATCH       256u    /* ... unless this many are waiting */
 #define MAILDIR_NAME_MAX         160u
 
 /* Opens maildir_root (creating it). Start-up only. Returns 0 or -errno. */
@@ -42,7 +44,7 @@ void deliver_complete(struct deliver *d, struct io_uring_cqe *cqe);
 /* End of a loop turn: starts waiting jobs and retries that are due. */
 void deliver_kick(struct deliver *d);
 
-/* Milliseconds until the next retry is due (UINT64_MAX: none). */
+/* Milliseconds until the next retry or group sync is due (UINT64_MAX: none). */
 uint64_t deliver_next_retry_ms(const struct deliver *d);
 
 /* No job in flight or waiting to start (retries do not count: they survive in the spool). */
