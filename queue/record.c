@@ -332,19 +332,12 @@ record_scan_next(struct slice seg, uint64_t *offset, struct record_view *out, ui
 	uint64_t *valid_end)
 {
 	uint64_t off = *offset <= seg.len ? *offset : seg.len;
-	while (off < seg.len) {
-		if (record_valid_at(seg, off, out)) {
-			*offset = off + out->size;
-			*valid_end = *offset;
-			return 1;
-		}
-		/* Resynchronise: the next candidate is the next byte equal to the magic's first. */
-		const uint8_t *next = memchr(seg.ptr + off + 1, (int)(RECORD_MAGIC & 0xffu),
-			seg.len - off - 1);
-		uint64_t to = next == NULL ? seg.len : (uint64_t)(next - seg.ptr);
-		*skipped += to - off;
-		off = to;
+	if (off < seg.len && record_valid_at(seg, off, out)) {
+		*offset = off + out->size;
+		*valid_end = *offset;
+		return 1;
 	}
+	*skipped += seg.len - off;   /* no search past it: see record.h */
 	*offset = seg.len;
 	return 0;
 }

@@ -22,14 +22,12 @@
  * the same bytes.
  *
  * Disk bytes are untrusted: decoding validates every length, count and flag and returns
- * -EBADMSG; nothing here asserts on them. Scanning a segment skips what fails validation by
- * searching byte by byte for the next offset where a valid record starts, so a hole left in
- * the middle by a crash (writes cut short) hides nothing written after it.
- *
- * Known limits of that search: a record embedded in the payload of a torn record (a message
- * body can hold any bytes) can be found and taken for a real one, and a torn stretch full of
- * crafted headers costs CRC work quadratic in its length. Both need a per-segment secret mixed
- * into the CRC, which this format (version 1) does not have. */
+ * -EBADMSG; nothing here asserts on them. Scanning a segment stops at the first offset where
+ * no valid record starts: everything from there on is a torn tail. The writer (queue/spool.c)
+ * keeps the valid records a prefix of each segment (one batch in flight; a failed batch is
+ * overwritten by the next), so nothing acknowledged lies past a torn stretch. Never searching
+ * beyond it also means a record hidden in a message body (a body can hold any bytes) is never
+ * taken for a real one after a crash cuts the record that carries it. */
 #ifndef RINGMTA_QUEUE_RECORD_H
 #define RINGMTA_QUEUE_RECORD_H
 #include <stdbool.h>
@@ -165,11 +163,11 @@ uint32_t record_state_encode(uint8_t out[RECORD_STATE_SIZE_MAX], uint8_t type, u
  * length is not the one of its type. */
 int record_state_decode(const struct record_view *r, struct record_state *out);
 
-/* From *offset on, finds the next valid record of the segment image seg (magic, version,
- * reserved 0, known type, payload inside seg, CRC): returns 1 with *out filled, *offset moved
- * past the record and *valid_end set to that same offset; or returns 0 at the end of seg with
- * *offset = seg.len. *skipped grows by the bytes passed over that start no valid record. The
- * bytes from *valid_end to the end, after a return of 0, are a torn tail. Never fails. */
+/* Reads the record at *offset of the segment image seg if it is valid (magic, version, reserved
+ * 0, known type, payload inside seg, CRC): returns 1 with *out filled, *offset moved past the
+ * record and *valid_end set to that same offset. Otherwise returns 0 with *offset = seg.len
+ * and *skipped grown by the bytes from the old *offset to the end: the torn tail, which starts
+ * at *valid_end. Never fails. */
 int record_scan_next(struct slice seg, uint64_t *offset, struct record_view *out,
 	uint64_t *skipped, uint64_t *valid_end);
 #endif

@@ -55,6 +55,7 @@ struct spool {
 	uint32_t iov_cap;
 	uint32_t cqe_wait;              /* completions the flying batch still expects */
 	int batch_err;
+	uint64_t batch_off;             /* where the flying batch starts in the segment */
 	bool busy;
 	uint32_t unlinks_in_flight;
 	char seg_names[2][32];          /* names of segments being unlinked, by parity */
@@ -252,6 +253,7 @@ spool_flush(struct spool *sp)
 	sp->queued = tmp;
 	sp->queued.count = 0;
 	sp->queued_messages = 0;
+	sp->batch_off = sp->seg_off;
 	uint32_t n = spool_batch_iov(sp);
 	shard_sqe_reserve(sp->sh, n + 1 < SHARD_RING_ENTRIES ? n + 1 : SHARD_RING_ENTRIES);
 	uint32_t chunks = 0;
@@ -322,6 +324,10 @@ spool_batch_done(struct spool *sp)
 	}
 	sp->flying.count = 0;
 	sp->busy = false;
+	/* A failed batch left unknown bytes: the next one is written over them, so the valid
+	 * records stay a prefix of the segment and recovery never has to look past a bad one. */
+	if (sp->batch_err != 0)
+		sp->seg_off = sp->batch_off;
 	spool_reclaim(sp);
 }
 
