@@ -2,8 +2,8 @@
  *
  * Runs once per shard before it serves, with blocking I/O. Lists the segment files of the
  * directory (SEGMENT_NAME_FMT: 16 lower-case hex digits + ".log"; other names are left alone),
- * reads each whole in ascending order and scans its records (queue/record.h: invalid stretches
- * are skipped), and replays them into the index in log order:
+ * reads each whole in ascending order and scans its records up to the first invalid one
+ * (queue/record.h: nothing past it is believed), and replays them into the index in log order:
  *   MESSAGE    inserts the message with every recipient pending; if the id is live already,
  *              this is a copy forward and the message moves to the new place, states kept
  *   DELIVERED, BOUNCED   make a recipient final (the last one takes the message out)
@@ -41,7 +41,7 @@ struct recover_result {
 	uint64_t records;            /* valid records replayed */
 	uint64_t records_unusable;   /* valid CRC, but a payload that does not decode: ignored */
 	uint64_t messages_live;      /* in the index afterwards */
-	uint64_t skipped_bytes;      /* invalid data passed over and left in place */
+	uint64_t skipped_bytes;      /* invalid tails of earlier segments, left in place */
 	uint64_t truncated_bytes;    /* torn tail cut from the last segment */
 };
 
