@@ -316,6 +316,7 @@ shard_log_stats(struct shard *sh)
 	log_line_u64(&l, "connections", sh->stats.accepted_conns);
 	log_line_u64(&l, "messages", sh->stats.messages_committed);
 	log_line_u64(&l, "fdatasyncs", sh->stats.fdatasyncs);
+	log_line_u64(&l, "maildir_syncs", sh->stats.maildir_syncs);
 	log_line_u64(&l, "deliveries", sh->stats.deliveries);
 	log_line_u64(&l, "body_bytes", sh->stats.body_bytes);
 	log_line_u64(&l, "body_copied", sh->stats.body_copied);

@@ -68,6 +68,7 @@ struct shard_stats {
 	uint64_t accepted_conns;
 	uint64_t messages_committed;
 	uint64_t fdatasyncs;
+	uint64_t maildir_syncs;              /* syncfs calls of the Maildir group sync */
 	uint64_t deliveries;
 	uint64_t body_bytes;                 /* octets of the messages committed */
 	uint64_t body_copied;                /* octets of body copied in user space on the way */

@@ -318,6 +318,7 @@ deliver_sync_start(struct deliver *d)
 	d->written = NULL;
 	d->written_count = 0;
 	d->sync_busy = true;
+	d->sh->stats.maildir_syncs++;
 	d->sync_request = 1;
 	struct io_uring_sqe *sqe = shard_sqe(d->sh);
 	io_uring_prep_write(sqe, d->sync_efd, &d->sync_request, sizeof(d->sync_request), 0);
