@@ -57,9 +57,12 @@ fuzz: fuzz-build
 		grep -E 'stat::number_of_executed_units' $(FUZZ_BUILD)/$$t.log; \
 	done
 
+# Fails on the first failing suite; the last line sums up what ran.
 test: build
 	meson test -C $(BUILD) --print-errorlogs
 	$(MAKE) fuzz
+	@/usr/bin/python3 -c "import json; r = [json.loads(l)['result'] for l in open('$(BUILD)/meson-logs/testlog.json')]; \
+		print('make test: %d passed, %d failed' % (r.count('OK'), len(r) - r.count('OK') - r.count('SKIP')))"
 
 bench: build
 	$(BUILD)/perf/data_scan_bench
