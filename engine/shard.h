@@ -29,7 +29,7 @@ struct record_rcpt;
 #define SHARD_BUF_SIZE         16384u
 #define SHARD_BUF_GROUP            1u
 #define SHARD_LISTEN_MAX          16u
-#define SHARD_FILES_MAX          256u   /* registered file slots (spool segments, deliveries) */
+#define SHARD_FILES_MAX          256u   /* registered file slots (one per Maildir delivery job) */
 _Static_assert((SHARD_BUF_COUNT & (SHARD_BUF_COUNT - 1)) == 0, "buffer ring size is a power of 2");
 _Static_assert(SMTP_CMD_LINE_LEN_MAX <= SHARD_BUF_SIZE, "a command line fits in one buffer");
 

@@ -26,6 +26,7 @@
 #define DELIVER_PATH_MAX   320u
 #define DELIVER_MAILBOX_MAX 80u
 #define DELIVER_SYNC_SLOT   DELIVER_JOBS_MAX   /* user_data slot of the syncfs completion */
+_Static_assert(DELIVER_JOBS_MAX <= SHARD_FILES_MAX, "a registered file slot per job");
 
 enum deliver_step {
 	STEP_OPEN = 1, STEP_WRITE, STEP_CLOSE,
