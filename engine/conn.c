@@ -13,13 +13,13 @@
 
 #include "engine/shard.h"
 #include "queue/msg.h"
-#include "queue/queue_id.h"
+#include "base/queue_id.h"
 #include "queue/record.h"
 #include "queue/spool.h"
-#include "src/config.h"
-#include "src/log.h"
-#include "src/policy.h"
-#include "src/received.h"
+#include "conf/config.h"
+#include "base/log.h"
+#include "conf/policy.h"
+#include "proto/received.h"
 
 #define CONN_PEER_LEN 64u
 

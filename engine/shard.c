@@ -14,11 +14,11 @@
 #include <unistd.h>
 
 #include "engine/conn.h"
-#include "queue/maildir.h"
+#include "deliver/maildir.h"
 #include "queue/record.h"
 #include "queue/spool.h"
-#include "src/config.h"
-#include "src/log.h"
+#include "conf/config.h"
+#include "base/log.h"
 
 #define SHARD_LISTEN_BACKLOG   4096
 #define SHARD_IDLE_WAIT_MS     1000u    /* longest sleep of the loop */

@@ -1,7 +1,7 @@
 /* engine/timer.c - per-class activity lists; see timer.h for why lists are enough. */
 #include "engine/timer.h"
 
-#include "engine/assert.h"
+#include "base/assert.h"
 
 void
 timer_list_init(struct timer_list *l, uint32_t timeout_ms)

@@ -12,7 +12,7 @@
  *
  * Only loopback addresses (127.0.0.0/8, ::1) are accepted as targets or listen addresses.
  * Results go to stdout as "key: name=value ..." lines that perf/compare parses. */
-#include "engine/assert.h"
+#include "base/assert.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -23,7 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/slice.h"
+#include "base/slice.h"
 
 /* Slices one feed may produce before it stops early (a dot-heavy body makes one per line). */
 #define DATA_SCAN_SLICES_MAX 64u

@@ -20,7 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/slice.h"
+#include "base/slice.h"
 
 /* RFC 5321 4.5.3.1.1 asks for at least 64 and for no limit where possible: SRS and VERP local
  * parts pass 64, so we take four times that. */

@@ -46,7 +46,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/slice.h"
+#include "base/slice.h"
 #include "proto/data_scan.h"
 
 #define SMTP_CMD_LINE_LEN_MAX     2048u  /* RFC 5321 4.5.3.1.4: 512, plus room for parameters */

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/assert.h"
+#include "base/assert.h"
 
 #define INDEX_CAP_INITIAL   1024u
 #define INDEX_EMPTY         0ull

@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/slice.h"
+#include "base/slice.h"
 
 #define MSG_BODY_INITIAL_CAP 16384u   /* grows by doubling up to max_message_size + headers */
 

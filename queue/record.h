@@ -35,7 +35,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#include "engine/slice.h"
+#include "base/slice.h"
 
 #define RECORD_MAGIC             0x31514d52u   /* "RMQ1" as a little-endian u32 */
 #define RECORD_VERSION           1u

@@ -14,9 +14,9 @@
 #include "engine/conn.h"
 #include "engine/shard.h"
 #include "queue/index.h"
-#include "queue/maildir.h"
+#include "deliver/maildir.h"
 #include "queue/msg.h"
-#include "queue/queue_id.h"
+#include "base/queue_id.h"
 #include "queue/record.h"
 #include "queue/recover.h"
 

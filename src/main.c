@@ -7,13 +7,14 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "engine/conn.h"
 #include "engine/shard.h"
-#include "src/config.h"
-#include "src/log.h"
-#include "src/policy.h"
+#include "conf/config.h"
+#include "base/log.h"
+#include "conf/policy.h"
 
 #define MAIN_OVERRIDES_MAX 64u
 
@@ -121,6 +122,14 @@ main_smtp_config(struct engine *eng, const struct config *cfg)
 	};
 }
 
+static uint64_t
+main_clock_real_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 /* Runs the shards until SIGTERM or SIGINT, then stops them cleanly. */
 static int
 main_run(struct engine *eng)
@@ -136,7 +145,9 @@ main_run(struct engine *eng)
 		}
 	}
 	if (rc == 0) {
-		log_started(eng->cfg, started);
+		char line[LOG_LINE_MAX];
+		log_write(line, config_format_started(line, sizeof(line), main_clock_real_ms(),
+			eng->cfg, started));
 		sigset_t set;
 		sigemptyset(&set);
 		sigaddset(&set, SIGTERM);

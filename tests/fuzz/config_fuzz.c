@@ -11,8 +11,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "src/config.h"
-#include "src/policy.h"
+#include "conf/config.h"
+#include "conf/policy.h"
 
 #define CHECK(cond) do { if (!(cond)) abort(); } while (0)
 

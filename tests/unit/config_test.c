@@ -7,7 +7,8 @@
 #include <unistd.h>
 
 #include "proto/smtp_server.h"
-#include "src/config.h"
+#include "base/log.h"
+#include "conf/config.h"
 
 static struct config cfg;
 static char err[CONFIG_ERR_MAX];
@@ -839,4 +840,17 @@ Test(config, check_spool_and_maildir_must_be_set)
 {
 	expect_check_err("spool_dir =\n", "must not be empty");
 	expect_check_err("maildir_root =\n", "must not be empty");
+}
+
+Test(config, started_line_names_shards_host_listeners_and_spool)
+{
+	char line[LOG_LINE_MAX];
+	config_default(&cfg);
+	const char *text = "listen = 127.0.0.1:2525, [::1]:2525\nmyhostname = mx.example\n";
+	cr_assert_eq(config_load_buf(&cfg, "t", text, strlen(text), err, sizeof(err)), 0);
+	size_t n = config_format_started(line, sizeof(line), 1714566896789ull, &cfg, 4);
+	line[n] = '\0';
+	cr_assert_str_eq(line, "2024-05-01T12:34:56.789Z event=started shards=4 "
+		"myhostname=mx.example listen=127.0.0.1:2525,[::1]:2525 submission_listen= "
+		"smtps_listen= spool_dir=./var/spool\n");
 }

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/assert.h"
+#include "base/assert.h"
 #include "queue/crc32c.h"
 
 /* The definition, one bit at a time: what both fast forms must equal. */

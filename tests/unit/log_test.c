@@ -9,8 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "src/config.h"
-#include "src/log.h"
+#include "conf/config.h"
+#include "base/log.h"
 
 #define T0 1714566896789ull   /* 2024-05-01T12:34:56.789Z */
 
@@ -145,20 +145,11 @@ Test(log, error_lines_name_the_errno)
 	cr_assert(strstr(done(n), " error=9999\n") != NULL, "%s", line);
 }
 
-Test(log, stats_and_started_lines)
+Test(log, stats_line)
 {
 	size_t n = log_format_stats(line, LOG_LINE_MAX, T0, 2, 10, 20, 5, 19);
 	cr_assert_str_eq(done(n), "2024-05-01T12:34:56.789Z event=stats shard=2 connections=10 "
 		"messages=20 fdatasyncs=5 deliveries=19\n");
-	static struct config cfg;
-	char err[CONFIG_ERR_MAX];
-	config_default(&cfg);
-	const char *text = "listen = 127.0.0.1:2525, [::1]:2525\nmyhostname = mx.example\n";
-	cr_assert_eq(config_load_buf(&cfg, "t", text, strlen(text), err, sizeof(err)), 0);
-	n = log_format_started(line, LOG_LINE_MAX, T0, &cfg, 4);
-	cr_assert_str_eq(done(n), "2024-05-01T12:34:56.789Z event=started shards=4 "
-		"myhostname=mx.example listen=127.0.0.1:2525,[::1]:2525 submission_listen= "
-		"smtps_listen= spool_dir=./var/spool\n");
 }
 
 /* ---- escaping ---- */

@@ -7,8 +7,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "src/config.h"
-#include "src/policy.h"
+#include "conf/config.h"
+#include "conf/policy.h"
 
 static struct config cfg;
 static struct policy pol;

@@ -3,7 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "queue/queue_id.h"
+#include "base/queue_id.h"
 
 static int
 cmp_u64(const void *a, const void *b)

@@ -2,7 +2,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "src/received.h"
+#include "proto/received.h"
 
 #define T0 1714566896789ull   /* Wed, 1 May 2024 12:34:56 +0000 */
 

@@ -1,7 +1,7 @@
 /* tests/unit/slice_test.c - the borrowed byte ranges every module passes around. */
 #include <criterion/criterion.h>
 
-#include "engine/slice.h"
+#include "base/slice.h"
 
 Test(slice, sub_and_skip_stay_inside)
 {

@@ -1,5 +1,5 @@
-/* engine/assert.c - the one place an assertion failure ends the process. */
-#include "engine/assert.h"
+/* base/assert.c - the one place an assertion failure ends the process. */
+#include "base/assert.h"
 
 #include <stdio.h>
 #include <stdlib.h>

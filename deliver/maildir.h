@@ -1,4 +1,4 @@
-/* queue/maildir.h - local delivery into Maildir, driven by the shard's ring.
+/* deliver/maildir.h - local delivery into Maildir, driven by the shard's ring.
  *
  * One job per (message, local recipient), at most DELIVER_JOBS_MAX at once per shard, the rest
  * wait in arrival order. A job is one linked chain of ring requests, with no blocking call on the
@@ -13,8 +13,8 @@
  * queue id is) and the same on every attempt, so a delivery repeated after a crash replaces the
  * file instead of adding a second copy; a recovered message whose file is already in new/ is just
  * marked delivered. One file per recipient, Return-Path first, exactly once. */
-#ifndef RINGMTA_QUEUE_MAILDIR_H
-#define RINGMTA_QUEUE_MAILDIR_H
+#ifndef RINGMTA_DELIVER_MAILDIR_H
+#define RINGMTA_DELIVER_MAILDIR_H
 #include <liburing.h>
 #include <stdbool.h>
 #include <stddef.h>

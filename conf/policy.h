@@ -1,4 +1,4 @@
-/* src/policy.h - who may relay, which recipients exist, and the Maildir name of a local part.
+/* conf/policy.h - who may relay, which recipients exist, and the Maildir name of a local part.
  *
  * Built once at start-up from the configuration (policy_init reads local_users_file), then
  * frozen: every shard reads it at once without locks, and nothing here allocates or does I/O
@@ -13,17 +13,17 @@
  * Local parts compare ASCII case-insensitively (RFC 2505 2: "<sPAmMeR@domain.example> and
  * <spammer@domain.example> is most probably the same user"); the Maildir directory is the
  * lower-cased local part. `postmaster` always exists (RFC 5321 4.5.1). */
-#ifndef RINGMTA_SRC_POLICY_H
-#define RINGMTA_SRC_POLICY_H
+#ifndef RINGMTA_CONF_POLICY_H
+#define RINGMTA_CONF_POLICY_H
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "engine/assert.h"
-#include "engine/slice.h"
+#include "base/assert.h"
+#include "base/slice.h"
 #include "proto/smtp_server.h"
-#include "src/config.h"
+#include "conf/config.h"
 
 #define POLICY_LOCAL_PART_LEN_MAX    64u          /* RFC 5321 4.5.3.1.1 */
 #define POLICY_USERS_MAX        4000000u          /* lines of local_users_file */

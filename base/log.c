@@ -1,5 +1,5 @@
-/* src/log.c - log line formatting and the one write per line; see log.h. */
-#include "src/log.h"
+/* base/log.c - log line formatting and the one write per line; see log.h. */
+#include "base/log.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -11,8 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "queue/queue_id.h"
-#include "src/config.h"
+#include "base/queue_id.h"
 
 #define LOG_TRUNCATED      " truncated"
 /* Kept free while building: a closing quote, the marker and the LF always fit. */
@@ -304,42 +303,6 @@ log_format_stats(char *buf, size_t cap, uint64_t now_ms, uint32_t shard, uint64_
 	return log_line_end(&l);
 }
 
-/* " key=a,b,c" of a listen list, as config_print writes its addresses. */
-static void
-log_line_addrs(struct log_line *l, const char *key, const struct config_addr *addrs,
-	uint32_t count)
-{
-	log_put_key(l, key);
-	for (uint32_t i = 0; i < count; i++) {
-		char text[INET6_ADDRSTRLEN + 16];
-		char host[INET6_ADDRSTRLEN];
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)&addrs[i].sa;
-		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&addrs[i].sa;
-		bool v4 = addrs[i].sa.ss_family == AF_INET;
-		inet_ntop(addrs[i].sa.ss_family, v4 ? (const void *)&sin->sin_addr
-			: (const void *)&sin6->sin6_addr, host, sizeof(host));
-		int n = snprintf(text, sizeof(text), v4 ? "%s%s:%u" : "%s[%s]:%u", i > 0 ? "," : "",
-			host, ntohs(v4 ? sin->sin_port : sin6->sin6_port));
-		log_put(l, text, (size_t)n);
-	}
-}
-
-size_t
-log_format_started(char *buf, size_t cap, uint64_t now_ms, const struct config *cfg,
-	uint32_t shard_count)
-{
-	struct log_line l;
-	log_line_begin(&l, buf, cap, now_ms, "started");
-	log_line_u64(&l, "shards", shard_count);
-	log_line_str(&l, "myhostname", cfg->myhostname);
-	log_line_addrs(&l, "listen", cfg->listen, cfg->listen_count);
-	log_line_addrs(&l, "submission_listen", cfg->submission_listen,
-		cfg->submission_listen_count);
-	log_line_addrs(&l, "smtps_listen", cfg->smtps_listen, cfg->smtps_listen_count);
-	log_line_str(&l, "spool_dir", cfg->spool_dir);
-	return log_line_end(&l);
-}
-
 /* ---- output ---- */
 
 int
@@ -427,14 +390,4 @@ log_stats(uint64_t now_ms, uint32_t shard, uint64_t accepted_conns, uint64_t mes
 	char buf[LOG_LINE_MAX];
 	log_write(buf, log_format_stats(buf, sizeof(buf), now_ms, shard, accepted_conns, messages,
 		fdatasyncs, deliveries));
-}
-
-void
-log_started(const struct config *cfg, uint32_t shard_count)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	uint64_t now_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-	char buf[LOG_LINE_MAX];
-	log_write(buf, log_format_started(buf, sizeof(buf), now_ms, cfg, shard_count));
 }

@@ -1,15 +1,15 @@
-/* engine/slice.h - borrowed byte ranges (pointer + length), passed by value.
+/* base/slice.h - borrowed byte ranges (pointer + length), passed by value.
  *
  * A slice never owns its bytes: whoever hands one out says which buffer it points into and until
  * when it stays valid. Slices never go to str* functions; SLICE_LIT makes one from a literal. */
-#ifndef RINGMTA_ENGINE_SLICE_H
-#define RINGMTA_ENGINE_SLICE_H
+#ifndef RINGMTA_BASE_SLICE_H
+#define RINGMTA_BASE_SLICE_H
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
-#include "engine/assert.h"
+#include "base/assert.h"
 
 struct slice {
 	const uint8_t *ptr;

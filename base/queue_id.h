@@ -1,4 +1,4 @@
-/* queue/queue_id.h - queue ids, unique across shards and restarts.
+/* base/queue_id.h - queue ids, unique across shards and restarts.
  *
  * id = (seconds << 32) | (shard << 26) | counter. The seconds part starts at the clock, or one
  * past the seconds of the newest id the spool already holds, whichever is later, and steps on
@@ -9,11 +9,11 @@
  * No id is 0 (the seconds part is at least 1) or UINT64_MAX (that would need the year 2106):
  * the index keeps both for its own use. One generator per shard, used by that shard only.
  * Shown as QUEUE_ID_STR_LEN upper-case hex digits; parsed in either case. */
-#ifndef RINGMTA_QUEUE_QUEUE_ID_H
-#define RINGMTA_QUEUE_QUEUE_ID_H
+#ifndef RINGMTA_BASE_QUEUE_ID_H
+#define RINGMTA_BASE_QUEUE_ID_H
 #include <stdint.h>
 
-#include "engine/slice.h"
+#include "base/slice.h"
 
 #define QUEUE_ID_STR_LEN      16u
 #define QUEUE_ID_COUNTER_BITS 26u

@@ -1,5 +1,5 @@
-/* queue/queue_id.c - unique queue ids; see queue_id.h. */
-#include "queue/queue_id.h"
+/* base/queue_id.c - unique queue ids; see queue_id.h. */
+#include "base/queue_id.h"
 
 #include <errno.h>
 

@@ -1,4 +1,4 @@
-/* src/log.h - grep-able log lines: one line per event, `key=value` fields, one write(2) each.
+/* base/log.h - grep-able log lines: one line per event, `key=value` fields, one write(2) each.
  *
  * A line is "<time> event=<name> key=value ...\n", the time ISO-8601 UTC with milliseconds
  * (2024-05-01T12:34:56.789Z), queue ids as qid=<16 hex>, durations in seconds with three decimals.
@@ -13,15 +13,13 @@
  * threads never interleave (a pipe keeps writes up to PIPE_BUF whole; a file opened O_APPEND
  * keeps each write together). log_open runs once before the shards start. The convenience
  * functions (log_conn_open, ...) format into a stack buffer and write; nothing allocates. */
-#ifndef RINGMTA_SRC_LOG_H
-#define RINGMTA_SRC_LOG_H
+#ifndef RINGMTA_BASE_LOG_H
+#define RINGMTA_BASE_LOG_H
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/slice.h"
-
-struct config;
+#include "base/slice.h"
 
 #define LOG_LINE_MAX 2048u   /* octets, with the LF; at most PIPE_BUF so a pipe write is whole */
 #define LOG_TIME_LEN   24u   /* "2024-05-01T12:34:56.789Z" */
@@ -91,8 +89,6 @@ size_t log_format_delivery(char *buf, size_t cap, uint64_t now_ms, uint64_t qid,
 size_t log_format_error(char *buf, size_t cap, uint64_t now_ms, const char *what, int err);
 size_t log_format_stats(char *buf, size_t cap, uint64_t now_ms, uint32_t shard,
 	uint64_t accepted_conns, uint64_t messages, uint64_t fdatasyncs, uint64_t deliveries);
-size_t log_format_started(char *buf, size_t cap, uint64_t now_ms, const struct config *cfg,
-	uint32_t shard_count);
 
 /* Sends later lines to path (opened O_WRONLY | O_APPEND | O_CREAT, mode 0640), or to stderr when
  * path is empty. Call before the shards start; called again (after log rotation) it puts the new
@@ -104,7 +100,7 @@ int log_open(const char *path, char *err, size_t err_len);
  * it, and the daemon must not stop for it. */
 void log_write(const char *line, size_t len);
 
-/* Format and write (the time is the caller's, except log_started which reads the clock). */
+/* Format and write (the time is the caller's). */
 void log_conn_open(uint64_t now_ms, uint32_t shard, const char *client, bool relay_allowed);
 void log_conn_close(uint64_t now_ms, uint32_t shard, const char *client, uint32_t messages,
 	uint64_t duration_ms);
@@ -115,5 +111,4 @@ void log_delivery(uint64_t now_ms, uint64_t qid, struct slice to, enum log_statu
 void log_error(uint64_t now_ms, const char *what, int err);
 void log_stats(uint64_t now_ms, uint32_t shard, uint64_t accepted_conns, uint64_t messages,
 	uint64_t fdatasyncs, uint64_t deliveries);
-void log_started(const struct config *cfg, uint32_t shard_count);
 #endif

@@ -1,4 +1,4 @@
-/* src/received.h - the trace header fields ringmta writes: Received: and Return-Path:.
+/* proto/received.h - the trace header fields ringmta writes: Received: and Return-Path:.
  *
  * Received: (RFC 5321 4.4, RFC 5322 3.6.7) is prepended when a message is accepted:
  *
@@ -13,13 +13,13 @@
  * is added at final delivery (RFC 5321 4.4: the reverse path, <> for the null sender).
  *
  * Pure: the time is an argument, the text goes to the caller's buffer, nothing is allocated. */
-#ifndef RINGMTA_SRC_RECEIVED_H
-#define RINGMTA_SRC_RECEIVED_H
+#ifndef RINGMTA_PROTO_RECEIVED_H
+#define RINGMTA_PROTO_RECEIVED_H
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/slice.h"
+#include "base/slice.h"
 
 #define RECEIVED_HELO_MAX       255u   /* octets of the HELO name shown; longer is cut */
 #define RECEIVED_HOST_MAX       255u   /* octets of myhostname shown */

@@ -1,12 +1,12 @@
-/* src/config.h - the daemon's configuration: `key = value` lines, -o overrides, embedded default.
+/* conf/config.h - the daemon's configuration: `key = value` lines, -o overrides, embedded default.
  *
  * Loaded once at start-up, range-checked, then frozen: the only global the shards share, and only
  * for reading. Lists (listen addresses, domains, networks) are parsed into fixed arrays here so
  * that nothing on the hot path parses text. Errors name the file, the line and the key.
  *
- * Not done here: reading local_users_file (src/policy), opening listeners (engine/). */
-#ifndef RINGMTA_SRC_CONFIG_H
-#define RINGMTA_SRC_CONFIG_H
+ * Not done here: reading local_users_file (conf/policy), opening listeners (engine/). */
+#ifndef RINGMTA_CONF_CONFIG_H
+#define RINGMTA_CONF_CONFIG_H
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -117,4 +117,8 @@ int config_check(const struct config *cfg, char *err, size_t err_len);
 /* Prints the effective configuration as a loadable `key = value` file: every key, in a form that
  * config_load_file reads back to an identical struct config. */
 void config_print(const struct config *cfg, FILE *f);
+/* The "started" log line: shards, myhostname, the listen lists and spool_dir. Returns its length
+ * (cap >= LOG_LINE_MIN). */
+size_t config_format_started(char *buf, size_t cap, uint64_t now_ms, const struct config *cfg,
+	uint32_t shard_count);
 #endif

@@ -1,8 +1,8 @@
-/* src/policy.c - relay and recipient policy; see policy.h.
+/* conf/policy.c - relay and recipient policy; see policy.h.
  *
  * The users are a set of lower-cased local parts: an open-addressing table of offsets into one
  * block of names, both allocated once by policy_init and only read afterwards. */
-#include "src/policy.h"
+#include "conf/policy.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

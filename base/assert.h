@@ -1,9 +1,9 @@
-/* engine/assert.h - assertions that stay on in release builds.
+/* base/assert.h - assertions that stay on in release builds.
  *
  * ASSERT is for programmer errors only: never for bytes from the network, disk contents or kernel
  * results, which are validated and handled. ASSERT_DEBUG is compiled out unless RINGMTA_DEBUG. */
-#ifndef RINGMTA_ENGINE_ASSERT_H
-#define RINGMTA_ENGINE_ASSERT_H
+#ifndef RINGMTA_BASE_ASSERT_H
+#define RINGMTA_BASE_ASSERT_H
 
 _Noreturn void assert_fail(const char *cond, const char *file, int line, const char *func);
 

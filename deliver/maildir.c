@@ -1,5 +1,5 @@
-/* queue/maildir.c - Maildir delivery jobs as linked ring chains; see maildir.h. */
-#include "queue/maildir.h"
+/* deliver/maildir.c - Maildir delivery jobs as linked ring chains; see maildir.h. */
+#include "deliver/maildir.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -15,13 +15,13 @@
 
 #include "engine/shard.h"
 #include "queue/msg.h"
-#include "queue/queue_id.h"
+#include "base/queue_id.h"
 #include "queue/record.h"
 #include "queue/spool.h"
-#include "src/config.h"
-#include "src/log.h"
-#include "src/policy.h"
-#include "src/received.h"
+#include "conf/config.h"
+#include "base/log.h"
+#include "conf/policy.h"
+#include "proto/received.h"
 
 #define DELIVER_PATH_MAX   320u
 #define DELIVER_MAILBOX_MAX 80u

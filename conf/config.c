@@ -1,8 +1,8 @@
-/* src/config.c - `key = value` configuration, -o overrides, embedded default; see config.h.
+/* conf/config.c - `key = value` configuration, -o overrides, embedded default; see config.h.
  *
  * One table names every key with its kind, its field and its range; the parser, the printer and
  * the default all go through it, so a key cannot be readable but unprintable or the reverse. */
-#include "src/config.h"
+#include "conf/config.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -13,8 +13,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "engine/assert.h"
-#include "engine/slice.h"
+#include "base/assert.h"
+#include "base/log.h"
+#include "base/slice.h"
 #include "proto/smtp_server.h"
 
 #define CONFIG_WHY_MAX        256u   /* the reason, before "file:line: key: " is put in front */
@@ -1071,4 +1072,44 @@ config_print(const struct config *cfg, FILE *f)
 			value != NULL ? value : "");
 		free(value);
 	}
+}
+
+/* "a,b,c" of a listen list, as config_print writes its addresses, for the started line. */
+static void
+config_line_addrs(struct log_line *l, const char *key, const struct config_addr *addrs,
+	uint32_t count)
+{
+	char text[CONFIG_LISTEN_MAX * (INET6_ADDRSTRLEN + 16)];
+	size_t len = 0;
+	text[0] = '\0';
+	for (uint32_t i = 0; i < count; i++) {
+		char host[INET6_ADDRSTRLEN];
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)&addrs[i].sa;
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&addrs[i].sa;
+		bool v4 = addrs[i].sa.ss_family == AF_INET;
+		inet_ntop(addrs[i].sa.ss_family, v4 ? (const void *)&sin->sin_addr
+			: (const void *)&sin6->sin6_addr, host, sizeof(host));
+		int n = snprintf(text + len, sizeof(text) - len, v4 ? "%s%s:%u" : "%s[%s]:%u",
+			i > 0 ? "," : "", host, ntohs(v4 ? sin->sin_port : sin6->sin6_port));
+		if (n < 0 || (size_t)n >= sizeof(text) - len)
+			break;
+		len += (size_t)n;
+	}
+	log_line_str(l, key, text);
+}
+
+size_t
+config_format_started(char *buf, size_t cap, uint64_t now_ms, const struct config *cfg,
+	uint32_t shard_count)
+{
+	struct log_line l;
+	log_line_begin(&l, buf, cap, now_ms, "started");
+	log_line_u64(&l, "shards", shard_count);
+	log_line_str(&l, "myhostname", cfg->myhostname);
+	config_line_addrs(&l, "listen", cfg->listen, cfg->listen_count);
+	config_line_addrs(&l, "submission_listen", cfg->submission_listen,
+		cfg->submission_listen_count);
+	config_line_addrs(&l, "smtps_listen", cfg->smtps_listen, cfg->smtps_listen_count);
+	log_line_str(&l, "spool_dir", cfg->spool_dir);
+	return log_line_end(&l);
 }

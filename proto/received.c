@@ -1,12 +1,12 @@
-/* src/received.c - Received: and Return-Path: header fields; see received.h. */
-#include "src/received.h"
+/* proto/received.c - Received: and Return-Path: header fields; see received.h. */
+#include "proto/received.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "queue/queue_id.h"
-#include "src/log.h"
+#include "base/queue_id.h"
+#include "base/log.h"
 
 #define RECEIVED_DATE_MAX 32u   /* "Thu, 31 Dec 9999 23:59:59 +0000" and a NUL */
 #define RECEIVED_QID_LEN  QUEUE_ID_STR_LEN
