@@ -208,6 +208,15 @@ record_envelope_fixed(struct slice payload, struct record_envelope_view *v, uint
 }
 
 int
+record_envelope_length(struct slice payload, uint32_t *out)
+{
+	if (payload.len < 4)
+		return -EBADMSG;
+	*out = record_get32(payload.ptr);
+	return *out < RECORD_ENV_FIXED ? -EBADMSG : 0;
+}
+
+int
 record_envelope_decode(struct slice payload, struct record_envelope_view *v)
 {
 	uint32_t env_len;

@@ -144,6 +144,10 @@ size_t record_envelope_size(const struct record_envelope *env);
  * bytes written. */
 size_t record_envelope_encode(const struct record_envelope *env, uint8_t *out, size_t cap);
 
+/* The envelope's length as its first field says (not checked against anything else), from the
+ * first octets of a MESSAGE payload: how much to read before decoding. Returns 0 or -EBADMSG. */
+int record_envelope_length(struct slice payload, uint32_t *out);
+
 /* Decodes the envelope at the start of a MESSAGE payload (the payload may also be just the
  * envelope: body is then empty). Checks every length, the recipient count, flags and reserved
  * bytes, and walks every recipient once. Returns 0 or -EBADMSG (*v is then unspecified). */

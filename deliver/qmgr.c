@@ -1,0 +1,429 @@
+/* deliver/qmgr.c - due messages to agents, results to the spool; see qmgr.h. */
+#include "deliver/qmgr.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "base/log.h"
+#include "conf/config.h"
+#include "conf/policy.h"
+#include "deliver/maildir.h"
+#include "queue/crc32c.h"
+#include "queue/record.h"
+#include "queue/spool.h"
+
+#define QMGR_RCPT_BITS   10u                    /* recipient index in a result's user_data */
+#define QMGR_DIAG_MAX   256u                    /* octets of a failure's diagnostic text */
+_Static_assert(RECORD_RCPT_MAX <= (1u << QMGR_RCPT_BITS), "a recipient index fits");
+_Static_assert(QMGR_MSGS_MAX << QMGR_RCPT_BITS <= RING_SLOT_MAX, "slot and recipient fit");
+
+enum qmgr_outcome { QMGR_SENT, QMGR_TEMPFAIL, QMGR_PERMFAIL };
+
+/* A recipient that failed for good in this attempt: what its bounce will say. */
+struct qmgr_failure {
+	uint32_t rcpt;
+	bool expired;
+	char status[8];                 /* RFC 3463 x.y.z */
+	char diag[QMGR_DIAG_MAX];
+};
+
+struct qmgr_msg {
+	bool busy;
+	uint32_t gen;
+	uint64_t qid;
+	uint8_t *buf;                   /* QMGR_BUF_SIZE from the slab, or a larger malloc'd one */
+	uint32_t buf_cap;
+	uint32_t want;                  /* octets asked of the read in flight */
+	struct record_envelope_view v;
+	uint64_t body_off;              /* in the record */
+	uint64_t body_len;
+	uint32_t next_rcpt;             /* dispatch cursor over the envelope's recipients */
+	uint32_t outstanding;           /* agent jobs running */
+	struct qmgr_failure *failures;  /* v.rcpt_count entries, allocated at the first failure */
+	uint32_t failure_count;
+	bool waiting;                   /* on the list of messages waiting for agent slots */
+	struct qmgr_msg *next_wait;
+};
+
+struct qmgr {
+	struct ring *ring;
+	struct qmgr_params p;
+	uint8_t op_read;
+	uint8_t op_result;
+	uint8_t *slab;                  /* QMGR_MSGS_MAX buffers, touched only when used */
+	struct qmgr_msg msgs[QMGR_MSGS_MAX];
+	uint32_t busy;
+	struct qmgr_msg *wait_head, *wait_tail;
+	struct qmgr_stats stats;
+};
+
+static uint32_t
+qmgr_slot(const struct qmgr *q, const struct qmgr_msg *m)
+{
+	return (uint32_t)(m - q->msgs);
+}
+
+static void
+qmgr_log(struct qmgr *q, struct qmgr_msg *m, struct slice to, enum log_status st,
+	const char *dsn, const char *detail)
+{
+	uint64_t now = q->ring->now_real_ms;
+	uint64_t delay = now > m->v.arrival_ms ? now - m->v.arrival_ms : 0;
+	log_delivery(now, m->qid, to, st, delay, slice_make(dsn, strlen(dsn)),
+		slice_make(detail, strlen(detail)));
+}
+
+static void
+qmgr_fail(struct qmgr_msg *m, uint32_t rcpt, bool expired, const char *status, const char *diag)
+{
+	if (m->failures == NULL) {
+		m->failures = calloc(m->v.rcpt_count, sizeof(*m->failures));
+		if (m->failures == NULL)
+			return;   /* the recipient is bounced all the same; its notice is lost */
+	}
+	ASSERT(m->failure_count < m->v.rcpt_count);
+	struct qmgr_failure *f = &m->failures[m->failure_count++];
+	f->rcpt = rcpt;
+	f->expired = expired;
+	snprintf(f->status, sizeof(f->status), "%s", status);
+	snprintf(f->diag, sizeof(f->diag), "%s", diag);
+}
+
+/* One recipient's attempt is over: record it in the spool, log it, remember a failure. */
+static void
+qmgr_outcome(struct qmgr *q, struct qmgr_msg *m, uint32_t i, enum qmgr_outcome o,
+	const char *status, const char *detail)
+{
+	struct record_rcpt r;
+	int rc = record_envelope_rcpt(&m->v, i, &r);
+	ASSERT(rc == 0);
+	struct spool *sp = q->p.spool;
+	if (o == QMGR_SENT) {
+		spool_rcpt_delivered(sp, m->qid, i);
+		q->stats.delivered++;
+		qmgr_log(q, m, r.path, LOG_STATUS_DELIVERED, status, detail);
+		return;
+	}
+	if (o == QMGR_TEMPFAIL) {
+		uint64_t next;
+		if (spool_rcpt_defer(sp, m->qid, i, &next) == 0) {
+			q->stats.deferred++;
+			qmgr_log(q, m, r.path, LOG_STATUS_DEFERRED, status, detail);
+			return;
+		}
+		/* RFC 3463 4.4.7: delivery time expired; the diagnostic is the last reason. */
+		q->stats.expired++;
+		qmgr_log(q, m, r.path, LOG_STATUS_EXPIRED, "4.4.7", detail);
+		qmgr_fail(m, i, true, "4.4.7", detail);
+		spool_rcpt_bounced(sp, m->qid, i);
+		return;
+	}
+	q->stats.bounced++;
+	qmgr_log(q, m, r.path, LOG_STATUS_BOUNCED, status, detail);
+	qmgr_fail(m, i, false, status, detail);
+	spool_rcpt_bounced(sp, m->qid, i);
+}
+
+static void
+qmgr_wait(struct qmgr *q, struct qmgr_msg *m)
+{
+	if (m->waiting)
+		return;
+	m->waiting = true;
+	m->next_wait = NULL;
+	if (q->wait_tail != NULL)
+		q->wait_tail->next_wait = m;
+	else
+		q->wait_head = m;
+	q->wait_tail = m;
+}
+
+static void
+qmgr_msg_free(struct qmgr *q, struct qmgr_msg *m)
+{
+	ASSERT(m->outstanding == 0);
+	ASSERT(!m->waiting);
+	if (m->buf_cap > QMGR_BUF_SIZE)
+		free(m->buf);
+	m->buf = NULL;
+	free(m->failures);
+	m->failures = NULL;
+	m->failure_count = 0;
+	m->busy = false;
+	m->gen = (m->gen + 1) & 0xffffffu;
+	ASSERT(q->busy > 0);
+	q->busy--;
+}
+
+/* Every recipient of the attempt has its outcome. */
+static void
+qmgr_msg_end(struct qmgr *q, struct qmgr_msg *m)
+{
+	if (m->outstanding > 0 || m->next_rcpt < m->v.rcpt_count)
+		return;
+	qmgr_msg_free(q, m);
+}
+
+/* A local recipient to Maildir. Returns false when it must wait for a free job slot. */
+static bool
+qmgr_to_maildir(struct qmgr *q, struct qmgr_msg *m, uint32_t i, const struct record_rcpt *r)
+{
+	char mailbox[MAILDIR_MAILBOX_MAX];
+	if (policy_mailbox_name(q->p.policy, r->local_part, mailbox, sizeof(mailbox)) != 0) {
+		qmgr_outcome(q, m, i, QMGR_PERMFAIL, "5.1.1", "no such mailbox");
+		return true;
+	}
+	if (!maildir_can_start(q->p.maildir) || ring_post_reserve(q->ring, 1) != 0)
+		return false;
+	size_t have = m->want > RECORD_HEADER_SIZE ? m->want - RECORD_HEADER_SIZE : 0;
+	size_t in_buf = have > m->body_off - RECORD_HEADER_SIZE
+		? have - (m->body_off - RECORD_HEADER_SIZE) : 0;
+	struct maildir_delivery d = {
+		.qid = m->qid,
+		.rcpt = i,
+		.arrival_ms = m->v.arrival_ms,
+		.mailbox = mailbox,
+		.mail_from = m->v.mail_from,
+		.body_read = slice_make(m->buf + m->body_off, in_buf),
+		.body_off = m->body_off,
+		.body_len = m->body_len,
+	};
+	m->outstanding++;
+	maildir_deliver(q->p.maildir, &d,
+		ring_ud(q->op_result, (qmgr_slot(q, m) << QMGR_RCPT_BITS) | i, m->gen));
+	return true;
+}
+
+/* Hands the message's recipients in flight to their agents, as far as agents take them. */
+static void
+qmgr_dispatch(struct qmgr *q, struct qmgr_msg *m)
+{
+	struct spool *sp = q->p.spool;
+	for (; m->next_rcpt < m->v.rcpt_count; m->next_rcpt++) {
+		uint32_t i = m->next_rcpt;
+		if (spool_rcpt_state(sp, m->qid, i) != INDEX_RCPT_INFLIGHT)
+			continue;
+		if (q->ring->stopping) {
+			spool_rcpt_release(sp, m->qid, i);   /* tried after the restart */
+			continue;
+		}
+		struct record_rcpt r;
+		int rc = record_envelope_rcpt(&m->v, i, &r);
+		ASSERT(rc == 0);
+		if (r.domain.len == 0 || policy_domain_is_local(q->p.policy, r.domain)) {
+			if (!qmgr_to_maildir(q, m, i, &r)) {
+				qmgr_wait(q, m);
+				return;
+			}
+		} else {
+			qmgr_outcome(q, m, i, QMGR_TEMPFAIL, "4.4.0", "no outbound transport");
+		}
+	}
+	qmgr_msg_end(q, m);
+}
+
+/* Every in-flight recipient of m goes back untried (the record could not be read). */
+static void
+qmgr_msg_abandon(struct qmgr *q, struct qmgr_msg *m, uint32_t rcpt_count, int err)
+{
+	const struct index_entry *e = spool_entry(q->p.spool, m->qid);
+	uint32_t n = e != NULL ? e->rcpt_count : rcpt_count;
+	for (uint32_t i = 0; i < n; i++) {
+		if (spool_rcpt_state(q->p.spool, m->qid, i) == INDEX_RCPT_INFLIGHT)
+			spool_rcpt_release(q->p.spool, m->qid, i);
+	}
+	log_error(q->ring->now_real_ms, "spool read", err);
+	m->next_rcpt = m->v.rcpt_count = 0;
+	qmgr_msg_free(q, m);
+}
+
+static int
+qmgr_read(struct qmgr *q, struct qmgr_msg *m, uint32_t len)
+{
+	m->want = len;
+	return spool_read(q->p.spool, m->qid, 0, m->buf, len,
+		ring_ud(q->op_read, qmgr_slot(q, m), m->gen), 0);
+}
+
+/* The envelope does not fit the first read: read again into a buffer that holds it. */
+static int
+qmgr_read_more(struct qmgr *q, struct qmgr_msg *m, uint32_t env_len, uint64_t size)
+{
+	uint64_t want = (uint64_t)RECORD_HEADER_SIZE + env_len + QMGR_BUF_SIZE;
+	if (want > size)
+		want = size;
+	uint8_t *big = malloc(want);
+	if (big == NULL)
+		return -ENOMEM;
+	m->buf = big;
+	m->buf_cap = (uint32_t)want;
+	return qmgr_read(q, m, (uint32_t)want);
+}
+
+/* The start of the record is in m->buf: decode it and dispatch. */
+static void
+qmgr_read_done(void *ctx, const struct io_uring_cqe *cqe)
+{
+	struct qmgr *q = ctx;
+	struct qmgr_msg *m = &q->msgs[ring_ud_slot(cqe->user_data)];
+	ASSERT(m->busy);
+	ASSERT(m->gen == ring_ud_gen(cqe->user_data));
+	const struct index_entry *e = spool_entry(q->p.spool, m->qid);
+	if (cqe->res != (int)m->want || e == NULL) {
+		qmgr_msg_abandon(q, m, 0, cqe->res < 0 ? cqe->res : -EIO);
+		return;
+	}
+	struct slice payload = slice_make(m->buf + RECORD_HEADER_SIZE, m->want - RECORD_HEADER_SIZE);
+	uint32_t env_len;
+	if (record_envelope_length(payload, &env_len) != 0) {
+		qmgr_msg_abandon(q, m, 0, -EBADMSG);
+		return;
+	}
+	if (env_len > payload.len && m->want < e->size) {
+		int rc = qmgr_read_more(q, m, env_len, e->size);
+		if (rc < 0)
+			qmgr_msg_abandon(q, m, 0, rc);
+		return;
+	}
+	if (record_envelope_decode(payload, &m->v) != 0 || m->v.rcpt_count != e->rcpt_count) {
+		qmgr_msg_abandon(q, m, 0, -EBADMSG);   /* cannot happen to a record we wrote */
+		return;
+	}
+	m->body_off = RECORD_HEADER_SIZE + (uint64_t)env_len;
+	m->body_len = e->size - m->body_off;
+	m->next_rcpt = 0;
+	qmgr_dispatch(q, m);
+}
+
+static void
+qmgr_take(struct qmgr *q, uint64_t qid)
+{
+	uint32_t slot = 0;
+	while (q->msgs[slot].busy)
+		slot++;
+	struct qmgr_msg *m = &q->msgs[slot];
+	m->busy = true;
+	q->busy++;
+	m->qid = qid;
+	m->buf = q->slab + (size_t)slot * QMGR_BUF_SIZE;
+	m->buf_cap = QMGR_BUF_SIZE;
+	m->outstanding = 0;
+	m->failure_count = 0;
+	const struct index_entry *e = spool_entry(q->p.spool, qid);
+	ASSERT(e != NULL);
+	uint32_t len = e->size < QMGR_BUF_SIZE ? e->size : QMGR_BUF_SIZE;
+	int rc = qmgr_read(q, m, len);
+	if (rc < 0)
+		qmgr_msg_abandon(q, m, e->rcpt_count, rc);
+}
+
+/* An agent's result for recipient i of a message (a posted event). */
+static void
+qmgr_result(void *ctx, const struct io_uring_cqe *cqe)
+{
+	struct qmgr *q = ctx;
+	uint32_t slot = ring_ud_slot(cqe->user_data);
+	struct qmgr_msg *m = &q->msgs[slot >> QMGR_RCPT_BITS];
+	uint32_t i = slot & ((1u << QMGR_RCPT_BITS) - 1);
+	ASSERT(m->busy);
+	ASSERT(m->gen == ring_ud_gen(cqe->user_data));
+	ASSERT(m->outstanding > 0);
+	m->outstanding--;
+	int res = cqe->res;
+	if (res == 0)
+		qmgr_outcome(q, m, i, QMGR_SENT, "2.0.0", "maildir");
+	else if (maildir_error_permanent(res))
+		qmgr_outcome(q, m, i, QMGR_PERMFAIL, "5.3.0", strerror(-res));
+	else
+		qmgr_outcome(q, m, i, QMGR_TEMPFAIL, "4.3.0", strerror(-res));
+	qmgr_msg_end(q, m);
+}
+
+static void
+qmgr_turn(void *ctx)
+{
+	struct qmgr *q = ctx;
+	/* First the messages already begun, then new ones while there is room. */
+	struct qmgr_msg *w = q->wait_head;
+	q->wait_head = q->wait_tail = NULL;
+	while (w != NULL) {
+		struct qmgr_msg *next = w->next_wait;
+		w->waiting = false;
+		qmgr_dispatch(q, w);
+		w = next;
+	}
+	if (q->ring->stopping)
+		return;
+	uint64_t qid;
+	for (uint32_t n = 0; n < QMGR_TAKE_PER_TURN && q->busy < QMGR_MSGS_MAX
+		&& q->wait_head == NULL && spool_take_due(q->p.spool, &qid); n++)
+		qmgr_take(q, qid);
+}
+
+static uint64_t
+qmgr_next_ms(void *ctx)
+{
+	const struct qmgr *q = ctx;
+	if (q->wait_head != NULL)
+		return maildir_can_start(q->p.maildir) ? 0 : UINT64_MAX;
+	if (q->busy >= QMGR_MSGS_MAX || q->ring->stopping)
+		return UINT64_MAX;
+	return spool_next_due_ms(q->p.spool);
+}
+
+static bool
+qmgr_idle(void *ctx)
+{
+	const struct qmgr *q = ctx;
+	return q->busy == 0;
+}
+
+static const struct ring_hooks qmgr_hooks = {
+	.name = "qmgr",
+	.turn = qmgr_turn,
+	.next_ms = qmgr_next_ms,
+	.idle = qmgr_idle,
+};
+
+int
+qmgr_init(struct ring *r, const struct qmgr_params *p, struct qmgr **out)
+{
+	struct qmgr *q = calloc(1, sizeof(*q));
+	if (q == NULL)
+		return -ENOMEM;
+	void *slab = mmap(NULL, (size_t)QMGR_MSGS_MAX * QMGR_BUF_SIZE, PROT_READ | PROT_WRITE,
+		MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	if (slab == MAP_FAILED) {
+		free(q);
+		return -ENOMEM;
+	}
+	q->slab = slab;
+	q->ring = r;
+	q->p = *p;
+	q->op_read = ring_op_register(r, qmgr_read_done, q);
+	q->op_result = ring_op_register(r, qmgr_result, q);
+	ring_hooks_register(r, &qmgr_hooks, q);
+	*out = q;
+	return 0;
+}
+
+void
+qmgr_fini(struct qmgr *q)
+{
+	for (uint32_t i = 0; i < QMGR_MSGS_MAX; i++) {
+		if (q->msgs[i].buf_cap > QMGR_BUF_SIZE)
+			free(q->msgs[i].buf);
+		free(q->msgs[i].failures);
+	}
+	munmap(q->slab, (size_t)QMGR_MSGS_MAX * QMGR_BUF_SIZE);
+	free(q);
+}
+
+const struct qmgr_stats *
+qmgr_stats(const struct qmgr *q)
+{
+	return &q->stats;
+}
