@@ -11,7 +11,6 @@
 #include "conf/config.h"
 #include "conf/policy.h"
 #include "deliver/maildir.h"
-#include "queue/crc32c.h"
 #include "queue/record.h"
 #include "queue/spool.h"
 
@@ -38,7 +37,7 @@ struct qmgr_msg {
 	uint32_t buf_cap;
 	uint32_t want;                  /* octets asked of the read in flight */
 	struct record_envelope_view v;
-	uint64_t body_off;              /* in the record */
+	uint64_t body_off;              /* in the message (envelope, then body), as the spool reads */
 	uint64_t body_len;
 	uint32_t next_rcpt;             /* dispatch cursor over the envelope's recipients */
 	uint32_t outstanding;           /* agent jobs running */
@@ -178,9 +177,7 @@ qmgr_to_maildir(struct qmgr *q, struct qmgr_msg *m, uint32_t i, const struct rec
 	}
 	if (!maildir_can_start(q->p.maildir) || ring_post_reserve(q->ring, 1) != 0)
 		return false;
-	size_t have = m->want > RECORD_HEADER_SIZE ? m->want - RECORD_HEADER_SIZE : 0;
-	size_t in_buf = have > m->body_off - RECORD_HEADER_SIZE
-		? have - (m->body_off - RECORD_HEADER_SIZE) : 0;
+	size_t in_buf = m->want > m->body_off ? m->want - m->body_off : 0;
 	struct maildir_delivery d = {
 		.qid = m->qid,
 		.rcpt = i,
@@ -252,7 +249,7 @@ qmgr_read(struct qmgr *q, struct qmgr_msg *m, uint32_t len)
 static int
 qmgr_read_more(struct qmgr *q, struct qmgr_msg *m, uint32_t env_len, uint64_t size)
 {
-	uint64_t want = (uint64_t)RECORD_HEADER_SIZE + env_len + QMGR_BUF_SIZE;
+	uint64_t want = (uint64_t)env_len + QMGR_BUF_SIZE;
 	if (want > size)
 		want = size;
 	uint8_t *big = malloc(want);
@@ -276,14 +273,15 @@ qmgr_read_done(void *ctx, const struct io_uring_cqe *cqe)
 		qmgr_msg_abandon(q, m, 0, cqe->res < 0 ? cqe->res : -EIO);
 		return;
 	}
-	struct slice payload = slice_make(m->buf + RECORD_HEADER_SIZE, m->want - RECORD_HEADER_SIZE);
+	uint64_t size = spool_message_size(q->p.spool, m->qid);
+	struct slice payload = slice_make(m->buf, m->want);
 	uint32_t env_len;
 	if (record_envelope_length(payload, &env_len) != 0) {
 		qmgr_msg_abandon(q, m, 0, -EBADMSG);
 		return;
 	}
-	if (env_len > payload.len && m->want < e->size) {
-		int rc = qmgr_read_more(q, m, env_len, e->size);
+	if (env_len > payload.len && m->want < size) {
+		int rc = qmgr_read_more(q, m, env_len, size);
 		if (rc < 0)
 			qmgr_msg_abandon(q, m, 0, rc);
 		return;
@@ -292,8 +290,8 @@ qmgr_read_done(void *ctx, const struct io_uring_cqe *cqe)
 		qmgr_msg_abandon(q, m, 0, -EBADMSG);   /* cannot happen to a record we wrote */
 		return;
 	}
-	m->body_off = RECORD_HEADER_SIZE + (uint64_t)env_len;
-	m->body_len = e->size - m->body_off;
+	m->body_off = env_len;
+	m->body_len = size - m->body_off;
 	m->next_rcpt = 0;
 	qmgr_dispatch(q, m);
 }
@@ -312,12 +310,11 @@ qmgr_take(struct qmgr *q, uint64_t qid)
 	m->buf_cap = QMGR_BUF_SIZE;
 	m->outstanding = 0;
 	m->failure_count = 0;
-	const struct index_entry *e = spool_entry(q->p.spool, qid);
-	ASSERT(e != NULL);
-	uint32_t len = e->size < QMGR_BUF_SIZE ? e->size : QMGR_BUF_SIZE;
+	uint64_t size = spool_message_size(q->p.spool, qid);
+	uint32_t len = size < QMGR_BUF_SIZE ? (uint32_t)size : QMGR_BUF_SIZE;
 	int rc = qmgr_read(q, m, len);
 	if (rc < 0)
-		qmgr_msg_abandon(q, m, e->rcpt_count, rc);
+		qmgr_msg_abandon(q, m, 0, rc);
 }
 
 /* An agent's result for recipient i of a message (a posted event). */

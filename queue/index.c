@@ -285,7 +285,8 @@ index_drop(struct index *ix, struct index_entry *e)
 }
 
 int
-index_relocate(struct index *ix, uint64_t qid, uint32_t segment, uint64_t offset, uint32_t size)
+index_relocate(struct index *ix, uint64_t qid, uint32_t segment, uint64_t offset,
+	uint32_t size, uint16_t env_off)
 {
 	struct index_entry *e = index_slot(ix, qid);
 	if (e == NULL)
@@ -299,6 +300,7 @@ index_relocate(struct index *ix, uint64_t qid, uint32_t segment, uint64_t offset
 	e->segment = segment;
 	e->offset = offset;
 	e->size = size;
+	e->env_off = env_off;
 	return 0;
 }
 
@@ -404,6 +406,28 @@ index_mark_deferred(struct index *ix, uint64_t qid, uint32_t rcpt, uint64_t next
 	r->next_attempt_ms = next_attempt_ms;
 	index_update_due(e);
 	return 0;
+}
+
+bool
+index_restore(struct index *ix, uint64_t qid, uint32_t rcpt, enum index_rcpt_state st,
+	uint64_t next_ms)
+{
+	if (index_state_final(st))
+		return index_mark_final(ix, qid, rcpt, st);
+	if (st == INDEX_RCPT_DEFERRED) {
+		(void)index_mark_deferred(ix, qid, rcpt, next_ms);
+		return false;
+	}
+	struct index_entry *e = index_slot(ix, qid);
+	if (e == NULL || rcpt >= e->rcpt_count)
+		return false;
+	struct index_rcpt *r = &index_rcpts(e)[rcpt];
+	if (r->state == INDEX_RCPT_DEFERRED) {
+		r->state = INDEX_RCPT_PENDING;
+		r->next_attempt_ms = 0;
+		index_update_due(e);
+	}
+	return false;
 }
 
 bool

@@ -54,7 +54,8 @@ struct index_entry {
 	uint16_t rcpt_count;        /* 1 .. INDEX_RCPT_MAX */
 	uint16_t unfinished;        /* recipients neither delivered nor bounced; > 0 while live */
 	uint16_t inflight;          /* recipients INFLIGHT */
-	uint16_t reserved;
+	uint16_t env_off;           /* where the envelope starts in the record's payload: 0 for a
+	                             * MESSAGE, the state prefix's size for a COPY */
 	/* private: use index_rcpt_state() */
 	union {
 		struct index_rcpt one;      /* rcpt_count == 1 */
@@ -114,10 +115,17 @@ void index_release(struct index *ix, uint64_t qid, uint32_t rcpt);
 /* The message qid, or NULL if it is not live. */
 const struct index_entry *index_find(const struct index *ix, uint64_t qid);
 
-/* The record of live message qid was copied forward: it now lives at (segment, offset, size).
- * Recipient states stay; the live counts move. Returns 0, -ENOENT, or -ENOMEM (unchanged). */
+/* The record of live message qid was copied forward: it now lives at (segment, offset, size),
+ * its envelope env_off octets into the payload. Recipient states stay; the live counts move.
+ * Returns 0, -ENOENT, or -ENOMEM (unchanged). */
 int index_relocate(struct index *ix, uint64_t qid, uint32_t segment, uint64_t offset,
-	uint32_t size);
+	uint32_t size, uint16_t env_off);
+
+/* Recovery of a COPY record: recipient rcpt of qid is in state st (pending, deferred until
+ * next_ms, delivered or bounced) as the copy says. Returns whether that made the message final
+ * (see index_mark_final). */
+bool index_restore(struct index *ix, uint64_t qid, uint32_t rcpt, enum index_rcpt_state st,
+	uint64_t next_ms);
 
 /* Marks recipient rcpt of qid final (st is DELIVERED or BOUNCED). Returns true when that made
  * the whole message final: it has then left the index and its segment's count has dropped.

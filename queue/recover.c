@@ -158,12 +158,47 @@ recover_message(struct index *ix, uint32_t seg, const struct record_view *r,
 	int rc = index_insert(ix, r->queue_id, seg, r->offset, (uint32_t)r->size, v.rcpt_count,
 		v.arrival_ms);
 	if (rc == -EEXIST)
-		rc = index_relocate(ix, r->queue_id, seg, r->offset, (uint32_t)r->size);
+		rc = index_relocate(ix, r->queue_id, seg, r->offset, (uint32_t)r->size, 0);
 	if (rc == -EINVAL) {   /* a reserved id: no writer makes one */
 		res->records_unusable++;
 		rc = 0;
 	}
 	return rc;
+}
+
+/* A COPY record: a live message moved forward with its recipients' states, which it restores
+ * (the segment of the original may be gone, and with it the records that made those states). */
+static int
+recover_copy(struct index *ix, uint32_t seg, const struct record_view *r,
+	struct recover_result *res)
+{
+	uint32_t n;
+	struct slice states, message;
+	struct record_envelope_view v;
+	if (record_copy_decode(r->payload, &n, &states, &message) != 0
+		|| record_envelope_decode(message, &v) != 0 || v.rcpt_count != n) {
+		res->records_unusable++;
+		return 0;
+	}
+	uint16_t env_off = (uint16_t)record_copy_prefix_size(n);
+	int rc = index_insert(ix, r->queue_id, seg, r->offset, (uint32_t)r->size, n, v.arrival_ms);
+	if (rc == -EINVAL) {
+		res->records_unusable++;
+		return 0;
+	}
+	if (rc != 0 && rc != -EEXIST)
+		return rc;
+	rc = index_relocate(ix, r->queue_id, seg, r->offset, (uint32_t)r->size, env_off);
+	if (rc < 0)
+		return rc;
+	static const enum index_rcpt_state by_code[4] = { INDEX_RCPT_PENDING,
+		INDEX_RCPT_DELIVERED, INDEX_RCPT_BOUNCED, INDEX_RCPT_DEFERRED };
+	for (uint32_t i = 0; i < n; i++) {
+		struct record_copy_rcpt c = record_copy_state(states, i);
+		if (index_restore(ix, r->queue_id, i, by_code[c.state], c.next_attempt_ms))
+			break;   /* every recipient final: a copy no writer makes, but harmless */
+	}
+	return 0;
 }
 
 /* A state record, for a message that may be gone already (then it changes nothing). */
@@ -206,11 +241,12 @@ recover_replay(struct index *ix, uint32_t seg, struct slice image, uint64_t *val
 		res->records++;
 		if (r.queue_id > res->max_queue_id)
 			res->max_queue_id = r.queue_id;
-		if (r.type != RECORD_MESSAGE) {
+		if (r.type != RECORD_MESSAGE && r.type != RECORD_COPY) {
 			recover_state(ix, &r, res);
 			continue;
 		}
-		int rc = recover_message(ix, seg, &r, res);
+		int rc = r.type == RECORD_MESSAGE ? recover_message(ix, seg, &r, res)
+			: recover_copy(ix, seg, &r, res);
 		if (rc < 0)
 			return rc;
 	}

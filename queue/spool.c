@@ -20,12 +20,30 @@
 #define SPOOL_STATE_DELAY_MS    1000u        /* state records alone wait this long for company */
 #define SPOOL_BATCH_CAP_FIRST   64u
 
-enum spool_req { SPOOL_REQ_WRITE = 1, SPOOL_REQ_FSYNC, SPOOL_REQ_UNLINK };
+#define SPOOL_COPY_BATCH        64u          /* messages copied forward per round */
+#define SPOOL_COPY_BYTES_MAX    (8u << 20)   /* read back per round */
+#define SPOOL_COPY_RECORD_MAX   (4u << 20)   /* larger records are not copied (yet) */
+#define SPOOL_COPY_LIVE_MAX     (SPOOL_SEGMENT_SIZE / 4u)   /* copy when less is live */
+
+enum spool_req { SPOOL_REQ_WRITE = 1, SPOOL_REQ_FSYNC, SPOOL_REQ_UNLINK, SPOOL_REQ_COPY };
 
 struct spool_rec {
 	struct msg *m;                                 /* MESSAGE, else NULL */
+	uint8_t *copy;                                 /* a whole COPY record, else NULL */
+	uint64_t copy_qid;
+	uint16_t copy_env_off;
 	uint8_t bytes[RECORD_STATE_SIZE_MAX];          /* a state record */
-	uint32_t len;
+	uint32_t len;                                  /* of the state or COPY record */
+	uint32_t segment;                              /* where it went, once written */
+	uint64_t offset;
+};
+
+/* A live message being copied forward out of the oldest segment. */
+struct spool_copy {
+	uint64_t qid;
+	uint8_t *buf;                   /* its whole record, read back */
+	uint32_t size;
+	bool ok;                        /* read whole and valid */
 };
 
 struct spool_batch {
@@ -62,11 +80,17 @@ struct spool {
 	bool busy;
 	uint32_t unlinks_in_flight;
 	char unlink_names[2][SEGMENT_NAME_LEN + 1];   /* names being unlinked, by parity */
+	struct spool_copy copies[SPOOL_COPY_BATCH];
+	uint32_t copy_count;
+	uint32_t copy_reads;            /* reads of the round still in flight */
+	uint32_t copy_seg;              /* the segment the round empties */
+	uint32_t copy_skip_below;       /* no round for segments below this until a rollover */
 	struct spool_stats stats;
 };
 
 static const struct ring_hooks spool_hooks;
 static void spool_complete(void *ctx, const struct io_uring_cqe *cqe);
+static int spool_read_fd(struct spool *sp, uint32_t seg);
 
 static int
 spool_seg_open(struct spool *sp, uint32_t seg)
@@ -251,6 +275,7 @@ spool_commit(struct spool *sp, struct msg *m, const struct record_envelope *env,
 	msg_ref(m);
 	m->waiter_ud = waiter_ud;
 	r->m = m;
+	r->copy = NULL;
 	r->len = 0;
 	sp->queued_messages++;
 	sp->uninserted++;
@@ -267,6 +292,7 @@ spool_queue_state(struct spool *sp, uint8_t type, uint64_t qid, uint32_t rcpt, u
 	if (r == NULL)
 		return;
 	r->m = NULL;
+	r->copy = NULL;
 	r->len = record_state_encode(r->bytes, type, qid, rcpt, next_ms);
 }
 
@@ -293,12 +319,17 @@ spool_batch_iov(struct spool *sp)
 	uint64_t off = sp->seg_off;
 	for (uint32_t i = 0; i < sp->flying.count; i++) {
 		struct spool_rec *r = &sp->flying.recs[i];
+		r->segment = sp->seg_id;
+		r->offset = off;
 		if (r->m != NULL) {
 			r->m->segment = sp->seg_id;
 			r->m->offset = off;
 			sp->iov[n++] = (struct iovec){ r->m->head, r->m->head_len };
 			sp->iov[n++] = (struct iovec){ r->m->body, r->m->body_len };
 			off += r->m->head_len + r->m->body_len;
+		} else if (r->copy != NULL) {
+			sp->iov[n++] = (struct iovec){ r->copy, r->len };
+			off += r->len;
 		} else {
 			sp->iov[n++] = (struct iovec){ r->bytes, r->len };
 			off += r->len;
@@ -343,8 +374,8 @@ spool_flush(struct spool *sp)
 {
 	if (!spool_due(sp))
 		return;
-	if (sp->seg_off >= SPOOL_SEGMENT_SIZE)
-		(void)spool_rollover(sp);   /* on failure, keep appending to the current one */
+	if (sp->seg_off >= SPOOL_SEGMENT_SIZE && spool_rollover(sp) == 0)
+		sp->copy_skip_below = 0;    /* on failure, keep appending to the current one */
 	struct spool_batch tmp = sp->flying;
 	sp->flying = sp->queued;
 	sp->queued = tmp;
@@ -381,12 +412,15 @@ spool_flush(struct spool *sp)
 	sp->stats.fdatasyncs++;
 }
 
+/* Through the ring: a read of that segment queued before it still gets its file. */
 static void
 spool_read_fd_close(struct spool *sp, uint32_t seg)
 {
 	uint32_t i = seg - sp->oldest_seg;
 	if (i < sp->read_fd_count && sp->read_fds[i] >= 0) {
-		close(sp->read_fds[i]);
+		struct io_uring_sqe *sqe = ring_sqe(sp->ring);
+		io_uring_prep_close(sqe, sp->read_fds[i]);
+		io_uring_sqe_set_data64(sqe, ring_ud(RING_OP_NONE, 0, 0));
 		sp->read_fds[i] = -1;
 	}
 }
@@ -401,10 +435,14 @@ spool_read_fds_shift(struct spool *sp)
 	sp->read_fds[--sp->read_fd_count] = -1;
 }
 
-/* Deletes the oldest segments once nothing in them is live (never the active one). */
+static void spool_copy_start(struct spool *sp);
+
+/* Deletes the oldest segments once nothing in them is live (never the active one); when the
+ * oldest one holds only a little that is live, copies that forward first. */
 static void
 spool_reclaim(struct spool *sp)
 {
+	spool_copy_start(sp);
 	while (sp->oldest_seg < sp->seg_id && sp->unlinks_in_flight < 2
 		&& index_segment_live(&sp->ix, sp->oldest_seg) == 0) {
 		char *name = sp->unlink_names[sp->oldest_seg & 1u];
@@ -441,13 +479,27 @@ spool_message_done(struct spool *sp, struct msg *m, int rc)
 	msg_unref(m);
 }
 
+/* A COPY record is durable: the message lives there from now on (unless it became final
+ * meanwhile, when the copy is just dead bytes). */
+static void
+spool_copy_done(struct spool *sp, struct spool_rec *r)
+{
+	if (sp->batch_err == 0)
+		(void)index_relocate(&sp->ix, r->copy_qid, r->segment, r->offset, r->len,
+			r->copy_env_off);
+	free(r->copy);
+	r->copy = NULL;
+}
+
 static void
 spool_batch_done(struct spool *sp)
 {
 	for (uint32_t i = 0; i < sp->flying.count; i++) {
-		struct msg *m = sp->flying.recs[i].m;
-		if (m != NULL)
-			spool_message_done(sp, m, sp->batch_err);
+		struct spool_rec *r = &sp->flying.recs[i];
+		if (r->m != NULL)
+			spool_message_done(sp, r->m, sp->batch_err);
+		else if (r->copy != NULL)
+			spool_copy_done(sp, r);
 	}
 	sp->flying.count = 0;
 	sp->busy = false;
@@ -458,11 +510,17 @@ spool_batch_done(struct spool *sp)
 	spool_reclaim(sp);
 }
 
+static void spool_copy_read_done(struct spool *sp, uint32_t i, int res);
+
 static void
 spool_complete(void *ctx, const struct io_uring_cqe *cqe)
 {
 	struct spool *sp = ctx;
 	uint32_t req = ring_ud_slot(cqe->user_data);
+	if (req == SPOOL_REQ_COPY) {
+		spool_copy_read_done(sp, ring_ud_gen(cqe->user_data), cqe->res);
+		return;
+	}
 	if (req == SPOOL_REQ_UNLINK) {
 		sp->unlinks_in_flight--;
 		spool_reclaim(sp);
@@ -482,6 +540,136 @@ spool_complete(void *ctx, const struct io_uring_cqe *cqe)
 			sp->batch_err = -EIO;
 		spool_batch_done(sp);
 	}
+}
+
+/* ---- copy forward ---- */
+
+/* Picks the live messages of the oldest segment to copy, if there are few enough of them.
+ * One scan of the index per segment and rollover: rare next to the traffic that fills one. */
+static uint32_t
+spool_copy_pick(struct spool *sp)
+{
+	uint32_t cursor = 0, n = 0;
+	uint64_t live = 0, bytes = 0;
+	const struct index_entry *e;
+	while ((e = index_next(&sp->ix, &cursor)) != NULL) {
+		if (e->segment != sp->oldest_seg)
+			continue;
+		live += e->size;
+		if (live > SPOOL_COPY_LIVE_MAX)
+			return 0;   /* mostly live: deliveries will empty it sooner than copies */
+		if (e->size > SPOOL_COPY_RECORD_MAX || n == SPOOL_COPY_BATCH
+			|| bytes + e->size > SPOOL_COPY_BYTES_MAX)
+			continue;
+		sp->copies[n++] = (struct spool_copy){ .qid = e->qid, .size = e->size };
+		bytes += e->size;
+	}
+	return n;
+}
+
+/* Starts a round: the records of the picked messages are read back through the ring. */
+static void
+spool_copy_start(struct spool *sp)
+{
+	if (sp->copy_count > 0 || sp->oldest_seg >= sp->seg_id || sp->ring->stopping
+		|| sp->oldest_seg < sp->copy_skip_below
+		|| index_segment_live(&sp->ix, sp->oldest_seg) == 0)
+		return;
+	int fd = spool_read_fd(sp, sp->oldest_seg);
+	uint32_t n = fd < 0 ? 0 : spool_copy_pick(sp);
+	if (n == 0) {
+		sp->copy_skip_below = sp->oldest_seg + 1;   /* look again after the next rollover */
+		return;
+	}
+	sp->copy_seg = sp->oldest_seg;
+	for (uint32_t i = 0; i < n; i++) {
+		struct spool_copy *c = &sp->copies[i];
+		const struct index_entry *e = index_find(&sp->ix, c->qid);
+		c->buf = malloc(c->size);
+		if (c->buf == NULL)
+			continue;
+		struct io_uring_sqe *sqe = ring_sqe(sp->ring);
+		io_uring_prep_read(sqe, fd, c->buf, c->size, e->offset);
+		io_uring_sqe_set_data64(sqe, ring_ud(sp->op, SPOOL_REQ_COPY, i));
+		sp->copy_reads++;
+	}
+	sp->copy_count = n;
+	if (sp->copy_reads == 0)
+		spool_copy_read_done(sp, UINT32_MAX, 0);
+}
+
+/* Builds the COPY record of c: the recipients' states as the index has them now (in flight
+ * counts as pending: it is being tried), then the message payload as it was. */
+static uint8_t *
+spool_copy_encode(struct spool *sp, const struct spool_copy *c, uint32_t *len, uint16_t *env_off)
+{
+	const struct index_entry *e = index_find(&sp->ix, c->qid);
+	uint64_t off = 0, skipped = 0, end = 0;
+	struct record_view r;
+	if (e == NULL || e->segment != sp->copy_seg
+		|| record_scan_next(slice_make(c->buf, c->size), &off, &r, &skipped, &end) != 1
+		|| r.queue_id != c->qid || r.size != c->size)
+		return NULL;   /* delivered meanwhile, or unreadable: it stays where it is */
+	struct slice message = slice_skip(r.payload, e->env_off);
+	uint32_t prefix = record_copy_prefix_size(e->rcpt_count);
+	uint8_t *rec = malloc(RECORD_HEADER_SIZE + prefix + message.len);
+	if (rec == NULL)
+		return NULL;
+	struct record_copy_rcpt states[RECORD_RCPT_MAX];
+	for (uint32_t i = 0; i < e->rcpt_count; i++) {
+		uint64_t next = 0;
+		enum index_rcpt_state st = index_entry_rcpt(e, i, &next);
+		states[i].state = st == INDEX_RCPT_INFLIGHT ? 0 : (uint8_t)st;
+		states[i].next_attempt_ms = next;
+	}
+	record_copy_prefix_encode(rec + RECORD_HEADER_SIZE, e->rcpt_count, states);
+	memcpy(rec + RECORD_HEADER_SIZE + prefix, message.ptr, message.len);   /* copy: forward */
+	struct iovec iov = { .iov_base = rec + RECORD_HEADER_SIZE, .iov_len = prefix + message.len };
+	record_header_encode(rec, RECORD_COPY, c->qid, &iov, 1);
+	*len = RECORD_HEADER_SIZE + prefix + (uint32_t)message.len;
+	*env_off = (uint16_t)prefix;
+	return rec;
+}
+
+/* Queues the copies of a finished round; they relocate their messages once durable. */
+static void
+spool_copy_queue(struct spool *sp)
+{
+	for (uint32_t i = 0; i < sp->copy_count; i++) {
+		struct spool_copy *c = &sp->copies[i];
+		uint32_t len;
+		uint16_t env_off;
+		uint8_t *rec = c->ok ? spool_copy_encode(sp, c, &len, &env_off) : NULL;
+		free(c->buf);
+		c->buf = NULL;
+		struct spool_rec *r = rec == NULL ? NULL : spool_queue_rec(sp);
+		if (r == NULL) {
+			free(rec);
+			continue;
+		}
+		r->m = NULL;
+		r->copy = rec;
+		r->copy_qid = c->qid;
+		r->copy_env_off = env_off;
+		r->len = len;
+		sp->stats.copied++;
+	}
+	sp->copy_count = 0;
+	/* If this round left something behind (too big, unreadable), do not start over at once. */
+	sp->copy_skip_below = sp->copy_seg + 1;
+}
+
+static void
+spool_copy_read_done(struct spool *sp, uint32_t i, int res)
+{
+	if (i != UINT32_MAX) {
+		ASSERT(i < sp->copy_count);
+		ASSERT(sp->copy_reads > 0);
+		sp->copies[i].ok = res == (int)sp->copies[i].size;
+		sp->copy_reads--;
+	}
+	if (sp->copy_reads == 0)
+		spool_copy_queue(sp);
 }
 
 /* ---- the schedule ---- */
@@ -681,16 +869,31 @@ spool_read_fd(struct spool *sp, uint32_t seg)
 	return sp->read_fds[i];
 }
 
+/* Where the message (envelope, then body) starts in the record, and how long it is. */
+static uint64_t
+spool_message_start(const struct index_entry *e)
+{
+	return RECORD_HEADER_SIZE + (uint64_t)e->env_off;
+}
+
 int
 spool_read_check(struct spool *sp, uint64_t qid, uint64_t off, uint64_t len)
 {
 	const struct index_entry *e = index_find(&sp->ix, qid);
 	if (e == NULL)
 		return -ENOENT;
-	if (off > e->size || len > e->size - off)
+	uint64_t size = e->size - spool_message_start(e);
+	if (off > size || len > size - off)
 		return -EINVAL;
 	int fd = spool_read_fd(sp, e->segment);
 	return fd < 0 ? fd : 0;
+}
+
+uint64_t
+spool_message_size(const struct spool *sp, uint64_t qid)
+{
+	const struct index_entry *e = index_find(&sp->ix, qid);
+	return e == NULL ? 0 : e->size - spool_message_start(e);
 }
 
 int
@@ -703,7 +906,7 @@ spool_read(struct spool *sp, uint64_t qid, uint64_t off, void *buf, uint32_t len
 	const struct index_entry *e = index_find(&sp->ix, qid);
 	int fd = spool_read_fd(sp, e->segment);
 	struct io_uring_sqe *sqe = ring_sqe(sp->ring);
-	io_uring_prep_read(sqe, fd, buf, len, e->offset + off);
+	io_uring_prep_read(sqe, fd, buf, len, e->offset + spool_message_start(e) + off);
 	sqe->flags |= sqe_flags;
 	io_uring_sqe_set_data64(sqe, ud);
 	return 0;
@@ -734,7 +937,8 @@ static bool
 spool_idle(void *ctx)
 {
 	const struct spool *sp = ctx;
-	return !sp->busy && sp->queued.count == 0 && sp->unlinks_in_flight == 0;
+	return !sp->busy && sp->queued.count == 0 && sp->unlinks_in_flight == 0
+		&& sp->copy_reads == 0;
 }
 
 static const struct ring_hooks spool_hooks = {
@@ -763,6 +967,8 @@ spool_close(struct spool *sp)
 	close(sp->dir_fd);
 	index_fini(&sp->ix);
 	schedule_fini(&sp->sched);
+	for (uint32_t i = 0; i < sp->queued.count; i++)
+		free(sp->queued.recs[i].copy);
 	free(sp->queued.recs);
 	free(sp->flying.recs);
 	free(sp->iov);

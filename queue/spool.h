@@ -24,7 +24,11 @@
  * straight to the agent's user_data), so nothing is kept in memory for a message that waits.
  *
  * A segment is rolled over at SPOOL_SEGMENT_SIZE; the oldest segments are deleted (unlinkat
- * through the ring) once every message in them is final. Start-up runs recovery (queue/recover.h)
+ * through the ring) once every message in them is final. A long-deferred message must not pin
+ * its segment and every later one: when the oldest segment holds little that is live (under a
+ * quarter of a segment), its live messages are copied forward into the active segment as COPY
+ * records (queue/record.h), each carrying its recipients' states; the old segment goes once
+ * those are durable, and recovery never counts a message twice (a COPY moves it). Start-up runs recovery (queue/recover.h)
  * before the shard serves, and schedules every live message. Owned by one shard. */
 #ifndef RINGMTA_QUEUE_SPOOL_H
 #define RINGMTA_QUEUE_SPOOL_H
@@ -54,6 +58,7 @@ struct spool_stats {
 	uint64_t fdatasyncs;
 	uint64_t messages;              /* committed */
 	uint64_t segments_deleted;
+	uint64_t copied;                /* messages copied forward out of old segments */
 };
 
 /* Opens (creating if needed) <spool_dir>/<shard>/, recovers it, opens the active segment and
@@ -85,7 +90,11 @@ const struct index_entry *spool_entry(const struct spool *sp, uint64_t qid);
 /* State of recipient rcpt of qid (INDEX_RCPT_DELIVERED for a message no longer live). */
 enum index_rcpt_state spool_rcpt_state(const struct spool *sp, uint64_t qid, uint32_t rcpt);
 
-/* Reads len octets at offset off of message qid's record into buf through the ring; the
+/* Octets of message qid as spool_read sees it: its envelope, then its body (0: not live). */
+uint64_t spool_message_size(const struct spool *sp, uint64_t qid);
+
+/* Reads len octets at offset off of message qid (offsets as spool_message_size counts them:
+ * 0 is the start of the envelope, wherever its record lives now) into buf through the ring; the
  * completion (res: octets read, or -errno) goes to user_data ud. buf must stay valid until then.
  * sqe_flags are added to the request's (IOSQE_IO_LINK and the like: the read may be a step of
  * the caller's chain). Returns 0, or -ENOENT (not live), -EINVAL (outside the record), -errno

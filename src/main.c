@@ -242,6 +242,7 @@ main_shard_stats(struct shard *sh, struct main_shard *ms)
 	log_line_u64(&l, "body_bytes", d->body_bytes);
 	log_line_u64(&l, "body_copied", d->body_copied + sh->conns.stats.body_copied);
 	log_line_u64(&l, "queued", spool_live(ms->spool));
+	log_line_u64(&l, "copied", spool_stats(ms->spool)->copied);
 	log_write(buf, log_line_end(&l));
 }
 

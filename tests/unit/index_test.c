@@ -230,7 +230,7 @@ Test(index, segment_counts_follow_inserts_finals_and_relocations)
 	cr_assert_eq(index_segment_live(&ix, 5), 1);
 	/* Copied forward to segment 9: the recipient states go along. */
 	cr_assert_not(index_mark_final(&ix, 2, 0, INDEX_RCPT_DELIVERED));
-	cr_assert_eq(index_relocate(&ix, 2, 9, 64, 120), 0);
+	cr_assert_eq(index_relocate(&ix, 2, 9, 64, 120, 0), 0);
 	cr_assert_eq(index_segment_live(&ix, 5), 0);
 	cr_assert_eq(index_segment_live(&ix, 9), 1);
 	const struct index_entry *e = index_find(&ix, 2);
@@ -238,7 +238,7 @@ Test(index, segment_counts_follow_inserts_finals_and_relocations)
 	cr_assert_eq(e->offset, 64);
 	cr_assert_eq(e->size, 120);
 	cr_assert_not(index_rcpt_pending(&ix, 2, 0));
-	cr_assert_eq(index_relocate(&ix, 99, 9, 0, 1), -ENOENT);
+	cr_assert_eq(index_relocate(&ix, 99, 9, 0, 1, 0), -ENOENT);
 	cr_assert(index_mark_final(&ix, 2, 1, INDEX_RCPT_DELIVERED));
 	cr_assert_eq(index_segment_live(&ix, 9), 0);
 }
