@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <sched.h>
 #include <string.h>
+#include <time.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -34,6 +35,14 @@ shard_done(struct shard *sh)
 	return sh->ring.now_ms >= sh->stop_deadline_ms;
 }
 
+static uint64_t
+shard_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static void
 shard_loop(struct shard *sh)
 {
@@ -46,6 +55,7 @@ shard_loop(struct shard *sh)
 		int rc = io_uring_submit_and_wait_timeout(&r->uring, &cqe, ms == 0 ? 0 : 1, &ts, NULL);
 		if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY)
 			log_error(r->now_real_ms, "io_uring_enter", rc);
+		uint64_t woke_ns = shard_ns();
 		ring_clock(r);
 		unsigned head, seen = 0;
 		io_uring_for_each_cqe(&r->uring, head, cqe) {
@@ -58,6 +68,9 @@ shard_loop(struct shard *sh)
 		bufring_flush(&sh->bufs);
 		ring_turn(r);
 		ring_dispatch_posted(r);   /* events posted by the hooks are not left for a turn */
+		sh->stats.turns++;
+		sh->stats.completions += seen;
+		sh->stats.busy_ns += shard_ns() - woke_ns;
 	}
 }
 

@@ -48,6 +48,13 @@ struct shard_params {
 	void *ctx;
 };
 
+/* What the loop did, for the exit stats line and perf/: the cost of a turn is busy_ns / turns. */
+struct shard_stats {
+	uint64_t turns;
+	uint64_t completions;
+	uint64_t busy_ns;               /* from waking up to the end of the turn's work */
+};
+
 struct shard {
 	uint32_t index;
 	struct shard_params p;
@@ -60,6 +67,7 @@ struct shard {
 	int start_rc;                   /* start-up result, read by shard_start */
 	int ready_fd;                   /* eventfd: start-up finished */
 	bool clean_exit;                /* every module was idle when the loop ended */
+	struct shard_stats stats;
 };
 
 /* Starts shard `index` on its own thread (pinned to CPU index): creates the ring, buffers and

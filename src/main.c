@@ -243,6 +243,9 @@ main_shard_stats(struct shard *sh, struct main_shard *ms)
 	log_line_u64(&l, "body_copied", d->body_copied + sh->conns.stats.body_copied);
 	log_line_u64(&l, "queued", spool_live(ms->spool));
 	log_line_u64(&l, "copied", spool_stats(ms->spool)->copied);
+	log_line_u64(&l, "turns", sh->stats.turns);
+	log_line_u64(&l, "completions", sh->stats.completions);
+	log_line_u64(&l, "busy_us", sh->stats.busy_ns / 1000u);
 	log_write(buf, log_line_end(&l));
 }
 
