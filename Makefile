@@ -5,7 +5,8 @@ FUZZ_SECONDS ?= 20
 CONFIG     ?=
 PACKAGES   := meson ninja-build pkg-config gcc clang libclang-rt-14-dev liburing-dev \
               libcriterion-dev python3 swaks strace
-FUZZ_TARGETS := smtp_server_fuzz data_scan_fuzz smtp_addr_fuzz record_fuzz config_fuzz
+FUZZ_TARGETS := smtp_server_fuzz data_scan_fuzz smtp_addr_fuzz record_fuzz config_fuzz \
+                data_stuff_fuzz
 
 .PHONY: all deps build run test unit fuzz fuzz-build bench clean
 
@@ -63,6 +64,7 @@ test: build
 
 bench: build
 	$(BUILD)/perf/data_scan_bench
+	$(BUILD)/perf/data_stuff_bench
 
 clean:
 	rm -rf $(BUILD) $(FUZZ_BUILD)
