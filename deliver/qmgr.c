@@ -10,24 +10,18 @@
 #include "base/log.h"
 #include "conf/config.h"
 #include "conf/policy.h"
+#include "base/queue_id.h"
+#include "deliver/bounce.h"
 #include "deliver/maildir.h"
 #include "queue/record.h"
 #include "queue/spool.h"
 
 #define QMGR_RCPT_BITS   10u                    /* recipient index in a result's user_data */
-#define QMGR_DIAG_MAX   256u                    /* octets of a failure's diagnostic text */
 _Static_assert(RECORD_RCPT_MAX <= (1u << QMGR_RCPT_BITS), "a recipient index fits");
 _Static_assert(QMGR_MSGS_MAX << QMGR_RCPT_BITS <= RING_SLOT_MAX, "slot and recipient fit");
+_Static_assert(QMGR_BUF_SIZE > DSN_SIZE_LIMIT_DEFAULT, "an original a DSN returns is read whole");
 
 enum qmgr_outcome { QMGR_SENT, QMGR_TEMPFAIL, QMGR_PERMFAIL };
-
-/* A recipient that failed for good in this attempt: what its bounce will say. */
-struct qmgr_failure {
-	uint32_t rcpt;
-	bool expired;
-	char status[8];                 /* RFC 3463 x.y.z */
-	char diag[QMGR_DIAG_MAX];
-};
 
 struct qmgr_msg {
 	bool busy;
@@ -41,8 +35,9 @@ struct qmgr_msg {
 	uint64_t body_len;
 	uint32_t next_rcpt;             /* dispatch cursor over the envelope's recipients */
 	uint32_t outstanding;           /* agent jobs running */
-	struct qmgr_failure *failures;  /* v.rcpt_count entries, allocated at the first failure */
-	uint32_t failure_count;
+	struct bounce_item *reports;    /* v.rcpt_count entries, allocated at the first report */
+	uint32_t report_count;
+	bool bouncing;                  /* the DSN is being committed */
 	bool waiting;                   /* on the list of messages waiting for agent slots */
 	struct qmgr_msg *next_wait;
 };
@@ -52,6 +47,7 @@ struct qmgr {
 	struct qmgr_params p;
 	uint8_t op_read;
 	uint8_t op_result;
+	uint8_t op_bounce;
 	uint8_t *slab;                  /* QMGR_MSGS_MAX buffers, touched only when used */
 	struct qmgr_msg msgs[QMGR_MSGS_MAX];
 	uint32_t busy;
@@ -75,23 +71,41 @@ qmgr_log(struct qmgr *q, struct qmgr_msg *m, struct slice to, enum log_status st
 		slice_make(detail, strlen(detail)));
 }
 
-static void
-qmgr_fail(struct qmgr_msg *m, uint32_t rcpt, bool expired, const char *status, const char *diag)
+/* Remembers what the DSN of this attempt must say of recipient rcpt, if one is due for it.
+ * Returns whether it will be reported. */
+static bool
+qmgr_report(struct qmgr_msg *m, uint32_t rcpt, enum dsn_action action, const char *status,
+	const char *diag, bool mark_bounced, uint64_t retry_until_ms)
 {
-	if (m->failures == NULL) {
-		m->failures = calloc(m->v.rcpt_count, sizeof(*m->failures));
-		if (m->failures == NULL)
-			return;   /* the recipient is bounced all the same; its notice is lost */
+	if (!bounce_due(&m->v, rcpt, action))
+		return false;
+	if (m->reports == NULL) {
+		m->reports = calloc(m->v.rcpt_count, sizeof(*m->reports));
+		if (m->reports == NULL)
+			return false;   /* no notice then: the outcome itself stands and is logged */
 	}
-	ASSERT(m->failure_count < m->v.rcpt_count);
-	struct qmgr_failure *f = &m->failures[m->failure_count++];
-	f->rcpt = rcpt;
-	f->expired = expired;
-	snprintf(f->status, sizeof(f->status), "%s", status);
-	snprintf(f->diag, sizeof(f->diag), "%s", diag);
+	ASSERT(m->report_count < m->v.rcpt_count);
+	struct bounce_item *b = &m->reports[m->report_count++];
+	b->rcpt = rcpt;
+	b->action = action;
+	b->diag_type = DSN_DIAG_LOCAL;
+	b->mark_bounced = mark_bounced;
+	b->retry_until_ms = retry_until_ms;
+	snprintf(b->status, sizeof(b->status), "%s", status);
+	snprintf(b->diag, sizeof(b->diag), "%s", diag);
+	return true;
 }
 
-/* One recipient's attempt is over: record it in the spool, log it, remember a failure. */
+/* A recipient failed for good: bounced once its notice is durable, at once if none is due. */
+static void
+qmgr_failed(struct qmgr *q, struct qmgr_msg *m, uint32_t i, const char *status,
+	const char *detail)
+{
+	if (!qmgr_report(m, i, DSN_ACTION_FAILED, status, detail, true, 0))
+		spool_rcpt_bounced(q->p.spool, m->qid, i);
+}
+
+/* One recipient's attempt is over: record it in the spool, log it, remember what to report. */
 static void
 qmgr_outcome(struct qmgr *q, struct qmgr_msg *m, uint32_t i, enum qmgr_outcome o,
 	const char *status, const char *detail)
@@ -104,6 +118,7 @@ qmgr_outcome(struct qmgr *q, struct qmgr_msg *m, uint32_t i, enum qmgr_outcome o
 		spool_rcpt_delivered(sp, m->qid, i);
 		q->stats.delivered++;
 		qmgr_log(q, m, r.path, LOG_STATUS_DELIVERED, status, detail);
+		(void)qmgr_report(m, i, DSN_ACTION_DELIVERED, status, detail, false, 0);
 		return;
 	}
 	if (o == QMGR_TEMPFAIL) {
@@ -116,14 +131,12 @@ qmgr_outcome(struct qmgr *q, struct qmgr_msg *m, uint32_t i, enum qmgr_outcome o
 		/* RFC 3463 4.4.7: delivery time expired; the diagnostic is the last reason. */
 		q->stats.expired++;
 		qmgr_log(q, m, r.path, LOG_STATUS_EXPIRED, "4.4.7", detail);
-		qmgr_fail(m, i, true, "4.4.7", detail);
-		spool_rcpt_bounced(sp, m->qid, i);
+		qmgr_failed(q, m, i, "4.4.7", detail);
 		return;
 	}
 	q->stats.bounced++;
 	qmgr_log(q, m, r.path, LOG_STATUS_BOUNCED, status, detail);
-	qmgr_fail(m, i, false, status, detail);
-	spool_rcpt_bounced(sp, m->qid, i);
+	qmgr_failed(q, m, i, status, detail);
 }
 
 static void
@@ -148,21 +161,92 @@ qmgr_msg_free(struct qmgr *q, struct qmgr_msg *m)
 	if (m->buf_cap > QMGR_BUF_SIZE)
 		free(m->buf);
 	m->buf = NULL;
-	free(m->failures);
-	m->failures = NULL;
-	m->failure_count = 0;
+	free(m->reports);
+	m->reports = NULL;
+	m->report_count = 0;
+	m->bouncing = false;
 	m->busy = false;
 	m->gen = (m->gen + 1) & 0xffffffu;
 	ASSERT(q->busy > 0);
 	q->busy--;
 }
 
-/* Every recipient of the attempt has its outcome. */
+/* The notice could not be queued, or its commit failed: its failed recipients are tried
+ * again later (a notice is never dropped while the message is not expired). */
+static void
+qmgr_bounce_failed(struct qmgr *q, struct qmgr_msg *m, int err)
+{
+	log_error(q->ring->now_real_ms, "bounce", err);
+	for (uint32_t k = 0; k < m->report_count; k++) {
+		const struct bounce_item *b = &m->reports[k];
+		uint64_t next;
+		if (b->mark_bounced && spool_rcpt_defer(q->p.spool, m->qid, b->rcpt, &next) != 0)
+			spool_rcpt_bounced(q->p.spool, m->qid, b->rcpt);   /* expired: no notice */
+	}
+}
+
+static void
+qmgr_log_dsn(struct qmgr *q, struct qmgr_msg *m, uint64_t dsn_qid)
+{
+	char buf[LOG_LINE_MAX];
+	char id[QUEUE_ID_STR_LEN + 1];
+	struct log_line l;
+	queue_id_format(dsn_qid, id);
+	log_line_begin(&l, buf, sizeof(buf), q->ring->now_real_ms, "dsn");
+	log_line_qid(&l, m->qid);
+	log_line_str(&l, "dsn_qid", id);
+	log_line_path(&l, "to", m->v.mail_from);
+	log_line_u64(&l, "rcpts", m->report_count);
+	log_write(buf, log_line_end(&l));
+}
+
+/* Every recipient of the attempt has its outcome: queue the notice if one is due. */
 static void
 qmgr_msg_end(struct qmgr *q, struct qmgr_msg *m)
 {
-	if (m->outstanding > 0 || m->next_rcpt < m->v.rcpt_count)
+	if (m->outstanding > 0 || m->next_rcpt < m->v.rcpt_count || m->bouncing)
 		return;
+	if (m->report_count == 0) {
+		qmgr_msg_free(q, m);
+		return;
+	}
+	const struct config *cfg = q->p.cfg;
+	uint64_t size = m->body_off + m->body_len;
+	struct bounce_original o = { .qid = m->qid, .v = &m->v,
+		.message = slice_make(m->buf + m->body_off, m->want - m->body_off),
+		.whole = m->want == size };
+	uint64_t dsn_qid = 0;
+	int rc = bounce_queue(q->p.spool, slice_make(cfg->myhostname, strlen(cfg->myhostname)),
+		&o, m->reports, m->report_count, q->ring->now_real_ms,
+		ring_ud(q->op_bounce, qmgr_slot(q, m), m->gen), &dsn_qid);
+	if (rc < 0) {
+		qmgr_bounce_failed(q, m, rc);
+		qmgr_msg_free(q, m);
+		return;
+	}
+	m->bouncing = true;
+	qmgr_log_dsn(q, m, dsn_qid);
+}
+
+/* The spool's verdict on the notice: its failed recipients are bounced only once it is
+ * durable. */
+static void
+qmgr_bounce_done(void *ctx, const struct io_uring_cqe *cqe)
+{
+	struct qmgr *q = ctx;
+	struct qmgr_msg *m = &q->msgs[ring_ud_slot(cqe->user_data)];
+	ASSERT(m->busy);
+	ASSERT(m->bouncing);
+	ASSERT(m->gen == ring_ud_gen(cqe->user_data));
+	if (cqe->res < 0) {
+		qmgr_bounce_failed(q, m, cqe->res);
+	} else {
+		for (uint32_t k = 0; k < m->report_count; k++) {
+			if (m->reports[k].mark_bounced)
+				spool_rcpt_bounced(q->p.spool, m->qid, m->reports[k].rcpt);
+		}
+	}
+	m->bouncing = false;
 	qmgr_msg_free(q, m);
 }
 
@@ -309,7 +393,8 @@ qmgr_take(struct qmgr *q, uint64_t qid)
 	m->buf = q->slab + (size_t)slot * QMGR_BUF_SIZE;
 	m->buf_cap = QMGR_BUF_SIZE;
 	m->outstanding = 0;
-	m->failure_count = 0;
+	m->report_count = 0;
+	m->bouncing = false;
 	uint64_t size = spool_message_size(q->p.spool, qid);
 	uint32_t len = size < QMGR_BUF_SIZE ? (uint32_t)size : QMGR_BUF_SIZE;
 	int rc = qmgr_read(q, m, len);
@@ -402,6 +487,7 @@ qmgr_init(struct ring *r, const struct qmgr_params *p, struct qmgr **out)
 	q->p = *p;
 	q->op_read = ring_op_register(r, qmgr_read_done, q);
 	q->op_result = ring_op_register(r, qmgr_result, q);
+	q->op_bounce = ring_op_register(r, qmgr_bounce_done, q);
 	ring_hooks_register(r, &qmgr_hooks, q);
 	*out = q;
 	return 0;
@@ -413,7 +499,7 @@ qmgr_fini(struct qmgr *q)
 	for (uint32_t i = 0; i < QMGR_MSGS_MAX; i++) {
 		if (q->msgs[i].buf_cap > QMGR_BUF_SIZE)
 			free(q->msgs[i].buf);
-		free(q->msgs[i].failures);
+		free(q->msgs[i].reports);
 	}
 	munmap(q->slab, (size_t)QMGR_MSGS_MAX * QMGR_BUF_SIZE);
 	free(q);
