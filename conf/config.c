@@ -103,6 +103,8 @@ static const struct config_key config_keys[] = {
 		CONFIG_QUEUE_LIFETIME_MAX_S),
 	CONFIG_VALUE("maximal_backoff_time", CONFIG_KIND_LIFETIME, maximal_backoff_s, 1,
 		CONFIG_QUEUE_LIFETIME_MAX_S),
+	CONFIG_VALUE("delay_warning_time", CONFIG_KIND_LIFETIME, delay_warning_s, 0,
+		CONFIG_QUEUE_LIFETIME_MAX_S),
 	CONFIG_VALUE("log_file", CONFIG_KIND_PATH, log_file, 0, 0),
 };
 

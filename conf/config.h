@@ -85,6 +85,7 @@ struct config {
 	uint32_t queue_lifetime_s;       /* bounce after this long in the queue (default 5 days) */
 	uint32_t minimal_backoff_s;      /* the least wait before another attempt */
 	uint32_t maximal_backoff_s;      /* the longest */
+	uint32_t delay_warning_s;        /* a "delayed" notice after this long (0: never) */
 	char log_file[CONFIG_STR_MAX];   /* empty: stderr */
 
 	/* Parsed forms of dns_servers and relayhost (the text fields above keep the normalised

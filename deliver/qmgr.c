@@ -123,9 +123,13 @@ qmgr_outcome(struct qmgr *q, struct qmgr_msg *m, uint32_t i, enum qmgr_outcome o
 	}
 	if (o == QMGR_TEMPFAIL) {
 		uint64_t next;
-		if (spool_rcpt_defer(sp, m->qid, i, &next) == 0) {
+		bool warn = false;
+		if (spool_rcpt_defer(sp, m->qid, i, &next, &warn) == 0) {
 			q->stats.deferred++;
 			qmgr_log(q, m, r.path, LOG_STATUS_DEFERRED, status, detail);
+			if (warn)
+				(void)qmgr_report(m, i, DSN_ACTION_DELAYED, status, detail, false,
+					m->v.arrival_ms + (uint64_t)q->p.cfg->queue_lifetime_s * 1000u);
 			return;
 		}
 		/* RFC 3463 4.4.7: delivery time expired; the diagnostic is the last reason. */
@@ -180,7 +184,8 @@ qmgr_bounce_failed(struct qmgr *q, struct qmgr_msg *m, int err)
 	for (uint32_t k = 0; k < m->report_count; k++) {
 		const struct bounce_item *b = &m->reports[k];
 		uint64_t next;
-		if (b->mark_bounced && spool_rcpt_defer(q->p.spool, m->qid, b->rcpt, &next) != 0)
+		if (b->mark_bounced
+			&& spool_rcpt_defer(q->p.spool, m->qid, b->rcpt, &next, NULL) != 0)
 			spool_rcpt_bounced(q->p.spool, m->qid, b->rcpt);   /* expired: no notice */
 	}
 }

@@ -778,7 +778,7 @@ spool_backoff_ms(struct spool *sp, uint64_t arrival_ms, uint64_t now_ms)
 }
 
 int
-spool_rcpt_defer(struct spool *sp, uint64_t qid, uint32_t rcpt, uint64_t *next_ms)
+spool_rcpt_defer(struct spool *sp, uint64_t qid, uint32_t rcpt, uint64_t *next_ms, bool *warn)
 {
 	const struct index_entry *e = index_find(&sp->ix, qid);
 	if (e == NULL || rcpt >= e->rcpt_count)
@@ -787,9 +787,17 @@ spool_rcpt_defer(struct spool *sp, uint64_t qid, uint32_t rcpt, uint64_t *next_m
 	uint64_t expiry = e->arrival_ms + sp->p.queue_lifetime_ms;
 	if (now >= expiry)
 		return -ETIME;
+	uint64_t scheduled = 0;
+	(void)index_entry_rcpt(e, rcpt, &scheduled);   /* when this attempt was due */
+	uint64_t warn_at = sp->p.delay_warning_ms > 0 ? e->arrival_ms + sp->p.delay_warning_ms
+		: UINT64_MAX;
+	if (warn != NULL)
+		*warn = warn_at != UINT64_MAX && scheduled == warn_at;
 	uint64_t next = now + spool_backoff_ms(sp, e->arrival_ms, now);
 	if (next > expiry)
 		next = expiry;   /* the last attempt comes when the message expires */
+	if (warn_at > now && next > warn_at && warn_at < expiry)
+		next = warn_at;  /* the attempt whose failure warns the sender */
 	bool was = spool_rcpt_inflight(sp, qid, rcpt);
 	if (index_mark_deferred(&sp->ix, qid, rcpt, next) != 0)
 		return -ENOENT;

@@ -52,6 +52,7 @@ struct spool_params {
 	uint64_t minimal_backoff_ms;
 	uint64_t maximal_backoff_ms;
 	uint64_t queue_lifetime_ms;
+	uint64_t delay_warning_ms;      /* 0: no "delayed" notices */
 };
 
 struct spool_stats {
@@ -112,8 +113,12 @@ void spool_rcpt_bounced(struct spool *sp, uint64_t qid, uint32_t rcpt);
 
 /* A temporary failure: deferred with back-off (a DEFERRED record; *next_ms says until when),
  * returns 0; or the message is past its lifetime: returns -ETIME and changes nothing (the caller
- * bounces the recipient). */
-int spool_rcpt_defer(struct spool *sp, uint64_t qid, uint32_t rcpt, uint64_t *next_ms);
+ * bounces the recipient). *warn (if not NULL) says that this was the attempt at
+ * arrival + delay_warning_time, when a "delayed" notice is due: the attempt before it is moved
+ * to that moment (like the last one to the expiry), so the moment is in the DEFERRED record and
+ * the notice goes once, also across a restart. */
+int spool_rcpt_defer(struct spool *sp, uint64_t qid, uint32_t rcpt, uint64_t *next_ms,
+	bool *warn);
 
 /* An in-flight recipient that was never tried goes back to pending. */
 void spool_rcpt_release(struct spool *sp, uint64_t qid, uint32_t rcpt);

@@ -198,6 +198,7 @@ main_shard_setup(struct shard *sh, void *ctx)
 		.minimal_backoff_ms = (uint64_t)cfg->minimal_backoff_s * 1000u,
 		.maximal_backoff_ms = (uint64_t)cfg->maximal_backoff_s * 1000u,
 		.queue_lifetime_ms = (uint64_t)cfg->queue_lifetime_s * 1000u,
+		.delay_warning_ms = (uint64_t)cfg->delay_warning_s * 1000u,
 	};
 	int rc = spool_open(r, &sp, &ms->spool);
 	if (rc < 0)

@@ -98,6 +98,37 @@ def test_expiry_bounces_to_the_local_sender():
         d.cleanup()
 
 
+def test_delay_warning_goes_once():
+    """delay_warning_time: one "delayed" notice (RFC 3464 2.3.3), also across a restart."""
+    d = Daemon(shards=1, extra={"minimal_backoff_time": "1s", "maximal_backoff_time": "1s",
+                                "queue_lifetime": "1h", "delay_warning_time": "2s"})
+    box = os.path.join(d.maildir, "alice")
+    os.makedirs(box)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=1", "tmpfs", box],
+                      capture_output=True).returncode != 0:
+        print("skip: cannot mount a tmpfs here")
+        sys.exit(SKIP)
+    try:
+        d.start()
+        send(d.port, "bob@localhost", ["alice@localhost"], BODY)
+        files = d.wait_for_files("bob", 1, timeout=15)
+        assert len(files) == 1, d.read_log()
+        parts, per_msg, rcpts = report_parts(parse(files[0]))
+        assert rcpts[0]["Action"] == "delayed", rcpts
+        assert rcpts[0]["Status"].startswith("4."), rcpts
+        assert "Will-Retry-Until" in rcpts[0], rcpts
+        assert parts[2].get_content_type() == "text/rfc822-headers"
+        assert d.stop() == 0
+        d.start()
+        time.sleep(3.0)   # three more attempts, after a restart: no second warning
+        assert len(d.mailbox_files("bob")) == 1, d.read_log()
+        assert d.read_log().count("to=<alice@localhost> status=deferred") >= 4
+        assert d.stop() == 0
+    finally:
+        subprocess.run(["umount", box])
+        d.cleanup()
+
+
 def test_permanent_failure_bounces_at_once_and_writes_nothing_outside():
     d = Daemon(shards=1)
     outside = tempfile.mkdtemp(prefix="ringmta-outside-")
@@ -156,6 +187,7 @@ def test_no_dsn_for_the_null_sender_nor_notify_never():
 def main():
     res = Results()
     res.run("test_expiry_bounces_to_the_local_sender", test_expiry_bounces_to_the_local_sender)
+    res.run("test_delay_warning_goes_once", test_delay_warning_goes_once)
     res.run("test_permanent_failure_bounces_at_once_and_writes_nothing_outside",
             test_permanent_failure_bounces_at_once_and_writes_nothing_outside)
     res.run("test_no_dsn_for_the_null_sender_nor_notify_never",
