@@ -38,6 +38,13 @@
 #define CONFIG_REMOTE_SMTP_PORT_DEFAULT 25u
 #define CONFIG_DNS_PORT_DEFAULT         53u
 
+/* maildir_sync: how a Maildir delivery is made durable before it is marked delivered. */
+enum config_maildir_sync {
+	CONFIG_MAILDIR_SYNC_FSYNC,       /* fdatasync of each file, then fsync of each new/ */
+	CONFIG_MAILDIR_SYNC_SYNCFS,      /* one syncfs(2) of the whole file system per batch */
+};
+#define CONFIG_MAILDIR_SYNC_DEFAULT CONFIG_MAILDIR_SYNC_FSYNC
+
 struct config_addr {
 	struct sockaddr_storage sa;     /* AF_INET or AF_INET6, port set */
 	socklen_t sa_len;
@@ -82,6 +89,7 @@ struct config {
 	uint32_t shards;                 /* 0 in the file means: online CPUs (resolved at load) */
 	uint32_t queue_lifetime_s;       /* bounce after this long in the queue (default 5 days) */
 	char log_file[CONFIG_STR_MAX];   /* empty: stderr */
+	enum config_maildir_sync maildir_sync;
 
 	/* Parsed forms of dns_servers and relayhost (the text fields above keep the normalised
 	 * text that config_print writes). */

@@ -25,13 +25,19 @@
 
 #define DELIVER_PATH_MAX   320u
 #define DELIVER_MAILBOX_MAX 80u
-#define DELIVER_SYNC_SLOT   DELIVER_JOBS_MAX   /* user_data slot of the syncfs completion */
-_Static_assert(DELIVER_JOBS_MAX <= SHARD_FILES_MAX, "a registered file slot per job");
+#define DELIVER_SYNC_SLOT   DELIVER_JOBS_MAX   /* user_data slot of the group sync completions */
+#define DELIVER_DIRSYNC_MAX 32u   /* maildir_sync=fsync: new/ directories synced at once */
+_Static_assert(DELIVER_JOBS_MAX + DELIVER_DIRSYNC_MAX <= SHARD_FILES_MAX,
+	"a registered file slot per job and per directory sync");
 
 enum deliver_step {
 	STEP_OPEN = 1, STEP_WRITE, STEP_CLOSE,
 	STEP_RENAME,                    /* last step of a delivery chain */
-	STEP_MKDIR = 16, STEP_MKDIR_DONE = 31,   /* a mailbox creation chain */
+	STEP_FDATASYNC,                 /* maildir_sync=fsync: between WRITE and CLOSE */
+	STEP_DIR_OPEN, STEP_DIR_FSYNC, STEP_DIR_CLOSE,   /* a new/ directory sync chain */
+	STEP_MKDIR = 16,                /* a mailbox creation chain: mkdirs, then with */
+	STEP_MKDIR_SYNC,                /* maildir_sync=fsync the syncs of root and mailbox */
+	STEP_MKDIR_DONE = 31,
 };
 
 struct deliver_job {
@@ -66,6 +72,8 @@ struct deliver {
 	uint64_t written_since_ms;     /* when the oldest of them was written */
 	struct deliver_job *syncing;   /* covered by the syncfs in flight */
 	bool sync_busy;
+	uint32_t dirsync_wait;         /* maildir_sync=fsync: directory sync chains in flight */
+	int dirsync_err;
 	int sync_efd;                  /* requests to the sync thread */
 	uint64_t sync_request;         /* the eventfd increment, written through the ring */
 	bool sync_stop;
@@ -101,7 +109,11 @@ deliver_sync_main(void *arg)
 		return NULL;
 	uint64_t n;
 	while (read(d->sync_efd, &n, sizeof(n)) == (ssize_t)sizeof(n) && !d->sync_stop) {
+#ifdef RINGMTA_UNSAFE_SKIP_SYNC
+		int rc = 0;   /* the power-cut test's self-check build: see meson_options.txt */
+#else
 		int rc = syncfs(d->root_fd) == 0 ? 0 : -errno;
+#endif
 		struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
 		io_uring_prep_msg_ring(sqe, d->sh->ring_fd, (unsigned)rc,
 			shard_user_data(SHARD_OP_DELIVER, DELIVER_SYNC_SLOT, 0), 0);
@@ -120,6 +132,11 @@ deliver_init(struct shard *sh, struct deliver **out)
 	const char *root = sh->eng->cfg->maildir_root;
 	if (mkdir(root, 0700) != 0 && errno != EEXIST)
 		return -errno;
+	if (sh->eng->cfg->maildir_sync == CONFIG_MAILDIR_SYNC_FSYNC) {
+		int prc = spool_sync_parent(root);   /* the name maildir_root itself */
+		if (prc < 0)
+			return prc;
+	}
 	struct deliver *d = calloc(1, sizeof(*d));
 	if (d == NULL)
 		return -ENOMEM;
@@ -149,6 +166,27 @@ fail_free:
 	return rc;
 }
 
+/* maildir_sync=fsync: an fsync (datasync: fdatasync) of a registered file, or nothing at all
+ * in the power-cut test's self-check build (meson_options.txt: unsafe_skip_sync). */
+static void
+deliver_prep_fsync(struct io_uring_sqe *sqe, uint32_t fi, unsigned flags)
+{
+#ifdef RINGMTA_UNSAFE_SKIP_SYNC
+	(void)fi;
+	(void)flags;
+	io_uring_prep_nop(sqe);
+#else
+	io_uring_prep_fsync(sqe, (int)fi, flags);
+	sqe->flags |= IOSQE_FIXED_FILE;
+#endif
+}
+
+static bool
+deliver_fsync_mode(const struct deliver *d)
+{
+	return d->sh->eng->cfg->maildir_sync == CONFIG_MAILDIR_SYNC_FSYNC;
+}
+
 /* Tags a prepared request of job slot's chain; every step but the last links to the next. */
 static void
 deliver_tag(struct deliver *d, struct io_uring_sqe *sqe, uint32_t slot, enum deliver_step step,
@@ -166,8 +204,10 @@ deliver_file_index(uint32_t slot)
 	return slot;   /* the registered file table's first DELIVER_JOBS_MAX slots are ours */
 }
 
-/* open tmp/ -> write -> close -> rename into new/. Durability comes after, for many deliveries
- * at once: one syncfs (see deliver_sync_main). */
+/* open tmp/ -> write -> [fdatasync] -> close -> rename into new/. Durability: with
+ * maildir_sync=fsync each file's fdatasync is in its chain (the jobs' chains run in parallel),
+ * and the rename is made durable after, for many deliveries at once, by one fsync of each new/
+ * (deliver_dirsync_start); with syncfs, one syncfs covers it all (see deliver_sync_main). */
 static void
 deliver_submit_chain(struct deliver *d, uint32_t slot, struct deliver_job *j)
 {
@@ -180,6 +220,11 @@ deliver_submit_chain(struct deliver *d, uint32_t slot, struct deliver_job *j)
 	io_uring_prep_writev(sqe, (int)fi, j->iov, 2, 0);
 	sqe->flags |= IOSQE_FIXED_FILE;
 	deliver_tag(d, sqe, slot, STEP_WRITE, false, false);
+	if (deliver_fsync_mode(d)) {
+		sqe = shard_sqe(d->sh);
+		deliver_prep_fsync(sqe, fi, IORING_FSYNC_DATASYNC);
+		deliver_tag(d, sqe, slot, STEP_FDATASYNC, false, false);
+	}
 	sqe = shard_sqe(d->sh);
 	io_uring_prep_close_direct(sqe, fi);
 	deliver_tag(d, sqe, slot, STEP_CLOSE, false, false);
@@ -188,18 +233,41 @@ deliver_submit_chain(struct deliver *d, uint32_t slot, struct deliver_job *j)
 	deliver_tag(d, sqe, slot, STEP_RENAME, true, false);
 }
 
-/* Creates <mailbox>/{,tmp,new,cur}; existing ones are fine: hard links go on past EEXIST. The
- * syncfs after the first delivery makes the new names durable with it. */
+/* Creates <mailbox>/{,tmp,new,cur}; existing ones are fine: hard links go on past EEXIST. With
+ * syncfs, the syncfs after the first delivery makes the new names durable with it; with fsync,
+ * the chain goes on with fsync of maildir_root (the name <mailbox>) and of <mailbox> (tmp, new,
+ * cur), whether the mkdirs created them or found them (a previous run may have crashed before
+ * its syncs); a failed sync fails the delivery attempt. */
 static void
 deliver_submit_mkdir(struct deliver *d, uint32_t slot, struct deliver_job *j)
 {
+	bool syncs = deliver_fsync_mode(d);
 	const char *dirs[4] = { j->mailbox, j->sub[0], j->sub[1], j->sub[2] };
 	for (uint32_t i = 0; i < ARRAY_LEN(dirs); i++) {
-		bool last = i + 1 == ARRAY_LEN(dirs);
+		bool last = i + 1 == ARRAY_LEN(dirs) && !syncs;
 		struct io_uring_sqe *sqe = shard_sqe(d->sh);
 		io_uring_prep_mkdirat(sqe, d->root_fd, dirs[i], 0700);
 		deliver_tag(d, sqe, slot, last ? STEP_MKDIR_DONE : STEP_MKDIR, last, true);
 	}
+	if (!syncs)
+		return;
+	uint32_t fi = deliver_file_index(slot);
+	struct io_uring_sqe *sqe = shard_sqe(d->sh);
+#ifdef RINGMTA_UNSAFE_SKIP_SYNC
+	io_uring_prep_nop(sqe);
+#else
+	io_uring_prep_fsync(sqe, d->root_fd, 0);
+#endif
+	deliver_tag(d, sqe, slot, STEP_MKDIR_SYNC, false, true);
+	sqe = shard_sqe(d->sh);
+	io_uring_prep_openat_direct(sqe, d->root_fd, j->mailbox, O_RDONLY | O_DIRECTORY, 0, fi);
+	deliver_tag(d, sqe, slot, STEP_MKDIR_SYNC, false, true);
+	sqe = shard_sqe(d->sh);
+	deliver_prep_fsync(sqe, fi, 0);
+	deliver_tag(d, sqe, slot, STEP_MKDIR_SYNC, false, true);
+	sqe = shard_sqe(d->sh);
+	io_uring_prep_close_direct(sqe, fi);
+	deliver_tag(d, sqe, slot, STEP_MKDIR_DONE, true, true);
 }
 
 static void
@@ -304,6 +372,64 @@ deliver_synced(struct deliver *d, int res)
 	}
 }
 
+/* maildir_sync=fsync: the files in d->syncing are fdatasync'ed (in their chains); their
+ * renames become durable with one fsync of each distinct <mailbox>/new, all submitted at once
+ * (open into a spare registered slot -> fsync -> close). At most DELIVER_DIRSYNC_MAX
+ * directories per round: jobs of further mailboxes go back to d->written for the next one. */
+static void
+deliver_dirsync_start(struct deliver *d)
+{
+	const struct deliver_job *dirs[DELIVER_DIRSYNC_MAX];
+	uint32_t n = 0;
+	struct deliver_job *keep = NULL, *later = NULL;
+	for (struct deliver_job *j = d->syncing, *next; j != NULL; j = next) {
+		next = j->next;
+		uint32_t k = 0;
+		while (k < n && strcmp(dirs[k]->mailbox, j->mailbox) != 0)
+			k++;
+		if (k == n && n < DELIVER_DIRSYNC_MAX)
+			dirs[n++] = j;
+		if (k < n) {
+			j->next = keep;
+			keep = j;
+		} else {
+			j->next = later;
+			later = j;
+			if (d->written == NULL)
+				d->written_since_ms = d->sh->now_ms;
+			d->written_count++;
+		}
+	}
+	for (struct deliver_job *j = later, *next; j != NULL; j = next) {
+		next = j->next;
+		j->next = d->written;
+		d->written = j;
+	}
+	d->syncing = keep;
+	d->dirsync_wait = n;
+	d->dirsync_err = 0;
+	shard_sqe_reserve(d->sh, 3 * n);
+	for (uint32_t k = 0; k < n; k++) {
+		uint32_t fi = DELIVER_JOBS_MAX + k;
+		struct io_uring_sqe *sqe = shard_sqe(d->sh);
+		io_uring_prep_openat_direct(sqe, d->root_fd, dirs[k]->sub[1], O_RDONLY | O_DIRECTORY,
+			0, fi);
+		sqe->flags |= IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS;
+		io_uring_sqe_set_data64(sqe, shard_user_data(SHARD_OP_DELIVER, DELIVER_SYNC_SLOT,
+			STEP_DIR_OPEN));
+		sqe = shard_sqe(d->sh);
+		deliver_prep_fsync(sqe, fi, 0);
+		sqe->flags |= IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS;
+		io_uring_sqe_set_data64(sqe, shard_user_data(SHARD_OP_DELIVER, DELIVER_SYNC_SLOT,
+			STEP_DIR_FSYNC));
+		sqe = shard_sqe(d->sh);
+		io_uring_prep_close_direct(sqe, fi);
+		io_uring_sqe_set_data64(sqe, shard_user_data(SHARD_OP_DELIVER, DELIVER_SYNC_SLOT,
+			STEP_DIR_CLOSE));
+		d->sh->stats.maildir_syncs++;
+	}
+}
+
 /* Asks the sync thread for one syncfs covering every job written so far. */
 static void
 deliver_sync_start(struct deliver *d)
@@ -319,6 +445,10 @@ deliver_sync_start(struct deliver *d)
 	d->written = NULL;
 	d->written_count = 0;
 	d->sync_busy = true;
+	if (deliver_fsync_mode(d)) {
+		deliver_dirsync_start(d);
+		return;
+	}
 	d->sh->stats.maildir_syncs++;
 	d->sync_request = 1;
 	struct io_uring_sqe *sqe = shard_sqe(d->sh);
@@ -333,6 +463,16 @@ deliver_complete(struct deliver *d, struct io_uring_cqe *cqe)
 	enum deliver_step step = (enum deliver_step)(gen & 0xffu);
 	if (slot == DELIVER_SYNC_SLOT) {
 		ASSERT(d->sync_busy);
+		if (step == STEP_DIR_OPEN || step == STEP_DIR_FSYNC || step == STEP_DIR_CLOSE) {
+			/* One completion per directory chain: its failed step, or its close. */
+			ASSERT(d->dirsync_wait > 0);
+			int res = cqe->res < 0 ? cqe->res : step == STEP_DIR_CLOSE ? 0 : -EIO;
+			if (res != 0 && d->dirsync_err == 0)
+				d->dirsync_err = res;
+			if (--d->dirsync_wait == 0)
+				deliver_synced(d, d->dirsync_err);
+			return;
+		}
 		deliver_synced(d, cqe->res);
 		return;
 	}
@@ -342,10 +482,17 @@ deliver_complete(struct deliver *d, struct io_uring_cqe *cqe)
 	ASSERT((gen >> 8) == d->slot_gen[slot]);
 	bool last = step == STEP_RENAME || step == STEP_MKDIR_DONE;
 	if (step >= STEP_MKDIR) {
+		if ((step == STEP_MKDIR_SYNC || (step == STEP_MKDIR_DONE && deliver_fsync_mode(d)))
+			&& cqe->res < 0 && j->err == 0)
+			j->err = cqe->res;   /* a sync of the new names failed (a mkdir may: EEXIST) */
 		if (last) {   /* mailbox created (or it failed: the chain says which) */
 			d->slots[slot] = NULL;
 			d->busy--;
 			j->need_mkdir = false;
+			if (j->err != 0) {
+				deliver_defer(d, j, j->err);
+				return;
+			}
 			deliver_start(d, j);
 		}
 		return;
@@ -387,11 +534,15 @@ deliver_job_prepare(struct deliver *d, struct deliver_job *j, const struct recor
 	return true;
 }
 
-/* Start-up only: the file of an interrupted delivery may already be in new/. */
+/* Start-up only: the file of an interrupted delivery may already be in new/. Only whole: after
+ * a power cut a name can be durable without its data (ext4 commits a rename with the next journal
+ * commit, e.g. the spool's fdatasync, before the delayed data is written: an empty file). */
 static bool
 deliver_already_done(struct deliver *d, const struct deliver_job *j)
 {
-	return faccessat(d->root_fd, j->new_path, F_OK, 0) == 0;
+	struct stat st;
+	return fstatat(d->root_fd, j->new_path, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode)
+		&& (uint64_t)st.st_size == j->iov[0].iov_len + j->iov[1].iov_len;
 }
 
 void

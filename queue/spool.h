@@ -26,6 +26,10 @@ struct msg;
 #define SPOOL_SEGMENT_SIZE   (64u << 20)   /* roll over past this many bytes */
 #define SPOOL_BATCH_IOV_MAX  1024u         /* iovecs per pwritev (IOV_MAX) */
 
+/* fsync(2) of the directory that holds path (a directory just made, or found, at start-up), so
+ * that its name is durable. Blocking: start-up only. Returns 0 or -errno. */
+int spool_sync_parent(const char *path);
+
 /* Opens (creating if needed) <spool_dir>/<shard index>/, recovers it, opens the active segment.
  * Blocking I/O: start-up only, before the shard serves. Returns 0 or -errno. */
 int spool_open(struct shard *sh, const char *spool_dir, struct spool **out);
