@@ -105,6 +105,7 @@ static const struct config_key config_keys[] = {
 };
 
 static const char *const config_maildir_sync_names[] = {
+	[CONFIG_MAILDIR_SYNC_AUTO] = "auto",
 	[CONFIG_MAILDIR_SYNC_FSYNC] = "fsync",
 	[CONFIG_MAILDIR_SYNC_SYNCFS] = "syncfs",
 };
@@ -771,7 +772,7 @@ config_set_value(struct config *cfg, const struct config_key *k, struct slice va
 				return 0;
 			}
 		}
-		config_why(why, value, " is not fsync or syncfs");
+		config_why(why, value, " is not auto, fsync or syncfs");
 		return -1;
 	case CONFIG_KIND_SIZE:
 	case CONFIG_KIND_COUNT:

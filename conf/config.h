@@ -40,10 +40,11 @@
 
 /* maildir_sync: how a Maildir delivery is made durable before it is marked delivered. */
 enum config_maildir_sync {
+	CONFIG_MAILDIR_SYNC_AUTO,        /* syncfs on ext4, xfs, btrfs; fsync anywhere else */
 	CONFIG_MAILDIR_SYNC_FSYNC,       /* fdatasync of each file, then fsync of each new/ */
 	CONFIG_MAILDIR_SYNC_SYNCFS,      /* one syncfs(2) of the whole file system per batch */
 };
-#define CONFIG_MAILDIR_SYNC_DEFAULT CONFIG_MAILDIR_SYNC_FSYNC
+#define CONFIG_MAILDIR_SYNC_DEFAULT CONFIG_MAILDIR_SYNC_AUTO
 
 struct config_addr {
 	struct sockaddr_storage sa;     /* AF_INET or AF_INET6, port set */

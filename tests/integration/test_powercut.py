@@ -12,7 +12,7 @@ byte-identical. Prints rounds, acknowledged, lost, duplicated, corrupt.
 First, checks of lossyfs itself: what it keeps and drops for each kind of sync, and that syncfs(2)
 and sync(2) make nothing durable on it (the kernel does not pass them to a FUSE server).
 
-    test_powercut.py BUILD [--rounds=N] [--unsafe] [--maildir-sync=fsync|syncfs] [--model=M]
+    test_powercut.py BUILD [--rounds=N] [--unsafe] [--maildir-sync=auto|fsync|syncfs] [--model=M]
 
 --unsafe: the same rounds with a ringmta built with -Dunsafe_skip_sync=true (built here, in
 BUILD/unsafe-skip-sync), which must lose acknowledged mail: the proof that this test can fail.
@@ -36,7 +36,7 @@ from test_crash import CLIENTS, USERS, body_for, client, rcpts_for, strip_added
 OPTS = dict(a.split("=", 1) if "=" in a else (a, "1") for a in sys.argv[2:])
 ROUNDS = int(OPTS.get("--rounds", os.environ.get("POWERCUT_ROUNDS", "12")))
 UNSAFE = "--unsafe" in OPTS
-MAILDIR_SYNC = OPTS.get("--maildir-sync", "fsync")
+MAILDIR_SYNC = OPTS.get("--maildir-sync")   # None: the daemon's default (auto: fsync on FUSE)
 MODELS = [OPTS["--model"]] if "--model" in OPTS else ["strict", "ext4"]
 
 
@@ -317,11 +317,10 @@ class FsDaemon(Daemon):
     """ringmta with its spool and Maildir on the lossyfs mount; ringmta_bin: which build."""
 
     def __init__(self, mnt, ringmta_bin, **kw):
-        super().__init__(shards=2, users=USERS, extra={
-            "spool_dir": os.path.join(mnt, "spool"),
-            "maildir_root": os.path.join(mnt, "mail"),
-            "maildir_sync": MAILDIR_SYNC,
-        }, **kw)
+        extra = {"spool_dir": os.path.join(mnt, "spool"), "maildir_root": os.path.join(mnt, "mail")}
+        if MAILDIR_SYNC is not None:
+            extra["maildir_sync"] = MAILDIR_SYNC
+        super().__init__(shards=2, users=USERS, extra=extra, **kw)
         self.maildir = os.path.join(mnt, "mail")
         self.bin = ringmta_bin
 
@@ -410,6 +409,9 @@ def powercut_rounds(ringmta_bin):
         rc = d.stop()
         fs.unmount()
         assert rc == 0, "ringmta exited with %d" % rc
+        chosen = {l.split("strategy=")[1].split()[0] for l in d.read_log().splitlines()
+                  if "event=maildir_sync " in l}
+        assert chosen == {MAILDIR_SYNC or "fsync"}, "maildir_sync chose %s on FUSE" % chosen
         assert totals["acknowledged"] > 0, "no message was acknowledged at all"
         assert dropped > 0, "the cuts dropped nothing: the test did not test anything"
         return totals

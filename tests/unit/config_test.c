@@ -562,10 +562,12 @@ Test(config, shards_bounds_and_auto)
 	expect_value_err("shards", "Auto");
 }
 
-Test(config, maildir_sync_is_fsync_or_syncfs)
+Test(config, maildir_sync_is_auto_fsync_or_syncfs)
 {
 	config_default(&cfg);
-	cr_assert_eq(cfg.maildir_sync, CONFIG_MAILDIR_SYNC_DEFAULT);
+	cr_assert_eq(cfg.maildir_sync, CONFIG_MAILDIR_SYNC_AUTO);
+	expect_value_ok("maildir_sync", "auto");
+	cr_assert_eq(cfg.maildir_sync, CONFIG_MAILDIR_SYNC_AUTO);
 	expect_value_ok("maildir_sync", "syncfs");
 	cr_assert_eq(cfg.maildir_sync, CONFIG_MAILDIR_SYNC_SYNCFS);
 	expect_value_ok("maildir_sync", "fsync");
