@@ -4,7 +4,8 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 20
 CONFIG     ?=
 PACKAGES   := meson ninja-build pkg-config gcc clang libclang-rt-14-dev liburing-dev \
-              libcriterion-dev python3 swaks strace
+              libcriterion-dev python3 swaks strace \
+              fuse3 libfuse3-dev
 FUZZ_TARGETS := smtp_server_fuzz data_scan_fuzz smtp_addr_fuzz record_fuzz config_fuzz \
                 data_stuff_fuzz smtp_reply_fuzz smtp_client_fuzz
 

@@ -54,6 +54,7 @@ enum config_kind {
 	CONFIG_KIND_SHARDS,
 	CONFIG_KIND_RELAYHOST,
 	CONFIG_KIND_DNS,
+	CONFIG_KIND_MAILDIR_SYNC, /* fsync | syncfs */
 };
 
 struct config_key {
@@ -106,6 +107,13 @@ static const struct config_key config_keys[] = {
 	CONFIG_VALUE("delay_warning_time", CONFIG_KIND_LIFETIME, delay_warning_s, 0,
 		CONFIG_QUEUE_LIFETIME_MAX_S),
 	CONFIG_VALUE("log_file", CONFIG_KIND_PATH, log_file, 0, 0),
+	CONFIG_VALUE("maildir_sync", CONFIG_KIND_MAILDIR_SYNC, maildir_sync, 0, 0),
+};
+
+static const char *const config_maildir_sync_names[] = {
+	[CONFIG_MAILDIR_SYNC_AUTO] = "auto",
+	[CONFIG_MAILDIR_SYNC_FSYNC] = "fsync",
+	[CONFIG_MAILDIR_SYNC_SYNCFS] = "syncfs",
 };
 
 /* A unit suffix of a size or a duration. */
@@ -763,6 +771,15 @@ config_set_value(struct config *cfg, const struct config_key *k, struct slice va
 		return config_parse_relayhost(cfg, value, why);
 	case CONFIG_KIND_DNS:
 		return config_parse_dns(cfg, value, why);
+	case CONFIG_KIND_MAILDIR_SYNC:
+		for (size_t i = 0; i < ARRAY_LEN(config_maildir_sync_names); i++) {
+			if (slice_eq(value, config_cstr(config_maildir_sync_names[i]))) {
+				cfg->maildir_sync = (enum config_maildir_sync)i;
+				return 0;
+			}
+		}
+		config_why(why, value, " is not auto, fsync or syncfs");
+		return -1;
 	case CONFIG_KIND_SIZE:
 	case CONFIG_KIND_COUNT:
 	case CONFIG_KIND_PORT:
@@ -815,6 +832,9 @@ config_print_value(FILE *f, const struct config *cfg, const struct config_key *k
 	case CONFIG_KIND_COUNT:
 	case CONFIG_KIND_SHARDS:
 		fprintf(f, "%u", *(const uint32_t *)field);
+		break;
+	case CONFIG_KIND_MAILDIR_SYNC:
+		fputs(config_maildir_sync_names[cfg->maildir_sync], f);
 		break;
 	}
 }
@@ -962,6 +982,7 @@ config_default(struct config *cfg)
 	cfg->queue_lifetime_s = CONFIG_QUEUE_LIFETIME_DEFAULT_S;
 	cfg->minimal_backoff_s = CONFIG_MINIMAL_BACKOFF_DEFAULT_S;
 	cfg->maximal_backoff_s = CONFIG_MAXIMAL_BACKOFF_DEFAULT_S;
+	cfg->maildir_sync = CONFIG_MAILDIR_SYNC_DEFAULT;
 }
 
 int

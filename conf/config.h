@@ -40,6 +40,14 @@
 #define CONFIG_REMOTE_SMTP_PORT_DEFAULT 25u
 #define CONFIG_DNS_PORT_DEFAULT         53u
 
+/* maildir_sync: how a Maildir delivery is made durable before it is marked delivered. */
+enum config_maildir_sync {
+	CONFIG_MAILDIR_SYNC_AUTO,        /* syncfs on ext4, xfs, btrfs; fsync anywhere else */
+	CONFIG_MAILDIR_SYNC_FSYNC,       /* fdatasync of each file, then fsync of each new/ */
+	CONFIG_MAILDIR_SYNC_SYNCFS,      /* one syncfs(2) of the whole file system per batch */
+};
+#define CONFIG_MAILDIR_SYNC_DEFAULT CONFIG_MAILDIR_SYNC_AUTO
+
 struct config_addr {
 	struct sockaddr_storage sa;     /* AF_INET or AF_INET6, port set */
 	socklen_t sa_len;
@@ -87,6 +95,7 @@ struct config {
 	uint32_t maximal_backoff_s;      /* the longest */
 	uint32_t delay_warning_s;        /* a "delayed" notice after this long (0: never) */
 	char log_file[CONFIG_STR_MAX];   /* empty: stderr */
+	enum config_maildir_sync maildir_sync;
 
 	/* Parsed forms of dns_servers and relayhost (the text fields above keep the normalised
 	 * text that config_print writes). */

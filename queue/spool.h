@@ -62,6 +62,10 @@ struct spool_stats {
 	uint64_t copied;                /* messages copied forward out of old segments */
 };
 
+/* fsync(2) of the directory that holds path (a directory just made, or found, at start-up), so
+ * that its name is durable. Blocking: start-up only. Returns 0 or -errno. */
+int spool_sync_parent(const char *path);
+
 /* Opens (creating if needed) <spool_dir>/<shard>/, recovers it, opens the active segment and
  * schedules every live message; registers its op and hooks on r. Blocking I/O: start-up only,
  * before the shard serves. Returns 0 or -errno. */

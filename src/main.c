@@ -209,7 +209,7 @@ main_shard_setup(struct shard *sh, void *ctx)
 	if (rc < 0)
 		return rc;
 	struct maildir_params mp = { .root = cfg->maildir_root, .myhostname = cfg->myhostname,
-		.started_real_ms = w->started_real_ms };
+		.started_real_ms = w->started_real_ms, .sync = cfg->maildir_sync };
 	rc = maildir_init(r, ms->spool, &mp, &ms->maildir);
 	if (rc < 0)
 		return rc;
@@ -239,6 +239,7 @@ main_shard_stats(struct shard *sh, struct main_shard *ms)
 	log_line_u64(&l, "messages", d->messages_committed);
 	log_line_u64(&l, "fdatasyncs", spool_stats(ms->spool)->fdatasyncs);
 	log_line_u64(&l, "maildir_syncs", maildir_stats(ms->maildir)->syncs);
+	log_line_u64(&l, "maildir_file_syncs", maildir_stats(ms->maildir)->file_syncs);
 	log_line_u64(&l, "deliveries", maildir_stats(ms->maildir)->deliveries);
 	log_line_u64(&l, "body_bytes", d->body_bytes);
 	log_line_u64(&l, "body_copied", d->body_copied + sh->conns.stats.body_copied);
