@@ -825,8 +825,10 @@ spool_rcpt_defer(struct spool *sp, uint64_t qid, uint32_t rcpt, uint64_t *next_m
 	(void)index_entry_rcpt(e, rcpt, &scheduled);   /* when this attempt was due */
 	uint64_t warn_at = sp->p.delay_warning_ms > 0 ? e->arrival_ms + sp->p.delay_warning_ms
 		: UINT64_MAX;
+	/* The first attempt at or past the moment: the one scheduled for it, or one scheduled
+	 * before it that ran late (a loop that woke up late must not skip the warning). */
 	if (warn != NULL)
-		*warn = warn_at != UINT64_MAX && scheduled == warn_at;
+		*warn = warn_at != UINT64_MAX && scheduled <= warn_at && warn_at <= now;
 	uint64_t next = now + spool_backoff_ms(sp, e->arrival_ms, now);
 	if (next > expiry)
 		next = expiry;   /* the last attempt comes when the message expires */

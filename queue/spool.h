@@ -117,7 +117,7 @@ void spool_rcpt_bounced(struct spool *sp, uint64_t qid, uint32_t rcpt);
 
 /* A temporary failure: deferred with back-off (a DEFERRED record; *next_ms says until when),
  * returns 0; or the message is past its lifetime: returns -ETIME and changes nothing (the caller
- * bounces the recipient). *warn (if not NULL) says that this was the attempt at
+ * bounces the recipient). *warn (if not NULL) says that this was the first attempt at or past
  * arrival + delay_warning_time, when a "delayed" notice is due: the attempt before it is moved
  * to that moment (like the last one to the expiry), so the moment is in the DEFERRED record and
  * the notice goes once, also across a restart. */
