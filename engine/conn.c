@@ -359,13 +359,14 @@ conn_recv_done(struct conn *c, const struct io_uring_cqe *cqe)
 {
 	if (!(cqe->flags & IORING_CQE_F_MORE))
 		c->recv_armed = false;
-	if (cqe->res > 0 && !c->closing) {
+	if (cqe->res > 0) {
 		uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-		conn_input(c, slice_make(bufring_buf(c->pool->bufs, bid), (size_t)cqe->res));
-		bufring_return(c->pool->bufs, bid);
-		conn_want_turn(c);
-	} else if (cqe->res > 0) {
-		bufring_return(c->pool->bufs, (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT));
+		bufring_taken(c->pool->bufs, bid);
+		if (!c->closing) {
+			conn_input(c, slice_make(bufring_buf(c->pool->bufs, bid), (size_t)cqe->res));
+			conn_want_turn(c);
+		}
+		bufring_release(c->pool->bufs, bid);   /* a session that kept a slice holds its own */
 	} else if (cqe->res == 0) {
 		conn_begin_close(c, 0, true);   /* the peer left */
 	} else if (cqe->res != -ENOBUFS && cqe->res != -ECANCELED) {
@@ -433,8 +434,11 @@ conn_complete(void *ctx, const struct io_uring_cqe *cqe)
 	struct conn *c = conn_lookup(p, cqe->user_data);
 	uint8_t op = ring_ud_op(cqe->user_data);
 	if (c == NULL) {
-		if (op == p->op_recv && (cqe->flags & IORING_CQE_F_BUFFER))
-			bufring_return(p->bufs, (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT));
+		if (op == p->op_recv && (cqe->flags & IORING_CQE_F_BUFFER)) {
+			uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+			bufring_taken(p->bufs, bid);
+			bufring_release(p->bufs, bid);
+		}
 		return;
 	}
 	if (op == p->op_recv)

@@ -28,7 +28,7 @@
 
 #include "base/ring.h"
 #include "base/slice.h"
-#include "engine/bufring.h"
+#include "base/bufring.h"
 #include "engine/timer.h"
 
 struct conn;

@@ -19,7 +19,7 @@
 #include <stdint.h>
 
 #include "base/ring.h"
-#include "engine/bufring.h"
+#include "base/bufring.h"
 #include "engine/conn.h"
 
 #define SHARD_RING_ENTRIES      4096u

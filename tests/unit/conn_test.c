@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "base/ring.h"
-#include "engine/bufring.h"
+#include "base/bufring.h"
 #include "engine/conn.h"
 
 static struct ring ring;
