@@ -81,7 +81,7 @@ dns_check_name(struct slice msg, size_t *pos, size_t end)
 			continue;
 		}
 		if (l > DNS_LABEL_LEN_MAX)
-			return -EBADMSG;          /* 0x40, 0x80: extended label types (RFC 6891 5) */
+			return -EBADMSG;          /* extended label types (RFC 6891 5) */
 		decoded += 1u + l;
 		if (decoded > DNS_NAME_LEN_MAX)
 			return -EBADMSG;
