@@ -108,14 +108,28 @@ dns_cache_remove(struct dns_cache *c, struct dns_cache_entry **link)
 	free(e);
 }
 
+uint64_t
+dns_cache_name_hash(const struct dns_cache *c, const struct dns_name *name)
+{
+	return dns_hash_name(c->key, name);
+}
+
 const struct dns_cache_entry *
 dns_cache_get(struct dns_cache *c, const struct dns_name *name, uint16_t qtype, uint64_t now_ms)
+{
+	return dns_cache_get_hashed(c, name, dns_cache_name_hash(c, name), qtype, now_ms);
+}
+
+const struct dns_cache_entry *
+dns_cache_get_hashed(struct dns_cache *c, const struct dns_name *name, uint64_t name_hash,
+	uint16_t qtype, uint64_t now_ms)
 {
 	if (c->max_entries == 0) {
 		c->stats.misses++;
 		return NULL;
 	}
-	uint64_t hash = dns_hash_name(c->key, qtype, name);
+	ASSERT_DEBUG(name_hash == dns_cache_name_hash(c, name));
+	uint64_t hash = dns_hash_mix(name_hash, qtype);
 	struct dns_cache_entry **link = dns_cache_find(c, hash, name, qtype);
 	struct dns_cache_entry *e = *link;
 	if (e != NULL && e->expires_ms <= now_ms) {
@@ -162,11 +176,19 @@ int
 dns_cache_put(struct dns_cache *c, const struct dns_name *name, uint16_t qtype,
 	const struct dns_answer *a, uint64_t now_ms)
 {
+	return dns_cache_put_hashed(c, name, dns_cache_name_hash(c, name), qtype, a, now_ms);
+}
+
+int
+dns_cache_put_hashed(struct dns_cache *c, const struct dns_name *name, uint64_t name_hash,
+	uint16_t qtype, const struct dns_answer *a, uint64_t now_ms)
+{
 	if (c->max_entries == 0 || !dns_cache_keeps(a))
 		return 0;
 	ASSERT(a->rr_count <= DNS_ANSWER_RRS_MAX);
 	ASSERT(a->data_len <= DNS_ANSWER_DATA_MAX);
-	uint64_t hash = dns_hash_name(c->key, qtype, name);
+	ASSERT_DEBUG(name_hash == dns_cache_name_hash(c, name));
+	uint64_t hash = dns_hash_mix(name_hash, qtype);
 	struct dns_cache_entry **link = dns_cache_find(c, hash, name, qtype);
 	if (*link != NULL)
 		dns_cache_remove(c, link);

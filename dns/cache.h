@@ -70,5 +70,13 @@ const struct dns_cache_entry *dns_cache_get(struct dns_cache *c, const struct dn
 int dns_cache_put(struct dns_cache *c, const struct dns_name *name, uint16_t qtype,
 	const struct dns_answer *a, uint64_t now_ms) MUST_USE;
 
+/* The same with the name's hash already made by dns_cache_name_hash (a caller asking for
+ * several types of one name hashes it once). */
+uint64_t dns_cache_name_hash(const struct dns_cache *c, const struct dns_name *name);
+const struct dns_cache_entry *dns_cache_get_hashed(struct dns_cache *c,
+	const struct dns_name *name, uint64_t name_hash, uint16_t qtype, uint64_t now_ms);
+int dns_cache_put_hashed(struct dns_cache *c, const struct dns_name *name, uint64_t name_hash,
+	uint16_t qtype, const struct dns_answer *a, uint64_t now_ms) MUST_USE;
+
 void dns_cache_get_stats(const struct dns_cache *c, struct dns_cache_stats *out);
 #endif

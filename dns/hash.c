@@ -1,4 +1,4 @@
-/* dns/hash.c - SipHash-1-3 (Aumasson and Bernstein) of (type, name); see hash.h. */
+/* dns/hash.c - SipHash-1-3 (Aumasson and Bernstein) of a name; see hash.h. */
 #include "dns/hash.h"
 
 #include <string.h>
@@ -45,24 +45,20 @@ dns_hash_load(const uint8_t *p, size_t n)
 }
 
 uint64_t
-dns_hash_name(const uint8_t key[DNS_HASH_KEY_LEN], uint16_t type, const struct dns_name *name)
+dns_hash_name(const uint8_t key[DNS_HASH_KEY_LEN], const struct dns_name *name)
 {
 	uint64_t k0 = dns_hash_load(key, 8), k1 = dns_hash_load(key + 8, 8);
 	struct dns_hash_state s = {
 		.v0 = k0 ^ 0x736f6d6570736575ull, .v1 = k1 ^ 0x646f72616e646f6dull,
 		.v2 = k0 ^ 0x6c7967656e657261ull, .v3 = k1 ^ 0x7465646279746573ull,
 	};
-	/* The message: the type in two octets, then the wire name. */
-	uint8_t msg[2 + DNS_NAME_LEN_MAX];
-	msg[0] = (uint8_t)(type >> 8);
-	msg[1] = (uint8_t)type;
-	memcpy(msg + 2, name->wire, name->len);
-	size_t len = 2u + name->len;
+	/* The message: the wire name in words, its tail with the length in the top octet (as
+	 * SipHash pads). */
+	size_t len = name->len;
 	size_t full = len & ~(size_t)7;
 	for (size_t i = 0; i < full; i += 8)
-		dns_hash_word(&s, dns_hash_load(msg + i, 8));
-	uint64_t last = dns_hash_load(msg + full, len - full) | ((uint64_t)(len & 0xff) << 56);
-	dns_hash_word(&s, last);
+		dns_hash_word(&s, dns_hash_load(name->wire + i, 8));
+	dns_hash_word(&s, dns_hash_load(name->wire + full, len - full) | ((uint64_t)len << 56));
 	s.v2 ^= 0xff;
 	dns_hash_round(&s);
 	dns_hash_round(&s);

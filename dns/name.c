@@ -157,6 +157,13 @@ dns_name_parse_ip(struct slice text, uint8_t addr[16])
 	char buf[DNS_NAME_IP_TEXT_MAX];
 	if (text.len == 0 || text.len >= sizeof(buf))
 		return 0;
+	/* Host names are the common case: an IPv4 address is digits and dots, an IPv6 one has a
+	 * colon; anything else is refused before inet_pton. */
+	bool colon = memchr(text.ptr, ':', text.len) != NULL;
+	for (size_t i = 0; i < text.len && !colon; i++) {
+		if ((text.ptr[i] < '0' || text.ptr[i] > '9') && text.ptr[i] != '.')
+			return 0;
+	}
 	memcpy(buf, text.ptr, text.len);
 	buf[text.len] = '\0';
 	memset(addr, 0, 16);

@@ -118,6 +118,7 @@ struct dns_lookup {
 	uint32_t answers;            /* answers used: result.ad means something only if > 0 */
 	struct dns_sub subs[DNS_SUBS_MAX];
 	struct dns_name names[DNS_LOOKUP_NAMES_MAX];
+	uint64_t name_hashes[DNS_LOOKUP_NAMES_MAX];   /* dns_cache_name_hash of each */
 	struct dns_host_work work[DNS_RESULT_HOSTS_MAX];
 	struct dns_result result;
 };
@@ -144,7 +145,8 @@ struct dns_query {
 	enum dns_reason last_reason;
 	uint32_t subs;               /* head of the waiting subs */
 	uint32_t hash_next;          /* in the table of queries under way; also the free list */
-	uint64_t hash;
+	uint64_t hash;               /* of (name, qtype) */
+	uint64_t name_hash;
 	uint64_t deadline_ms;
 	uint32_t timer_prev, timer_next;
 	uint32_t tcp_prev, tcp_next; /* on the connection */
@@ -210,7 +212,6 @@ struct dns_resolver {
 	struct dns_tcp *tcp;         /* one per server */
 	struct dns_answer *answer;   /* scratch for the answer being read */
 	struct dns_resolver_stats stats;
-	uint8_t hash_key[DNS_HASH_KEY_LEN];
 	uint8_t random[DNS_RANDOM_BUF];
 	uint32_t random_pos;
 };
@@ -627,12 +628,15 @@ dns_udp_start(struct dns_resolver *res, uint32_t qi)
 	q->state = DNS_QUERY_UDP;
 	q->strays = 0;
 	res->stats.attempts_udp++;
+	/* SEND linked to RECV, and silent when it succeeds: the RECV's completion (always posted)
+	 * says both are done, so an answer costs one completion. A failed SEND posts its own
+	 * completion (not counted in inflight) and cancels the RECV. */
 	ring_sqe_reserve(res->ring, 2);
 	struct io_uring_sqe *sqe = ring_sqe(res->ring);
 	io_uring_prep_send(sqe, fd, q->out + 2, q->out_len, 0);
 	io_uring_sqe_set_data64(sqe, ring_ud(res->op_udp, qi,
 		dns_gen_pack(q->attempt, DNS_REQ_SEND)));
-	q->inflight++;
+	io_uring_sqe_set_flags(sqe, IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS);
 	dns_udp_recv(res, qi);
 }
 
@@ -825,7 +829,8 @@ dns_query_answered(struct dns_resolver *res, uint32_t qi, const struct dns_answe
 	case DNS_ANSWER_CNAME:
 		break;
 	}
-	if (dns_cache_put(res->cache, &q->q.qname, q->q.qtype, a, res->ring->now_ms) != 0) {
+	if (dns_cache_put_hashed(res->cache, &q->q.qname, q->name_hash, q->q.qtype, a,
+		res->ring->now_ms) != 0) {
 		/* Not cached: the answer is still good for those waiting. */
 	}
 	struct dns_view v = {
@@ -869,6 +874,14 @@ dns_udp_complete(void *ctx, const struct io_uring_cqe *cqe)
 	uint32_t gen = ring_ud_gen(cqe->user_data);
 	ASSERT(qi < DNS_QUERIES_MAX);
 	struct dns_query *q = &res->queries[qi];
+	bool current = q->state == DNS_QUERY_UDP && dns_gen_attempt(gen) == q->attempt;
+	if (dns_gen_kind(gen) == DNS_REQ_SEND) {
+		/* Only a failed SEND completes (CQE_SKIP_SUCCESS); its RECV is cancelled and
+		 * completes too, and that one is counted. */
+		if (current)
+			q->last_reason = DNS_REASON_NETWORK;
+		return;
+	}
 	ASSERT(q->inflight > 0);
 	q->inflight--;
 	if (q->state == DNS_QUERY_DRAINING) {
@@ -876,14 +889,13 @@ dns_udp_complete(void *ctx, const struct io_uring_cqe *cqe)
 			dns_query_drained(res, qi);
 		return;
 	}
-	if (q->state != DNS_QUERY_UDP || dns_gen_attempt(gen) != q->attempt)
+	if (!current)
 		return;
 	if (cqe->res < 0) {
 		dns_query_attempt_failed(res, qi, DNS_REASON_NETWORK);
 		return;
 	}
-	if (dns_gen_kind(gen) == DNS_REQ_RECV)
-		dns_udp_received(res, qi, cqe->res);
+	dns_udp_received(res, qi, cqe->res);
 }
 
 /* Frames in the receive buffer: each answers one of the connection's sent queries (matched by
@@ -1026,6 +1038,9 @@ dns_lookup_set(struct dns_lookup *lk, enum dns_status status, enum dns_reason re
 	r->reason = reason;
 	r->enhanced = status == DNS_STATUS_OK ? "" : status == DNS_STATUS_TEMP ? "4.4.3"
 		: reason == DNS_REASON_NULL_MX ? "5.1.10" : "5.4.4";
+	r->reason_text[0] = '\0';
+	if (status == DNS_STATUS_OK)
+		return;                  /* a hit formats nothing */
 	char name[DNS_NAME_TEXT_MAX];
 	if (dns_name_to_text(&lk->names[0], name, sizeof(name)) == 0)
 		memcpy(name, "?", 2);
@@ -1047,11 +1062,12 @@ dns_view_is_failure(const struct dns_view *v)
 }
 
 static uint32_t
-dns_lookup_add_name(struct dns_lookup *lk, const struct dns_name *n)
+dns_lookup_add_name(struct dns_resolver *res, struct dns_lookup *lk, const struct dns_name *n)
 {
 	if (lk->name_count == DNS_LOOKUP_NAMES_MAX)
 		return DNS_NONE;
 	lk->names[lk->name_count] = *n;
+	lk->name_hashes[lk->name_count] = dns_cache_name_hash(res->cache, n);
 	return lk->name_count++;
 }
 
@@ -1122,7 +1138,8 @@ dns_lookup_add_host(struct dns_resolver *res, uint32_t li, uint16_t pref, uint16
 		dns_lookup_literal(lk, h, family, addr);
 		return;
 	}
-	uint32_t name = dns_lookup_add_name(lk, n);
+	/* The lookup's own name (implicit MX, ADDR) is names[0] already. */
+	uint32_t name = n == &lk->names[0] ? 0 : dns_lookup_add_name(res, lk, n);
 	ASSERT(name != DNS_NONE);   /* one name per host is provided for */
 	if (res->cfg.inet_protocols & CONFIG_INET_IPV6)
 		dns_lookup_add_sub(res, li, DNS_SUB_ADDR6, (uint8_t)h, DNS_TYPE_AAAA, name);
@@ -1298,8 +1315,8 @@ dns_sub_done(struct dns_resolver *res, uint32_t li, uint32_t si, const struct dn
 	ASSERT(lk->state == DNS_LOOKUP_ACTIVE);
 	if (v->kind == DNS_ANSWER_CNAME) {
 		/* The server stopped at an alias: ask for the chain's end ourselves. */
-		uint32_t name = s->requeries < DNS_REQUERY_MAX ? dns_lookup_add_name(lk, v->final)
-			: DNS_NONE;
+		uint32_t name = s->requeries < DNS_REQUERY_MAX
+			? dns_lookup_add_name(res, lk, v->final) : DNS_NONE;
 		if (name != DNS_NONE) {
 			s->requeries++;
 			s->name = (uint16_t)name;
@@ -1343,7 +1360,8 @@ dns_sub_from_cache(struct dns_resolver *res, uint32_t li, uint32_t si,
 }
 
 static uint32_t
-dns_query_new(struct dns_resolver *res, const struct dns_name *n, uint16_t qtype, uint64_t hash)
+dns_query_new(struct dns_resolver *res, const struct dns_name *n, uint64_t name_hash,
+	uint16_t qtype, uint64_t hash)
 {
 	uint32_t qi = res->query_free;
 	if (qi == DNS_NONE)
@@ -1368,6 +1386,7 @@ dns_query_new(struct dns_resolver *res, const struct dns_name *n, uint16_t qtype
 	q->last_reason = DNS_REASON_TIMEOUT;
 	q->subs = DNS_NONE;
 	q->hash = hash;
+	q->name_hash = name_hash;
 	q->timer_prev = q->timer_next = DNS_NONE;
 	q->tcp_prev = q->tcp_next = DNS_NONE;
 	q->hash_next = res->query_buckets[hash & (DNS_QUERY_BUCKETS - 1)];
@@ -1383,21 +1402,23 @@ dns_sub_request(struct dns_resolver *res, uint32_t li, uint32_t si)
 	struct dns_lookup *lk = &res->lookups[li];
 	struct dns_sub *s = &lk->subs[si];
 	const struct dns_name *n = &lk->names[s->name];
-	const struct dns_cache_entry *e = dns_cache_get(res->cache, n, s->qtype, res->ring->now_ms);
+	uint64_t name_hash = lk->name_hashes[s->name];
+	const struct dns_cache_entry *e = dns_cache_get_hashed(res->cache, n, name_hash, s->qtype,
+		res->ring->now_ms);
 	if (e != NULL) {
 		res->stats.cache_hits++;
 		dns_sub_from_cache(res, li, si, e);
 		return;
 	}
 	res->stats.cache_misses++;
-	uint64_t hash = dns_hash_name(res->hash_key, s->qtype, n);
+	uint64_t hash = dns_hash_mix(name_hash, s->qtype);
 	uint32_t qi = dns_query_find(res, n, s->qtype, hash);
 	if (qi != DNS_NONE) {
 		res->stats.queries_coalesced++;
 		dns_query_attach(res, qi, li * DNS_SUBS_MAX + si);
 		return;
 	}
-	qi = dns_query_new(res, n, s->qtype, hash);
+	qi = dns_query_new(res, n, name_hash, s->qtype, hash);
 	if (qi == DNS_NONE) {
 		struct dns_view busy = { .kind = DNS_ANSWER_SERVFAIL, .fail = DNS_REASON_BUSY };
 		dns_sub_done(res, li, si, &busy);
@@ -1554,7 +1575,7 @@ dns_lookup_name(enum dns_lookup_type type, struct slice text, struct dns_name *o
 
 static void
 dns_lookup_init(struct dns_lookup *lk, enum dns_lookup_type type, const struct dns_name *n,
-	uint64_t hash)
+	uint64_t name_hash, uint64_t hash)
 {
 	lk->state = DNS_LOOKUP_ACTIVE;
 	lk->type = type;
@@ -1564,6 +1585,7 @@ dns_lookup_init(struct dns_lookup *lk, enum dns_lookup_type type, const struct d
 	lk->sub_count = 0;
 	lk->name_count = 1;
 	lk->names[0] = *n;
+	lk->name_hashes[0] = name_hash;
 	lk->hash = hash;
 	lk->timed_out = false;
 	lk->failed = false;
@@ -1592,7 +1614,8 @@ dns_lookup_start(struct dns_resolver *res, enum dns_lookup_type type, struct sli
 	uint32_t wi = res->waiter_free;
 	if (wi == DNS_NONE)
 		return -EAGAIN;
-	uint64_t hash = dns_hash_name(res->hash_key, (uint16_t)(0xff00u | type), &n);
+	uint64_t name_hash = dns_cache_name_hash(res->cache, &n);
+	uint64_t hash = dns_hash_mix(name_hash, (uint16_t)(0xff00u | type));
 	uint32_t li = dns_lookup_find(res, type, &n, hash);
 	bool fresh = li == DNS_NONE;
 	if (fresh && res->lookup_free == DNS_NONE)
@@ -1605,7 +1628,7 @@ dns_lookup_start(struct dns_resolver *res, enum dns_lookup_type type, struct sli
 	if (fresh) {
 		li = res->lookup_free;
 		res->lookup_free = res->lookups[li].hash_next;
-		dns_lookup_init(&res->lookups[li], type, &n, hash);
+		dns_lookup_init(&res->lookups[li], type, &n, name_hash, hash);
 		res->lookups[li].hash_next = res->lookup_buckets[hash & (DNS_LOOKUP_BUCKETS - 1)];
 		res->lookup_buckets[hash & (DNS_LOOKUP_BUCKETS - 1)] = li;
 		res->lookup_active++;
@@ -1841,8 +1864,7 @@ dns_resolver_new(struct ring *r, const struct dns_resolver_config *rc, struct dn
 	int rc_random = dns_random_fill(res);
 	int rc_cache = rc_random;
 	if (rc_random == 0) {
-		memcpy(res->hash_key, res->random, sizeof(res->hash_key));
-		res->random_pos = sizeof(res->hash_key);
+		/* One secret key hashes names for the cache and the tables of lookups and queries. */
 		uint8_t cache_key[DNS_CACHE_KEY_LEN];
 		memcpy(cache_key, res->random + res->random_pos, sizeof(cache_key));
 		res->random_pos += sizeof(cache_key);

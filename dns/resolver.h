@@ -140,7 +140,8 @@ struct dns_result {
 	uint32_t record_count;
 	struct dns_host hosts[DNS_RESULT_HOSTS_MAX];
 	struct dns_record records[DNS_RESULT_RECORDS_MAX];
-	char reason_text[DNS_REASON_LEN_MAX];   /* for logs and bounces: "name=... type=MX: ..." */
+	char reason_text[DNS_REASON_LEN_MAX];   /* failures, for logs and bounces: "name=... type=MX:
+	                                         * ..."; empty when OK */
 	uint32_t data_len;
 	uint8_t data[DNS_RESULT_DATA_MAX];
 };

@@ -80,7 +80,7 @@ SOA = "@ 2 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 2\n"
 class Nsd:
     """NSD serving zones {name: text} (text without SOA/NS: they are added)."""
 
-    def __init__(self, workdir, zones):
+    def __init__(self, workdir, zones, cpu=None):
         self.dir = os.path.join(workdir, "nsd")
         os.makedirs(self.dir)
         self.port = free_port()
@@ -89,7 +89,8 @@ class Nsd:
                 "  pidfile: %s/nsd.pid" % self.dir, "  xfrdfile: %s/xfrd.state" % self.dir,
                 "  zonelistfile: %s/zone.list" % self.dir, '  database: ""',
                 "  logfile: %s/nsd.log" % self.dir, "  do-ip6: no", "  server-count: 1",
-                "  verbosity: 1", "  tcp-timeout: 30", "remote-control:",
+                "  verbosity: 1", "  tcp-timeout: 30", "  rrl-ratelimit: 0",
+                "  rrl-whitelist-ratelimit: 0", "remote-control:",
                 "  control-enable: no"]
         for name, text in zones.items():
             path = os.path.join(self.dir, name + ".zone")
@@ -102,7 +103,8 @@ class Nsd:
         self.conf = os.path.join(self.dir, "nsd.conf")
         with open(self.conf, "w") as f:
             f.write("\n".join(conf) + "\n")
-        self.proc = subprocess.Popen(["nsd", "-d", "-c", self.conf],
+        pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+        self.proc = subprocess.Popen(pin + ["nsd", "-d", "-c", self.conf],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         wait_up(self.port, self.proc, "nsd")
 
