@@ -245,9 +245,13 @@ class Dnsq:
         self._read_until(lambda x: isinstance(x, dict) and x.get("id") == ident)
         return self.results.pop(ident)
 
-    def start_many(self, kind, name, count):
-        """count lookups written at once, so that dnsq reads them in one loop turn."""
-        self.proc.stdin.write(("%s %s\n" % (kind, name)) * count)
+    def start_many(self, kind, names, count=1):
+        """Lookups of names (a list, or one name count times) written at once, so that dnsq
+        reads them in one loop turn."""
+        if isinstance(names, str):
+            names = [names] * count
+        count = len(names)
+        self.proc.stdin.write("".join("%s %s\n" % (kind, n) for n in names))
         self.proc.stdin.flush()
         ids = []
         while len(ids) < count:
