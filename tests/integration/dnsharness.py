@@ -74,7 +74,8 @@ def need(*programs):
             sys.exit(77)
 
 
-SOA = "@ 2 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 2\n"
+SHORT_TTL = 3   # seconds: the SOA minimum of the test zones, and their short-lived records
+SOA = "@ %d IN SOA ns.test. hostmaster.test. 1 3600 600 86400 %d\n" % (SHORT_TTL, SHORT_TTL)
 
 
 class Nsd:
@@ -149,11 +150,22 @@ class Unbound:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         wait_up(self.port, self.proc, "unbound")
 
-    def queries(self, name, qtype):
-        """How many queries for (name, qtype) unbound has logged."""
+    def queries(self, name, qtype, at_least=0, timeout=3.0):
+        """How many queries for (name, qtype) unbound has logged; waits (up to timeout) until
+        there are at_least, then a little longer for any further line, since unbound may
+        write its log after it answers."""
         want = " %s. %s IN" % (name, qtype)
-        with open(self.log) as f:
-            return sum(1 for line in f if "info: " in line and want in line)
+        deadline = time.monotonic() + timeout
+
+        def count():
+            with open(self.log) as f:
+                return sum(1 for line in f if "info: " in line and want in line)
+        n = count()
+        while n < at_least and time.monotonic() < deadline:
+            time.sleep(0.02)
+            n = count()
+        time.sleep(0.1)
+        return count()
 
     def stop(self):
         if self.proc.poll() is None:

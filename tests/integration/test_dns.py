@@ -17,7 +17,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dnsharness import Dnsq, Nsd, SilentServer, Unbound, build_dir, make_workdir, need  # noqa
+from dnsharness import SHORT_TTL, Dnsq, Nsd, SilentServer, Unbound, build_dir, make_workdir, need  # noqa
 from harness import Results  # noqa
 
 TXT_BIG_COUNT = 12      # 12 TXT records of 200 octets: far past a 1232-octet datagram
@@ -49,13 +49,13 @@ literalmx MX 10 127.0.4.4.
 halfmx MX 10 a.example.test.
 halfmx MX 20 nowhere.example.test.
 txt TXT "v=spf1 " "-all"
-short 2 A 127.0.5.1
+short %d A 127.0.5.1
 new MX 10 a.example.test.
 new MX 20 b.example.test.
 crossalias CNAME target.other.test.
 _25._tcp.a TLSA 3 1 1 %s
 shared A 127.0.9.1
-""" % TLSA_HEX + "".join('big TXT "%03d%s"\n' % (i, "x" * 197) for i in range(TXT_BIG_COUNT)) \
+""" % (SHORT_TTL, TLSA_HEX) + "".join('big TXT "%03d%s"\n' % (i, "x" * 197) for i in range(TXT_BIG_COUNT)) \
     + "".join("co%d MX 10 shared.example.test.\n" % i for i in range(50))
 
 OTHER = "target A 127.0.6.1\n"
@@ -86,7 +86,8 @@ class World:
         zone = os.path.join(keydir, "dnssec.test")
         with open(zone, "w") as f:
             f.write("$ORIGIN dnssec.test.\n$TTL 300\n"
-                    "@ IN SOA ns.test. hostmaster.test. 1 3600 600 86400 2\n@ IN NS ns.test.\n")
+                    "@ IN SOA ns.test. hostmaster.test. 1 3600 600 86400 %d\n@ IN NS ns.test.\n"
+                    % SHORT_TTL)
             f.write(DNSSEC)
             with open(os.path.join(keydir, base + ".key")) as k:
                 f.write(k.read())
@@ -324,12 +325,14 @@ def test_cache_hits_and_ttl_expiry():
         before = W.unbound.queries("short.example.test", "A")
         expect(q.lookup("addr", "short.example.test"), "OK")
         expect(q.lookup("addr", "short.example.test"), "OK")
-        assert W.unbound.queries("short.example.test", "A") == before + 1, "not cached"
+        assert W.unbound.queries("short.example.test", "A", before + 1) == before + 1, \
+            "not cached"
         st = q.stats()
         assert st["cache_hits"] >= 2, st   # A and AAAA (the AAAA NODATA is cached too)
-        time.sleep(2.3)                    # the record's TTL is 2 s
+        time.sleep(SHORT_TTL + 0.3)        # the record's TTL
         expect(q.lookup("addr", "short.example.test"), "OK")
-        assert W.unbound.queries("short.example.test", "A") == before + 2, "TTL not honoured"
+        assert W.unbound.queries("short.example.test", "A", before + 2) == before + 2, \
+            "TTL not honoured"
     finally:
         q.close()
 
@@ -340,10 +343,11 @@ def test_negative_caching_for_the_soa_minimum():
         before = W.unbound.queries("gone.example.test", "MX")
         expect(q.lookup("mx", "gone.example.test"), "PERM", "NXDOMAIN")
         expect(q.lookup("mx", "gone.example.test"), "PERM", "NXDOMAIN")
-        assert W.unbound.queries("gone.example.test", "MX") == before + 1, "NXDOMAIN not cached"
-        time.sleep(2.3)                    # SOA minimum 2 s (RFC 2308 5)
+        assert W.unbound.queries("gone.example.test", "MX", before + 1) == before + 1, \
+            "NXDOMAIN not cached"
+        time.sleep(SHORT_TTL + 0.3)        # the SOA minimum (RFC 2308 5)
         expect(q.lookup("mx", "gone.example.test"), "PERM", "NXDOMAIN")
-        assert W.unbound.queries("gone.example.test", "MX") == before + 2
+        assert W.unbound.queries("gone.example.test", "MX", before + 2) == before + 2
     finally:
         q.close()
 
@@ -358,9 +362,8 @@ def test_a_hundred_lookups_for_a_new_domain_make_one_query():
             r = q.wait(i)
             expect(r, "OK")
             assert [h["name"] for h in r["hosts"]] == ["a.example.test", "b.example.test"], r
-        time.sleep(0.2)   # unbound writes its log as it answers
-        mx = W.unbound.queries("new.example.test", "MX") - before[0]
-        a = W.unbound.queries("a.example.test", "A") - before[1]
+        mx = W.unbound.queries("new.example.test", "MX", before[0] + 1) - before[0]
+        a = W.unbound.queries("a.example.test", "A", before[1] + 1) - before[1]
         st = q.stats()
         print("     100 lookups: unbound saw %d MX and %d A queries; coalesced %d lookups"
               % (mx, a, st["lookups_coalesced"]))
@@ -380,8 +383,7 @@ def test_fifty_domains_with_one_mx_host_make_one_address_query():
             r = q.wait(i)
             expect(r, "OK")
             assert r["hosts"][0]["addrs"] == ["127.0.9.1"], r
-        time.sleep(0.2)
-        a = W.unbound.queries("shared.example.test", "A") - before
+        a = W.unbound.queries("shared.example.test", "A", before + 1) - before
         st = q.stats()
         print("     50 domains, one MX host: unbound saw %d A queries; %d queries joined"
               % (a, st["queries_coalesced"]))
