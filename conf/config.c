@@ -106,6 +106,12 @@ static const struct config_key config_keys[] = {
 	CONFIG_VALUE("data_timeout", CONFIG_KIND_TIMEOUT, data_timeout_ms, 1, CONFIG_TIMEOUT_MAX_S),
 	CONFIG_VALUE("queue_lifetime", CONFIG_KIND_LIFETIME, queue_lifetime_s, 1,
 		CONFIG_QUEUE_LIFETIME_MAX_S),
+	CONFIG_VALUE("minimal_backoff_time", CONFIG_KIND_LIFETIME, minimal_backoff_s, 1,
+		CONFIG_QUEUE_LIFETIME_MAX_S),
+	CONFIG_VALUE("maximal_backoff_time", CONFIG_KIND_LIFETIME, maximal_backoff_s, 1,
+		CONFIG_QUEUE_LIFETIME_MAX_S),
+	CONFIG_VALUE("delay_warning_time", CONFIG_KIND_LIFETIME, delay_warning_s, 0,
+		CONFIG_QUEUE_LIFETIME_MAX_S),
 	CONFIG_VALUE("log_file", CONFIG_KIND_PATH, log_file, 0, 0),
 };
 
@@ -1001,6 +1007,8 @@ config_default(struct config *cfg)
 	cfg->data_timeout_ms = SMTP_TIMEOUT_DATA_MS;
 	cfg->shards = config_online_cpus();
 	cfg->queue_lifetime_s = CONFIG_QUEUE_LIFETIME_DEFAULT_S;
+	cfg->minimal_backoff_s = CONFIG_MINIMAL_BACKOFF_DEFAULT_S;
+	cfg->maximal_backoff_s = CONFIG_MAXIMAL_BACKOFF_DEFAULT_S;
 	cfg->dns_cache_max = CONFIG_DNS_CACHE_MAX_DEFAULT;
 	cfg->inet_protocols = CONFIG_INET_ALL;
 }
@@ -1092,6 +1100,10 @@ config_check(const struct config *cfg, char *err, size_t err_len)
 			|| config_addr_listed(&cfg->smtps_listen[i], cfg->submission_listen,
 			cfg->submission_listen_count))
 			goto twice;
+	}
+	if (cfg->minimal_backoff_s > cfg->maximal_backoff_s) {
+		snprintf(err, err_len, "minimal_backoff_time is above maximal_backoff_time");
+		return -1;
 	}
 	if (cfg->spool_dir[0] == '\0' || cfg->maildir_root[0] == '\0') {
 		snprintf(err, err_len, "spool_dir and maildir_root must not be empty");
