@@ -55,6 +55,7 @@ enum config_kind {
 	CONFIG_KIND_RELAYHOST,
 	CONFIG_KIND_DNS,
 	CONFIG_KIND_MAILDIR_SYNC, /* fsync | syncfs */
+	CONFIG_KIND_INET,        /* all, ipv4, ipv6, "ipv4, ipv6" (Postfix inet_protocols) */
 };
 
 struct config_key {
@@ -90,6 +91,12 @@ static const struct config_key config_keys[] = {
 		CONFIG_MESSAGE_SIZE_MIN, CONFIG_MESSAGE_SIZE_MAX),
 	CONFIG_VALUE("max_recipients", CONFIG_KIND_COUNT, max_recipients, 1, SMTP_RCPT_COUNT_MAX),
 	{ "dns_servers", CONFIG_KIND_DNS, CONFIG_F(dns), CONFIG_F(dns_server_count), 0, 0 },
+	CONFIG_VALUE("dns_timeout", CONFIG_KIND_TIMEOUT, dns_timeout_ms, 0,
+		CONFIG_DNS_TIMEOUT_MAX_S),
+	CONFIG_VALUE("dns_attempts", CONFIG_KIND_COUNT, dns_attempts, 0, CONFIG_DNS_ATTEMPTS_MAX),
+	CONFIG_VALUE("dns_cache_max", CONFIG_KIND_COUNT, dns_cache_max, 0,
+		CONFIG_DNS_CACHE_MAX_MAX),
+	CONFIG_VALUE("inet_protocols", CONFIG_KIND_INET, inet_protocols, 0, 0),
 	CONFIG_VALUE("remote_smtp_port", CONFIG_KIND_PORT, remote_smtp_port, 1, 65535),
 	CONFIG_VALUE("relayhost", CONFIG_KIND_RELAYHOST, relayhost, 0, 0),
 	CONFIG_VALUE("shards", CONFIG_KIND_SHARDS, shards, 1, CONFIG_SHARDS_MAX),
@@ -738,6 +745,41 @@ config_parse_dns(struct config *cfg, struct slice value, char *why)
 	return 0;
 }
 
+/* Postfix's inet_protocols: "all", "ipv4", "ipv6", or both families listed. */
+static int
+config_parse_inet(struct config *cfg, struct slice value, char *why)
+{
+	uint32_t families = 0;
+	struct slice item;
+	struct slice rest = value;
+	while (config_next_item(&rest, &item)) {
+		if (slice_eq(item, SLICE_LIT("all")))
+			families |= CONFIG_INET_ALL;
+		else if (slice_eq(item, SLICE_LIT("ipv4")))
+			families |= CONFIG_INET_IPV4;
+		else if (slice_eq(item, SLICE_LIT("ipv6")))
+			families |= CONFIG_INET_IPV6;
+		else
+			families = UINT32_MAX;
+		if (families == UINT32_MAX)
+			break;
+	}
+	if (families == 0 || families == UINT32_MAX) {
+		config_why(why, value, " is not all, ipv4, ipv6 or \"ipv4, ipv6\"");
+		return -1;
+	}
+	cfg->inet_protocols = families;
+	return 0;
+}
+
+static const char *
+config_inet_name(uint32_t families)
+{
+	if (families == CONFIG_INET_IPV4)
+		return "ipv4";
+	return families == CONFIG_INET_IPV6 ? "ipv6" : "all";
+}
+
 /* ---- the table ---- */
 
 static const struct config_key *
@@ -780,6 +822,8 @@ config_set_value(struct config *cfg, const struct config_key *k, struct slice va
 		}
 		config_why(why, value, " is not auto, fsync or syncfs");
 		return -1;
+	case CONFIG_KIND_INET:
+		return config_parse_inet(cfg, value, why);
 	case CONFIG_KIND_SIZE:
 	case CONFIG_KIND_COUNT:
 	case CONFIG_KIND_PORT:
@@ -835,6 +879,9 @@ config_print_value(FILE *f, const struct config *cfg, const struct config_key *k
 		break;
 	case CONFIG_KIND_MAILDIR_SYNC:
 		fputs(config_maildir_sync_names[cfg->maildir_sync], f);
+		break;
+	case CONFIG_KIND_INET:
+		fputs(config_inet_name(*(const uint32_t *)field), f);
 		break;
 	}
 }
@@ -983,6 +1030,8 @@ config_default(struct config *cfg)
 	cfg->minimal_backoff_s = CONFIG_MINIMAL_BACKOFF_DEFAULT_S;
 	cfg->maximal_backoff_s = CONFIG_MAXIMAL_BACKOFF_DEFAULT_S;
 	cfg->maildir_sync = CONFIG_MAILDIR_SYNC_DEFAULT;
+	cfg->dns_cache_max = CONFIG_DNS_CACHE_MAX_DEFAULT;
+	cfg->inet_protocols = CONFIG_INET_ALL;
 }
 
 int

@@ -39,6 +39,17 @@
 #define CONFIG_MAXIMAL_BACKOFF_DEFAULT_S 4000u          /* Postfix's maximal_backoff_time */
 #define CONFIG_REMOTE_SMTP_PORT_DEFAULT 25u
 #define CONFIG_DNS_PORT_DEFAULT         53u
+#define CONFIG_DNS_TIMEOUT_MAX_S        30u             /* glibc's RES_MAXRETRANS is 30 s too */
+#define CONFIG_DNS_ATTEMPTS_MAX         5u              /* glibc's RES_MAXRETRY */
+#define CONFIG_DNS_CACHE_MAX_MAX        1000000u        /* entries per shard */
+#define CONFIG_DNS_CACHE_MAX_DEFAULT    50000u
+
+/* inet_protocols (Postfix's key and values): the address families used for outbound mail. */
+enum config_inet {
+	CONFIG_INET_IPV4 = 1,
+	CONFIG_INET_IPV6 = 2,
+	CONFIG_INET_ALL = CONFIG_INET_IPV4 | CONFIG_INET_IPV6,
+};
 
 /* maildir_sync: how a Maildir delivery is made durable before it is marked delivered. */
 enum config_maildir_sync {
@@ -80,6 +91,10 @@ struct config {
 	char tls_key_file[CONFIG_STR_MAX];
 	char auth_users_file[CONFIG_STR_MAX];
 	char dns_servers[CONFIG_STR_MAX];               /* empty: /etc/resolv.conf */
+	uint32_t dns_timeout_ms;         /* per query attempt; 0: resolv.conf's, else 5 s */
+	uint32_t dns_attempts;           /* rounds over the servers; 0: resolv.conf's, else 2 */
+	uint32_t dns_cache_max;          /* cached DNS answers per shard (0: no cache) */
+	uint32_t inet_protocols;         /* enum config_inet */
 	uint16_t remote_smtp_port;
 	char relayhost[CONFIG_STR_MAX];
 

@@ -647,6 +647,41 @@ Test(config, dns_servers_count_at_and_past_the_limit)
 	expect_value_err("dns_servers", value);
 }
 
+Test(config, inet_protocols_takes_postfix_values)
+{
+	config_default(&cfg);
+	cr_assert_eq(cfg.inet_protocols, CONFIG_INET_ALL);
+	expect_value_ok("inet_protocols", "ipv4");
+	cr_assert_eq(cfg.inet_protocols, CONFIG_INET_IPV4);
+	expect_value_ok("inet_protocols", "ipv6");
+	cr_assert_eq(cfg.inet_protocols, CONFIG_INET_IPV6);
+	expect_value_ok("inet_protocols", "ipv4, ipv6");
+	cr_assert_eq(cfg.inet_protocols, CONFIG_INET_ALL);
+	expect_value_ok("inet_protocols", "all");
+	cr_assert_eq(cfg.inet_protocols, CONFIG_INET_ALL);
+	expect_value_err("inet_protocols", "ipv5");
+	expect_value_err("inet_protocols", "ipv4, ip6");
+	expect_value_err("inet_protocols", "");
+}
+
+Test(config, dns_cache_max_timeout_and_attempts_bounds)
+{
+	config_default(&cfg);
+	cr_assert_eq(cfg.dns_cache_max, CONFIG_DNS_CACHE_MAX_DEFAULT);
+	cr_assert_eq(cfg.dns_timeout_ms, 0);
+	cr_assert_eq(cfg.dns_attempts, 0);
+	expect_value_ok("dns_cache_max", "0");
+	expect_value_ok("dns_cache_max", "1000000");
+	cr_assert_eq(cfg.dns_cache_max, CONFIG_DNS_CACHE_MAX_MAX);
+	expect_value_err("dns_cache_max", "1000001");
+	expect_value_ok("dns_timeout", "30");
+	cr_assert_eq(cfg.dns_timeout_ms, 30000);
+	expect_value_err("dns_timeout", "31");
+	expect_value_ok("dns_attempts", "5");
+	cr_assert_eq(cfg.dns_attempts, 5);
+	expect_value_err("dns_attempts", "6");
+}
+
 /* ---- -o ---- */
 
 Test(config, set_applies_one_override)
@@ -774,7 +809,8 @@ Test(config, print_round_trips_every_key)
 		"dns_servers = 127.0.0.1 [::1]:5353\n"
 		"remote_smtp_port = 2526\nrelayhost = [smtp.example.com]:587\nshards = 3\n"
 		"max_connections = 7\nbad_cmd_max = 4\ncmd_timeout = 90\ndata_timeout = 1h\n"
-		"queue_lifetime = 3601\nlog_file = /var/log/ringmta.log\nmaildir_sync = syncfs\n");
+		"queue_lifetime = 3601\nlog_file = /var/log/ringmta.log\nmaildir_sync = syncfs\n"
+		"dns_timeout = 2\ndns_attempts = 3\ndns_cache_max = 10\ninet_protocols = ipv6\n");
 	expect_round_trip(&cfg);
 	expect_ok("max_message_size = 2g\ncmd_timeout = 1\nqueue_lifetime = 365d\n"
 		"relayhost = example.com:25\nlocal_domains =\nmyhostname = localhost\n");
@@ -789,7 +825,8 @@ Test(config, print_writes_every_key_once)
 		"tls_key_file", "auth_users_file", "max_message_size", "max_recipients",
 		"dns_servers", "remote_smtp_port", "relayhost", "shards", "max_connections",
 		"bad_cmd_max", "cmd_timeout", "data_timeout", "queue_lifetime", "log_file",
-		"maildir_sync",
+		"maildir_sync", "dns_timeout", "dns_attempts", "dns_cache_max", "inet_protocols",
+		"minimal_backoff_time", "maximal_backoff_time", "delay_warning_time",
 	};
 	config_default(&cfg);
 	char *text = print_config(&cfg);
