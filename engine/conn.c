@@ -466,7 +466,9 @@ conn_slot_free(struct conn *c)
 static void
 conn_maybe_free(struct conn *c)
 {
-	if (!c->live || !c->closing || c->recv_armed || c->send_busy || c->connecting)
+	/* Not while on the end-of-turn list: a slot freed there could be reused by an accept in
+	 * the same turn and join the list a second time (a loop). The turn frees it. */
+	if (!c->live || !c->closing || c->recv_armed || c->send_busy || c->connecting || c->in_turn)
 		return;
 	if (!c->cancelled && conn_unsent(c) > 0)
 		return;   /* a graceful close: the send of the rest starts at the end of the turn */
