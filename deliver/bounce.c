@@ -33,7 +33,8 @@ bounce_rcpt(struct slice sender)
 static struct msg *
 bounce_message(uint64_t qid, const struct dsn_out *out, uint64_t now_ms)
 {
-	struct msg *m = msg_new(qid, now_ms, out->head.len + out->original.len + out->tail.len);
+	struct msg *m = msg_new(qid, now_ms, out->head.len + out->original.len + out->tail.len,
+		NULL);
 	if (m == NULL)
 		return NULL;
 	/* copy: the notice is a new message; the original's bytes were read from the spool into

@@ -362,21 +362,21 @@ maildir_tag(struct maildir *md, struct maildir_job *j, struct io_uring_sqe *sqe,
 }
 
 /* Read+write pairs moving the rest of the body, as many as one chain takes (the caller checked
- * with spool_read_check that the reads can be queued). Returns whether the body is then
+ * with spool_body_check that the reads can be queued). A read goes no further than the part of
+ * the body it starts in, so a pair may move less than a chunk. Returns whether the body is then
  * complete. */
 static bool
 maildir_submit_chunks(struct maildir *md, struct maildir_job *j, uint32_t fi)
 {
-	uint64_t end = j->d.body_len;
+	uint64_t end = j->d.body.len;
 	for (uint32_t k = 0; k < MAILDIR_CHAIN_CHUNKS && j->copied < end; k++) {
-		uint32_t n = end - j->copied < MAILDIR_CHUNK_SIZE ? (uint32_t)(end - j->copied)
-			: MAILDIR_CHUNK_SIZE;
+		uint64_t ud = ring_ud(md->op, maildir_slot(md, j), (j->gen << 8) | STEP_READ);
+		int64_t got = spool_body_read(md->spool, j->d.qid, &j->d.body, j->copied, j->chunk,
+			MAILDIR_CHUNK_SIZE, ud, IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS);
+		ASSERT(got > 0);
+		uint32_t n = (uint32_t)got;
 		bool last_chunk = j->copied + n == end;
 		bool chain_end = !last_chunk && k + 1 == MAILDIR_CHAIN_CHUNKS;
-		uint64_t ud = ring_ud(md->op, maildir_slot(md, j), (j->gen << 8) | STEP_READ);
-		int rc = spool_read(md->spool, j->d.qid, j->d.body_off + j->copied, j->chunk, n, ud,
-			IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS);
-		ASSERT(rc == 0);
 		struct io_uring_sqe *sqe = ring_sqe(md->ring);
 		io_uring_prep_write(sqe, (int)fi, j->chunk, n, j->rp_len + j->copied);
 		sqe->flags |= IOSQE_FIXED_FILE;
@@ -432,11 +432,11 @@ maildir_submit_first(struct maildir *md, struct maildir_job *j)
 {
 	uint32_t fi = md->file_base + maildir_slot(md, j);
 	const struct maildir_box *b = &md->boxes[j->box];
-	uint64_t rest = j->d.body_len - j->d.body_read.len;
+	uint64_t rest = j->d.body.len - j->d.body_read.len;
 	if (rest > 0 && j->chunk == NULL)
 		j->chunk = malloc(MAILDIR_CHUNK_SIZE);
 	int rc = rest == 0 ? 0 : j->chunk == NULL ? -ENOMEM
-		: spool_read_check(md->spool, j->d.qid, j->d.body_off + j->d.body_read.len, rest);
+		: spool_body_check(md->spool, j->d.qid, &j->d.body, j->d.body_read.len, rest);
 	if (rc < 0) {
 		maildir_job_done(md, j, rc);
 		return;
@@ -461,8 +461,8 @@ static void
 maildir_submit_more(struct maildir *md, struct maildir_job *j)
 {
 	uint32_t fi = md->file_base + maildir_slot(md, j);
-	int rc = spool_read_check(md->spool, j->d.qid, j->d.body_off + j->copied,
-		j->d.body_len - j->copied);
+	int rc = spool_body_check(md->spool, j->d.qid, &j->d.body, j->copied,
+		j->d.body.len - j->copied);
 	if (rc < 0) {   /* the message left the queue meanwhile (a queue command) */
 		struct io_uring_sqe *sqe = ring_sqe(md->ring);
 		io_uring_prep_close_direct(sqe, fi);
@@ -509,7 +509,7 @@ maildir_job_go(struct maildir *md, struct maildir_job *j)
 	md->boxes[j->box].users++;
 	if (j->d.arrival_ms < md->p.started_real_ms && !j->checked) {
 		struct maildir_req q = { .kind = REQ_CHECK, .job = maildir_slot(md, j),
-			.size = j->rp_len + j->d.body_len };
+			.size = j->rp_len + j->d.body.len };
 		snprintf(q.mailbox, sizeof(q.mailbox), "%s", j->mailbox);
 		snprintf(q.name, sizeof(q.name), "%s", j->name);
 		maildir_helper_ask(md, &q);

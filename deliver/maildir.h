@@ -3,7 +3,8 @@
  * A delivery is one linked chain of ring requests, with no blocking call on the shard's thread:
  * open <mailbox>/tmp/<name> into a registered file slot, write Return-Path: and the part of the
  * message the caller already read, then (for a larger message) read the rest from the spool
- * segment and write it, chunk by chunk through the job's own buffer, close, rename into
+ * (spool_body_read: its parts and its inline rest) and write it, chunk by chunk through the
+ * job's own buffer, close, rename into
  * <mailbox>/new/<name>. A missing mailbox is created first (mkdir of <mailbox>, tmp, new, cur).
  * Durability (maildir_sync): with "syncfs" the deliveries written since the last one share one
  * syncfs(2) of the Maildir file system (io_uring has no syncfs: the helper thread makes the call
@@ -27,6 +28,7 @@
 #include "base/ring.h"
 #include "base/slice.h"
 #include "conf/config.h"
+#include "queue/spool.h"
 
 struct spool;
 struct maildir;
@@ -54,8 +56,7 @@ struct maildir_delivery {
 	const char *mailbox;            /* directory under root (conf/policy's mailbox name) */
 	struct slice mail_from;         /* the reverse path, empty for <> */
 	struct slice body_read;         /* the body's first octets, already read by the caller */
-	uint64_t body_off;              /* where the body starts in the record */
-	uint64_t body_len;              /* the whole body */
+	struct spool_body body;         /* where the rest is (copied: the job keeps its cursor) */
 };
 
 struct maildir_stats {

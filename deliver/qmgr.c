@@ -29,10 +29,13 @@ struct qmgr_msg {
 	uint64_t qid;
 	uint8_t *buf;                   /* QMGR_BUF_SIZE from the slab, or a larger malloc'd one */
 	uint32_t buf_cap;
-	uint32_t want;                  /* octets asked of the read in flight */
+	uint32_t want;                  /* octets asked of the read in flight, then read */
 	struct record_envelope_view v;
-	uint64_t body_off;              /* in the message (envelope, then body), as the spool reads */
-	uint64_t body_len;
+	struct spool_body body;         /* its parts and rest (borrows buf) */
+	uint8_t *head;                  /* the body's first octets: in buf, or malloc'd (PARTS) */
+	uint32_t head_len;              /* read so far */
+	uint32_t head_cap;
+	bool head_owned;
 	uint32_t next_rcpt;             /* dispatch cursor over the envelope's recipients */
 	uint32_t outstanding;           /* agent jobs running */
 	struct bounce_item *reports;    /* v.rcpt_count entries, allocated at the first report */
@@ -46,6 +49,7 @@ struct qmgr {
 	struct ring *ring;
 	struct qmgr_params p;
 	uint8_t op_read;
+	uint8_t op_head;
 	uint8_t op_result;
 	uint8_t op_bounce;
 	uint8_t *slab;                  /* QMGR_MSGS_MAX buffers, touched only when used */
@@ -164,7 +168,11 @@ qmgr_msg_free(struct qmgr *q, struct qmgr_msg *m)
 	ASSERT(!m->waiting);
 	if (m->buf_cap > QMGR_BUF_SIZE)
 		free(m->buf);
+	if (m->head_owned)
+		free(m->head);
 	m->buf = NULL;
+	m->head = NULL;
+	m->head_owned = false;
 	free(m->reports);
 	m->reports = NULL;
 	m->report_count = 0;
@@ -216,10 +224,8 @@ qmgr_msg_end(struct qmgr *q, struct qmgr_msg *m)
 		return;
 	}
 	const struct config *cfg = q->p.cfg;
-	uint64_t size = m->body_off + m->body_len;
 	struct bounce_original o = { .qid = m->qid, .v = &m->v,
-		.message = slice_make(m->buf + m->body_off, m->want - m->body_off),
-		.whole = m->want == size };
+		.message = slice_make(m->head, m->head_len), .whole = m->head_len == m->body.len };
 	uint64_t dsn_qid = 0;
 	int rc = bounce_queue(q->p.spool, slice_make(cfg->myhostname, strlen(cfg->myhostname)),
 		&o, m->reports, m->report_count, q->ring->now_real_ms,
@@ -266,16 +272,14 @@ qmgr_to_maildir(struct qmgr *q, struct qmgr_msg *m, uint32_t i, const struct rec
 	}
 	if (!maildir_can_start(q->p.maildir) || ring_post_reserve(q->ring, 1) != 0)
 		return false;
-	size_t in_buf = m->want > m->body_off ? m->want - m->body_off : 0;
 	struct maildir_delivery d = {
 		.qid = m->qid,
 		.rcpt = i,
 		.arrival_ms = m->v.arrival_ms,
 		.mailbox = mailbox,
 		.mail_from = m->v.mail_from,
-		.body_read = slice_make(m->buf + m->body_off, in_buf),
-		.body_off = m->body_off,
-		.body_len = m->body_len,
+		.body_read = slice_make(m->head, m->head_len),
+		.body = m->body,
 	};
 	m->outstanding++;
 	maildir_deliver(q->p.maildir, &d,
@@ -326,30 +330,85 @@ qmgr_msg_abandon(struct qmgr *q, struct qmgr_msg *m, uint32_t rcpt_count, int er
 	qmgr_msg_free(q, m);
 }
 
+/* Reads the message's first `want` octets (at most all of it) into m->buf, which grows past
+ * its slab place when an envelope or a table of parts is larger. */
 static int
-qmgr_read(struct qmgr *q, struct qmgr_msg *m, uint32_t len)
+qmgr_read(struct qmgr *q, struct qmgr_msg *m, uint64_t want)
 {
-	m->want = len;
-	return spool_read(q->p.spool, m->qid, 0, m->buf, len,
+	uint64_t size = spool_message_size(q->p.spool, m->qid);
+	if (want > size)
+		want = size;
+	if (want > UINT32_MAX)
+		return -EFBIG;
+	if (want > m->buf_cap) {
+		uint8_t *big = malloc(want);
+		if (big == NULL)
+			return -ENOMEM;
+		if (m->buf_cap > QMGR_BUF_SIZE)
+			free(m->buf);
+		m->buf = big;
+		m->buf_cap = (uint32_t)want;
+	}
+	m->want = (uint32_t)want;
+	return spool_read(q->p.spool, m->qid, 0, m->buf, m->want,
 		ring_ud(q->op_read, qmgr_slot(q, m), m->gen), 0);
 }
 
-/* The envelope does not fit the first read: read again into a buffer that holds it. */
-static int
-qmgr_read_more(struct qmgr *q, struct qmgr_msg *m, uint32_t env_len, uint64_t size)
+/* Reads the next stretch of the body's first octets (a PARTS body: they are elsewhere). */
+static void
+qmgr_read_head(struct qmgr *q, struct qmgr_msg *m)
 {
-	uint64_t want = (uint64_t)env_len + QMGR_BUF_SIZE;
-	if (want > size)
-		want = size;
-	uint8_t *big = malloc(want);
-	if (big == NULL)
-		return -ENOMEM;
-	m->buf = big;
-	m->buf_cap = (uint32_t)want;
-	return qmgr_read(q, m, (uint32_t)want);
+	if (m->head_len == m->head_cap) {
+		qmgr_dispatch(q, m);
+		return;
+	}
+	int64_t n = spool_body_read(q->p.spool, m->qid, &m->body, m->head_len,
+		m->head + m->head_len, m->head_cap - m->head_len,
+		ring_ud(q->op_head, qmgr_slot(q, m), m->gen), 0);
+	if (n < 0)
+		qmgr_msg_abandon(q, m, 0, (int)n);
+	else
+		m->want = (uint32_t)n;
 }
 
-/* The start of the record is in m->buf: decode it and dispatch. */
+static void
+qmgr_head_done(void *ctx, const struct io_uring_cqe *cqe)
+{
+	struct qmgr *q = ctx;
+	struct qmgr_msg *m = &q->msgs[ring_ud_slot(cqe->user_data)];
+	ASSERT(m->busy);
+	ASSERT(m->gen == ring_ud_gen(cqe->user_data));
+	if (cqe->res != (int)m->want) {
+		qmgr_msg_abandon(q, m, 0, cqe->res < 0 ? cqe->res : -EIO);
+		return;
+	}
+	m->head_len += m->want;
+	qmgr_read_head(q, m);
+}
+
+/* The envelope and the body's map are known: find the body's first octets, then dispatch. */
+static void
+qmgr_body_ready(struct qmgr *q, struct qmgr_msg *m)
+{
+	m->next_rcpt = 0;
+	if (m->body.parts == 0) {
+		m->head = m->buf + m->body.rest_off;
+		m->head_len = m->want > m->body.rest_off ? m->want - (uint32_t)m->body.rest_off : 0;
+		qmgr_dispatch(q, m);
+		return;
+	}
+	m->head_cap = m->body.len < QMGR_BUF_SIZE ? (uint32_t)m->body.len : QMGR_BUF_SIZE;
+	m->head = malloc(m->head_cap > 0 ? m->head_cap : 1);
+	if (m->head == NULL) {
+		qmgr_msg_abandon(q, m, 0, -ENOMEM);
+		return;
+	}
+	m->head_owned = true;
+	m->head_len = 0;
+	qmgr_read_head(q, m);
+}
+
+/* The start of the record is in m->buf: decode it, then the body's map. */
 static void
 qmgr_read_done(void *ctx, const struct io_uring_cqe *cqe)
 {
@@ -365,24 +424,24 @@ qmgr_read_done(void *ctx, const struct io_uring_cqe *cqe)
 	uint64_t size = spool_message_size(q->p.spool, m->qid);
 	struct slice payload = slice_make(m->buf, m->want);
 	uint32_t env_len;
-	if (record_envelope_length(payload, &env_len) != 0) {
-		qmgr_msg_abandon(q, m, 0, -EBADMSG);
-		return;
-	}
-	if (env_len > payload.len && m->want < size) {
-		int rc = qmgr_read_more(q, m, env_len, size);
+	uint64_t need = 0;
+	int rc = record_envelope_length(payload, &env_len);
+	if (rc == 0 && env_len > payload.len && m->want < size)
+		need = env_len;
+	if (rc == 0 && need == 0)
+		rc = spool_body_open(q->p.spool, m->qid, payload, env_len, &m->body, &need);
+	if (rc == -EAGAIN || (rc == 0 && need > 0)) {
+		rc = qmgr_read(q, m, need + QMGR_BUF_SIZE);   /* the envelope or the table is bigger */
 		if (rc < 0)
 			qmgr_msg_abandon(q, m, 0, rc);
 		return;
 	}
-	if (record_envelope_decode(payload, &m->v) != 0 || m->v.rcpt_count != e->rcpt_count) {
+	if (rc != 0 || record_envelope_decode(payload, &m->v) != 0
+		|| m->v.rcpt_count != e->rcpt_count) {
 		qmgr_msg_abandon(q, m, 0, -EBADMSG);   /* cannot happen to a record we wrote */
 		return;
 	}
-	m->body_off = env_len;
-	m->body_len = size - m->body_off;
-	m->next_rcpt = 0;
-	qmgr_dispatch(q, m);
+	qmgr_body_ready(q, m);
 }
 
 static void
@@ -400,9 +459,9 @@ qmgr_take(struct qmgr *q, uint64_t qid)
 	m->outstanding = 0;
 	m->report_count = 0;
 	m->bouncing = false;
-	uint64_t size = spool_message_size(q->p.spool, qid);
-	uint32_t len = size < QMGR_BUF_SIZE ? (uint32_t)size : QMGR_BUF_SIZE;
-	int rc = qmgr_read(q, m, len);
+	m->head = NULL;
+	m->head_owned = false;
+	int rc = qmgr_read(q, m, QMGR_BUF_SIZE);
 	if (rc < 0)
 		qmgr_msg_abandon(q, m, 0, rc);
 }
@@ -491,6 +550,7 @@ qmgr_init(struct ring *r, const struct qmgr_params *p, struct qmgr **out)
 	q->ring = r;
 	q->p = *p;
 	q->op_read = ring_op_register(r, qmgr_read_done, q);
+	q->op_head = ring_op_register(r, qmgr_head_done, q);
 	q->op_result = ring_op_register(r, qmgr_result, q);
 	q->op_bounce = ring_op_register(r, qmgr_bounce_done, q);
 	ring_hooks_register(r, &qmgr_hooks, q);
@@ -504,6 +564,8 @@ qmgr_fini(struct qmgr *q)
 	for (uint32_t i = 0; i < QMGR_MSGS_MAX; i++) {
 		if (q->msgs[i].buf_cap > QMGR_BUF_SIZE)
 			free(q->msgs[i].buf);
+		if (q->msgs[i].head_owned)
+			free(q->msgs[i].head);
 		free(q->msgs[i].reports);
 	}
 	munmap(q->slab, (size_t)QMGR_MSGS_MAX * QMGR_BUF_SIZE);

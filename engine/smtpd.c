@@ -94,8 +94,10 @@ smtpd_slot_free(struct smtpd_session *ss)
 static void
 smtpd_msg_drop(struct smtpd_session *ss)
 {
-	if (ss->msg != NULL)
-		msg_unref(ss->msg);
+	if (ss->msg == NULL)
+		return;
+	spool_body_abandon(ss->d->p.spool, ss->msg);
+	msg_unref(ss->msg);
 	ss->msg = NULL;
 }
 
@@ -119,7 +121,8 @@ smtpd_msg_begin(struct smtpd_session *ss)
 	const struct config *cfg = d->p.cfg;
 	smtpd_msg_drop(ss);
 	uint64_t qid = spool_next_qid(d->p.spool);
-	ss->msg = msg_new(qid, d->ring->now_real_ms, cfg->max_message_size + RECEIVED_LEN_MAX);
+	ss->msg = msg_new(qid, d->ring->now_real_ms, cfg->max_message_size + RECEIVED_LEN_MAX,
+		d->p.conns->bufs);
 	if (ss->msg == NULL)
 		return;   /* the commit fails with 451 below */
 	const struct smtp_envelope *env = smtp_server_envelope(&ss->smtp);
@@ -140,12 +143,13 @@ smtpd_msg_begin(struct smtpd_session *ss)
 		smtpd_msg_drop(ss);
 }
 
+/* A body slice, straight from the receive buffer it is in: the spool keeps it there and writes
+ * it from there (no copy), or copies it aside if too little comes in a turn. */
 static void
 smtpd_msg_append(struct smtpd_session *ss, struct slice data)
 {
-	if (ss->msg != NULL && msg_append(ss->msg, data) != 0)
-		smtpd_msg_drop(ss);   /* out of memory: the commit answers 451 */
-	ss->d->stats.body_copied += data.len;
+	if (ss->msg != NULL)
+		(void)spool_body_append(ss->d->p.spool, ss->msg, data);   /* a failure fails COMMIT */
 }
 
 static void smtpd_actions(struct smtpd_session *ss, const struct smtp_actions *acts);
@@ -192,6 +196,8 @@ smtpd_msg_commit(struct smtpd_session *ss)
 	};
 	ss->commit_qid = m->qid;
 	int rc = spool_commit(d->p.spool, m, &renv, ring_ud(d->op_commit, ss->slot, ss->gen));
+	if (rc < 0)
+		spool_body_abandon(d->p.spool, m);
 	msg_unref(m);   /* the spool holds its own reference while it needs one */
 	if (rc < 0)
 		smtpd_commit_failed(ss, rc);
@@ -354,7 +360,6 @@ smtpd_commit_done(void *ctx, const struct io_uring_cqe *cqe)
 		log_accepted(d->ring->now_real_ms, qid, env->mail_from, env->body_size,
 			env->rcpt_count, slice_make(peer, strlen(peer)), env->helo);
 		d->stats.messages_committed++;
-		d->stats.body_bytes += env->body_size;
 		ss->messages++;
 	}
 	struct smtp_actions acts = { .count = 0 };

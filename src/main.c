@@ -194,6 +194,7 @@ main_shard_setup(struct shard *sh, void *ctx)
 	struct ring *r = &sh->ring;
 	struct spool_params sp = {
 		.spool_dir = cfg->spool_dir,
+		.bufs = &sh->bufs,
 		.shard = sh->index,
 		.minimal_backoff_ms = (uint64_t)cfg->minimal_backoff_s * 1000u,
 		.maximal_backoff_ms = (uint64_t)cfg->maximal_backoff_s * 1000u,
@@ -241,8 +242,10 @@ main_shard_stats(struct shard *sh, struct main_shard *ms)
 	log_line_u64(&l, "maildir_syncs", maildir_stats(ms->maildir)->syncs);
 	log_line_u64(&l, "maildir_file_syncs", maildir_stats(ms->maildir)->file_syncs);
 	log_line_u64(&l, "deliveries", maildir_stats(ms->maildir)->deliveries);
-	log_line_u64(&l, "body_bytes", d->body_bytes);
-	log_line_u64(&l, "body_copied", d->body_copied + sh->conns.stats.body_copied);
+	const struct spool_stats *ss = spool_stats(ms->spool);
+	log_line_u64(&l, "body_bytes", ss->body_bytes);
+	log_line_u64(&l, "body_held", ss->body_held);
+	log_line_u64(&l, "body_copied", ss->body_copied + sh->conns.stats.body_copied);
 	log_line_u64(&l, "queued", spool_live(ms->spool));
 	log_line_u64(&l, "copied", spool_stats(ms->spool)->copied);
 	log_line_u64(&l, "turns", sh->stats.turns);
