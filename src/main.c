@@ -15,6 +15,7 @@
 #include "conf/config.h"
 #include "base/log.h"
 #include "conf/policy.h"
+#include "src/passwd_cmd.h"
 
 #define MAIN_OVERRIDES_MAX 64u
 
@@ -22,6 +23,7 @@ static void
 main_usage(FILE *f)
 {
 	fprintf(f, "usage: ringmta [-c FILE] [-o key=value]... [--check-config]\n"
+		"       ringmta passwd USER   (prints an auth_users_file line)\n"
 		"  -c FILE          configuration file of key = value lines\n"
 		"  -o key=value     override one key (after the file; may repeat)\n"
 		"  --check-config   print the effective configuration and exit\n");
@@ -172,6 +174,8 @@ main(int argc, char **argv)
 {
 	static struct config cfg;
 	bool check_only = false;
+	if (argc >= 2 && strcmp(argv[1], "passwd") == 0)
+		return passwd_cmd_main(argc - 1, argv + 1);
 	if (main_config(argc, argv, &cfg, &check_only) != 0)
 		return 2;
 	if (check_only) {
