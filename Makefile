@@ -6,7 +6,8 @@ CONFIG     ?=
 PACKAGES   := meson ninja-build pkg-config gcc clang libclang-rt-14-dev liburing-dev \
               libcriterion-dev python3 swaks strace \
               android-libboringssl-dev libcrypt-dev openssl ca-certificates
-FUZZ_TARGETS := smtp_server_fuzz data_scan_fuzz smtp_addr_fuzz record_fuzz config_fuzz
+FUZZ_TARGETS := smtp_server_fuzz data_scan_fuzz smtp_addr_fuzz record_fuzz config_fuzz \
+                smtp_auth_fuzz
 
 .PHONY: all deps build run test unit fuzz fuzz-build bench clean
 
