@@ -19,12 +19,14 @@
 #include <openssl/x509.h>
 
 #include "conf/config.h"
+#include "proto/received.h"
 #include "tls/tls_cache.h"
 
 #define TLS_STAGE_BIO_NAME "ringmta stage"
 
 _Static_assert(TLS_RECORD_PLAIN_MAX <= INT_MAX, "SSL_write takes an int");
 _Static_assert(TLS_STAGE_DESCRIBE_MAX >= 120u, "room for the longest description");
+_Static_assert(TLS_STAGE_DESCRIBE_MAX <= RECEIVED_TLS_MAX, "the description fits Received:");
 
 static BIO_METHOD *tls_stage_bio_method;
 static pthread_once_t tls_stage_bio_once = PTHREAD_ONCE_INIT;
