@@ -7,7 +7,7 @@ PACKAGES   := meson ninja-build pkg-config gcc clang libclang-rt-14-dev liburing
               libcriterion-dev python3 swaks strace \
               android-libboringssl-dev libcrypt-dev openssl ca-certificates
 FUZZ_TARGETS := smtp_server_fuzz data_scan_fuzz smtp_addr_fuzz record_fuzz config_fuzz \
-                smtp_auth_fuzz
+                smtp_auth_fuzz tls_stage_fuzz
 
 .PHONY: all deps build run test unit fuzz fuzz-build bench clean
 
