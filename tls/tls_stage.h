@@ -22,7 +22,10 @@
  *
  * Handshake: the server side starts with the client's first bytes; the client side sends its
  * ClientHello on the first tls_stage_recv (with an empty `in`). step.handshake_done is set by
- * the call that finished it (then tls_stage_protocol/cipher/describe hold). A failure (bad
+ * the call that finished it (then tls_stage_protocol/cipher/describe hold). A TLS 1.3 server
+ * keeps its session ticket until its first tls_stage_send (BoringSSL flushes tickets with the
+ * next write, so that a client that never reads cannot stall it): in SMTP that is the EHLO
+ * answer after STARTTLS, or the 220 greeting on implicit TLS. A failure (bad
  * bytes, a refused certificate, no common parameters, an alert from the peer) returns -EPROTO
  * with tls_stage_reason() set; any alert for the peer is already in `out`; the stage is done
  * and is only fini'd. It touches no other connection: errors are per call (the thread's error
