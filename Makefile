@@ -5,9 +5,9 @@ FUZZ_SECONDS ?= 20
 CONFIG     ?=
 PACKAGES   := meson ninja-build pkg-config gcc clang libclang-rt-14-dev liburing-dev \
               libcriterion-dev python3 swaks strace \
-              android-libboringssl-dev libcrypt-dev openssl ca-certificates
+              android-libboringssl-dev libcrypt-dev openssl ca-certificates fuse3 libfuse3-dev
 FUZZ_TARGETS := smtp_server_fuzz data_scan_fuzz smtp_addr_fuzz record_fuzz config_fuzz \
-                smtp_auth_fuzz tls_stage_fuzz
+                data_stuff_fuzz smtp_reply_fuzz smtp_client_fuzz smtp_auth_fuzz tls_stage_fuzz
 
 .PHONY: all deps build run test unit fuzz fuzz-build bench clean
 
@@ -44,12 +44,13 @@ $(FUZZ_BUILD)/build.ninja:
 fuzz-build: deps $(FUZZ_BUILD)/build.ninja
 	ninja -C $(FUZZ_BUILD)
 
-# A short fixed-time run of every fuzz target over its seed corpus (a crash fails the run).
+# A short fixed-time run of every fuzz target over its seed corpus (a crash, or any report of
+# the address or undefined-behaviour sanitizer, fails the run).
 fuzz: fuzz-build
 	@for t in $(FUZZ_TARGETS); do \
 		mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
 		echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
-		$(FUZZ_BUILD)/tests/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $(FUZZ_BUILD)/tests/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 			-artifact_prefix=$(FUZZ_BUILD)/$$t- \
 			$(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t 2>$(FUZZ_BUILD)/$$t.log \
 			|| { tail -50 $(FUZZ_BUILD)/$$t.log; exit 1; }; \
@@ -65,6 +66,7 @@ test: build
 
 bench: build
 	$(BUILD)/perf/data_scan_bench
+	$(BUILD)/perf/data_stuff_bench
 
 clean:
 	rm -rf $(BUILD) $(FUZZ_BUILD)

@@ -255,6 +255,8 @@ log_status_name(enum log_status status)
 		return "deferred";
 	case LOG_STATUS_BOUNCED:
 		return "bounced";
+	case LOG_STATUS_EXPIRED:
+		return "expired";
 	}
 	ASSERT(!"unknown log_status");
 	return "";
@@ -262,7 +264,7 @@ log_status_name(enum log_status status)
 
 size_t
 log_format_delivery(char *buf, size_t cap, uint64_t now_ms, uint64_t qid, struct slice to,
-	enum log_status status, uint64_t delay_ms, struct slice detail)
+	enum log_status status, uint64_t delay_ms, struct slice dsn, struct slice detail)
 {
 	struct log_line l;
 	log_line_begin(&l, buf, cap, now_ms, "delivery");
@@ -270,6 +272,7 @@ log_format_delivery(char *buf, size_t cap, uint64_t now_ms, uint64_t qid, struct
 	log_line_path(&l, "to", to);
 	log_line_str(&l, "status", log_status_name(status));
 	log_line_seconds(&l, "delay", delay_ms);
+	log_line_slice(&l, "dsn", dsn);
 	log_line_quoted(&l, "detail", detail);
 	return log_line_end(&l);
 }
@@ -369,11 +372,11 @@ log_accepted(uint64_t now_ms, uint64_t qid, struct slice from, uint64_t size,
 
 void
 log_delivery(uint64_t now_ms, uint64_t qid, struct slice to, enum log_status status,
-	uint64_t delay_ms, struct slice detail)
+	uint64_t delay_ms, struct slice dsn, struct slice detail)
 {
 	char buf[LOG_LINE_MAX];
 	log_write(buf, log_format_delivery(buf, sizeof(buf), now_ms, qid, to, status, delay_ms,
-		detail));
+		dsn, detail));
 }
 
 void

@@ -46,6 +46,7 @@ enum log_status {
 	LOG_STATUS_DELIVERED,
 	LOG_STATUS_DEFERRED,
 	LOG_STATUS_BOUNCED,
+	LOG_STATUS_EXPIRED,
 };
 
 /* A line being built in a caller buffer; the log_line_* functions never write past cap. */
@@ -83,8 +84,9 @@ size_t log_format_conn_close(char *buf, size_t cap, uint64_t now_ms, uint32_t sh
 size_t log_format_accepted(char *buf, size_t cap, uint64_t now_ms, uint64_t qid,
 	struct slice from, uint64_t size, uint32_t rcpt_count, struct slice client,
 	struct slice helo);
+/* dsn: the RFC 3463 status x.y.z; detail: the reason or the receiver's reply (escaped). */
 size_t log_format_delivery(char *buf, size_t cap, uint64_t now_ms, uint64_t qid, struct slice to,
-	enum log_status status, uint64_t delay_ms, struct slice detail);
+	enum log_status status, uint64_t delay_ms, struct slice dsn, struct slice detail);
 /* err: a negative (or positive) errno, shown by name (error=ECONNRESET). */
 size_t log_format_error(char *buf, size_t cap, uint64_t now_ms, const char *what, int err);
 size_t log_format_stats(char *buf, size_t cap, uint64_t now_ms, uint32_t shard,
@@ -107,7 +109,7 @@ void log_conn_close(uint64_t now_ms, uint32_t shard, const char *client, uint32_
 void log_accepted(uint64_t now_ms, uint64_t qid, struct slice from, uint64_t size,
 	uint32_t rcpt_count, struct slice client, struct slice helo);
 void log_delivery(uint64_t now_ms, uint64_t qid, struct slice to, enum log_status status,
-	uint64_t delay_ms, struct slice detail);
+	uint64_t delay_ms, struct slice dsn, struct slice detail);
 void log_error(uint64_t now_ms, const char *what, int err);
 void log_stats(uint64_t now_ms, uint32_t shard, uint64_t accepted_conns, uint64_t messages,
 	uint64_t fdatasyncs, uint64_t deliveries);

@@ -54,6 +54,7 @@ enum config_kind {
 	CONFIG_KIND_SHARDS,
 	CONFIG_KIND_RELAYHOST,
 	CONFIG_KIND_DNS,
+	CONFIG_KIND_MAILDIR_SYNC, /* fsync | syncfs */
 	CONFIG_KIND_TLS_LEVEL,   /* uint8_t enum config_tls_level */
 };
 
@@ -106,7 +107,20 @@ static const struct config_key config_keys[] = {
 	CONFIG_VALUE("data_timeout", CONFIG_KIND_TIMEOUT, data_timeout_ms, 1, CONFIG_TIMEOUT_MAX_S),
 	CONFIG_VALUE("queue_lifetime", CONFIG_KIND_LIFETIME, queue_lifetime_s, 1,
 		CONFIG_QUEUE_LIFETIME_MAX_S),
+	CONFIG_VALUE("minimal_backoff_time", CONFIG_KIND_LIFETIME, minimal_backoff_s, 1,
+		CONFIG_QUEUE_LIFETIME_MAX_S),
+	CONFIG_VALUE("maximal_backoff_time", CONFIG_KIND_LIFETIME, maximal_backoff_s, 1,
+		CONFIG_QUEUE_LIFETIME_MAX_S),
+	CONFIG_VALUE("delay_warning_time", CONFIG_KIND_LIFETIME, delay_warning_s, 0,
+		CONFIG_QUEUE_LIFETIME_MAX_S),
 	CONFIG_VALUE("log_file", CONFIG_KIND_PATH, log_file, 0, 0),
+	CONFIG_VALUE("maildir_sync", CONFIG_KIND_MAILDIR_SYNC, maildir_sync, 0, 0),
+};
+
+static const char *const config_maildir_sync_names[] = {
+	[CONFIG_MAILDIR_SYNC_AUTO] = "auto",
+	[CONFIG_MAILDIR_SYNC_FSYNC] = "fsync",
+	[CONFIG_MAILDIR_SYNC_SYNCFS] = "syncfs",
 };
 
 static const char *const config_tls_levels[] = {
@@ -782,6 +796,15 @@ config_set_value(struct config *cfg, const struct config_key *k, struct slice va
 		return config_parse_relayhost(cfg, value, why);
 	case CONFIG_KIND_DNS:
 		return config_parse_dns(cfg, value, why);
+	case CONFIG_KIND_MAILDIR_SYNC:
+		for (size_t i = 0; i < ARRAY_LEN(config_maildir_sync_names); i++) {
+			if (slice_eq(value, config_cstr(config_maildir_sync_names[i]))) {
+				cfg->maildir_sync = (enum config_maildir_sync)i;
+				return 0;
+			}
+		}
+		config_why(why, value, " is not auto, fsync or syncfs");
+		return -1;
 	case CONFIG_KIND_TLS_LEVEL:
 		return config_parse_tls_level((uint8_t *)field, value, why);
 	case CONFIG_KIND_SIZE:
@@ -836,6 +859,9 @@ config_print_value(FILE *f, const struct config *cfg, const struct config_key *k
 	case CONFIG_KIND_COUNT:
 	case CONFIG_KIND_SHARDS:
 		fprintf(f, "%u", *(const uint32_t *)field);
+		break;
+	case CONFIG_KIND_MAILDIR_SYNC:
+		fputs(config_maildir_sync_names[cfg->maildir_sync], f);
 		break;
 	case CONFIG_KIND_TLS_LEVEL:
 		ASSERT(*(const uint8_t *)field < ARRAY_LEN(config_tls_levels));
@@ -985,6 +1011,9 @@ config_default(struct config *cfg)
 	cfg->data_timeout_ms = SMTP_TIMEOUT_DATA_MS;
 	cfg->shards = config_online_cpus();
 	cfg->queue_lifetime_s = CONFIG_QUEUE_LIFETIME_DEFAULT_S;
+	cfg->minimal_backoff_s = CONFIG_MINIMAL_BACKOFF_DEFAULT_S;
+	cfg->maximal_backoff_s = CONFIG_MAXIMAL_BACKOFF_DEFAULT_S;
+	cfg->maildir_sync = CONFIG_MAILDIR_SYNC_DEFAULT;
 	cfg->smtp_tls_security_level = CONFIG_TLS_MAY;
 }
 
@@ -1086,6 +1115,10 @@ config_check(const struct config *cfg, char *err, size_t err_len)
 			|| config_addr_listed(&cfg->smtps_listen[i], cfg->submission_listen,
 			cfg->submission_listen_count))
 			goto twice;
+	}
+	if (cfg->minimal_backoff_s > cfg->maximal_backoff_s) {
+		snprintf(err, err_len, "minimal_backoff_time is above maximal_backoff_time");
+		return -1;
 	}
 	if (cfg->spool_dir[0] == '\0' || cfg->maildir_root[0] == '\0') {
 		snprintf(err, err_len, "spool_dir and maildir_root must not be empty");

@@ -35,8 +35,18 @@
 #define CONFIG_TIMEOUT_MAX_S            3600u           /* cmd_timeout, data_timeout */
 #define CONFIG_QUEUE_LIFETIME_MAX_S     (365u * 86400u)
 #define CONFIG_QUEUE_LIFETIME_DEFAULT_S (5u * 86400u)
+#define CONFIG_MINIMAL_BACKOFF_DEFAULT_S 300u           /* Postfix's minimal_backoff_time */
+#define CONFIG_MAXIMAL_BACKOFF_DEFAULT_S 4000u          /* Postfix's maximal_backoff_time */
 #define CONFIG_REMOTE_SMTP_PORT_DEFAULT 25u
 #define CONFIG_DNS_PORT_DEFAULT         53u
+
+/* maildir_sync: how a Maildir delivery is made durable before it is marked delivered. */
+enum config_maildir_sync {
+	CONFIG_MAILDIR_SYNC_AUTO,        /* syncfs on ext4, xfs, btrfs; fsync anywhere else */
+	CONFIG_MAILDIR_SYNC_FSYNC,       /* fdatasync of each file, then fsync of each new/ */
+	CONFIG_MAILDIR_SYNC_SYNCFS,      /* one syncfs(2) of the whole file system per batch */
+};
+#define CONFIG_MAILDIR_SYNC_DEFAULT CONFIG_MAILDIR_SYNC_AUTO
 
 /* smtp_tls_security_level (Postfix's names): outbound TLS. */
 enum config_tls_level {
@@ -94,7 +104,11 @@ struct config {
 	uint32_t data_timeout_ms;
 	uint32_t shards;                 /* 0 in the file means: online CPUs (resolved at load) */
 	uint32_t queue_lifetime_s;       /* bounce after this long in the queue (default 5 days) */
+	uint32_t minimal_backoff_s;      /* the least wait before another attempt */
+	uint32_t maximal_backoff_s;      /* the longest */
+	uint32_t delay_warning_s;        /* a "delayed" notice after this long (0: never) */
 	char log_file[CONFIG_STR_MAX];   /* empty: stderr */
+	enum config_maildir_sync maildir_sync;
 
 	/* Parsed forms of dns_servers and relayhost (the text fields above keep the normalised
 	 * text that config_print writes). */

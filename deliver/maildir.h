@@ -1,56 +1,88 @@
-/* deliver/maildir.h - local delivery into Maildir, driven by the shard's ring.
+/* deliver/maildir.h - the local delivery agent: one file per recipient into Maildir.
  *
- * One job per (message, local recipient), at most DELIVER_JOBS_MAX at once per shard, the rest
- * wait in arrival order. A job is one linked chain of ring requests, with no blocking call on the
- * shard's thread: open <user>/tmp/<name> into a registered file slot, write Return-Path: and the
- * message, close, rename into <user>/new/<name>. Group sync: the jobs written since the last
- * one share one syncfs(2) of the Maildir file system (io_uring has no syncfs: a per-shard thread
- * makes the call and posts the result to the ring with IORING_OP_MSG_RING); only after it
- * returns is each recipient marked delivered in the spool. A missing mailbox is created first
- * (mkdir of <user>, tmp, new and cur). A failed job is retried with back-off.
+ * A delivery is one linked chain of ring requests, with no blocking call on the shard's thread:
+ * open <mailbox>/tmp/<name> into a registered file slot, write Return-Path: and the part of the
+ * message the caller already read, then (for a larger message) read the rest from the spool
+ * segment and write it, chunk by chunk through the job's own buffer, close, rename into
+ * <mailbox>/new/<name>. A missing mailbox is created first (mkdir of <mailbox>, tmp, new, cur).
+ * Durability (maildir_sync): with "syncfs" the deliveries written since the last one share one
+ * syncfs(2) of the Maildir file system (io_uring has no syncfs: the helper thread makes the call
+ * and posts its result to the ring with IORING_OP_MSG_RING); with "fsync" each file is
+ * fdatasync'ed in its own chain before its rename (the chains run in parallel), and one fsync of
+ * each mailbox's new/ per batch makes the renames durable. "auto" chooses syncfs on ext4, xfs
+ * and btrfs and fsync anywhere else: syncfs never reaches a FUSE server, for one
+ * (tests/powercut/README.md). Only after the sync returns is a delivery reported done.
  *
  * The file name is <arrival seconds>.R<queue id>Q<recipient index>.<myhostname>: unique (the
  * queue id is) and the same on every attempt, so a delivery repeated after a crash replaces the
- * file instead of adding a second copy; a recovered message whose file is already in new/ is just
- * marked delivered. One file per recipient, Return-Path first, exactly once. */
+ * file instead of adding a second copy; for a message that arrived before this daemon started,
+ * a file already in new/ (or moved to cur/ by a reader, with its ":2," flags) counts as done.
+ * At most MAILDIR_JOBS_MAX deliveries at once per shard; the caller holds the others back. */
 #ifndef RINGMTA_DELIVER_MAILDIR_H
 #define RINGMTA_DELIVER_MAILDIR_H
-#include <liburing.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-struct shard;
-struct msg;
-struct deliver;
+#include "base/ring.h"
+#include "base/slice.h"
+#include "conf/config.h"
 
-#define DELIVER_JOBS_MAX        128u    /* concurrent jobs per shard (one file slot each) */
-#define DELIVER_RETRY_FIRST_MS  5000u
-#define DELIVER_RETRY_MAX_MS  600000u
-#define DELIVER_SYNC_DELAY_MS      5u    /* deliveries gather this long for one syncfs */
-#define DELIVER_SYNC_BATCH       256u    /* ... unless this many are waiting */
-#define MAILDIR_NAME_MAX         160u
+struct spool;
+struct maildir;
 
-/* Opens maildir_root (creating it). Start-up only. Returns 0 or -errno. */
-int deliver_init(struct shard *sh, struct deliver **out);
+#define MAILDIR_JOBS_MAX       128u    /* concurrent deliveries per shard (one file slot each) */
+#define MAILDIR_CHUNK_SIZE   65536u    /* the rest of a large message moves in chunks this big */
+#define MAILDIR_CHAIN_CHUNKS     8u    /* read+write pairs per chain */
+#define MAILDIR_SYNC_DELAY_MS    5u    /* deliveries gather this long for one syncfs */
+#define MAILDIR_SYNC_BATCH     256u    /* ... unless this many are waiting */
+#define MAILDIR_NAME_MAX       160u
+#define MAILDIR_MAILBOX_MAX     80u
 
-/* Starts delivery of m's local recipients that are still pending; takes references on m.
- * fresh: just accepted (logs the acceptance); else recovered at start-up, when a recipient whose
- * file is already in new/ is marked delivered without writing it again. */
-void deliver_message(struct deliver *d, struct msg *m, bool fresh);
+struct maildir_params {
+	const char *root;               /* maildir_root */
+	const char *myhostname;
+	uint64_t started_real_ms;       /* messages older than this may be half-delivered */
+	enum config_maildir_sync sync;  /* auto, fsync or syncfs */
+};
 
-void deliver_complete(struct deliver *d, struct io_uring_cqe *cqe);
+/* One recipient's delivery. The slices must stay valid until the result. */
+struct maildir_delivery {
+	uint64_t qid;
+	uint32_t rcpt;                  /* index in the envelope */
+	uint64_t arrival_ms;
+	const char *mailbox;            /* directory under root (conf/policy's mailbox name) */
+	struct slice mail_from;         /* the reverse path, empty for <> */
+	struct slice body_read;         /* the body's first octets, already read by the caller */
+	uint64_t body_off;              /* where the body starts in the record */
+	uint64_t body_len;              /* the whole body */
+};
 
-/* End of a loop turn: starts waiting jobs and retries that are due. */
-void deliver_kick(struct deliver *d);
+struct maildir_stats {
+	uint64_t deliveries;
+	uint64_t syncs;                 /* syncfs calls, or new/ fsyncs, of the group sync */
+	uint64_t file_syncs;            /* fdatasyncs of delivered files (maildir_sync = fsync) */
+};
 
-/* Milliseconds until the next retry or group sync is due (UINT64_MAX: none). */
-uint64_t deliver_next_retry_ms(const struct deliver *d);
+/* Opens root (creating it), starts the sync thread, registers ops and hooks on r, and takes
+ * MAILDIR_JOBS_MAX registered file slots. Start-up only. Returns 0 or -errno. */
+int maildir_init(struct ring *r, struct spool *sp, const struct maildir_params *p,
+	struct maildir **out);
 
-/* No job in flight or waiting to start (retries do not count: they survive in the spool). */
-bool deliver_idle(const struct deliver *d);
+/* Stops the sync thread and frees everything (after the ring is gone). */
+void maildir_fini(struct maildir *md);
 
-void deliver_fini(struct deliver *d);
+/* Whether a job slot is free. */
+bool maildir_can_start(const struct maildir *md);
+
+/* Starts d (a slot must be free). Its result is posted to ud: 0 (in new/ and synced), or
+ * -errno; maildir_error_permanent says which errors to bounce at once. */
+void maildir_deliver(struct maildir *md, const struct maildir_delivery *d, uint64_t ud);
+
+/* An error that no retry will cure (the mailbox is not a directory, a link escapes the root). */
+bool maildir_error_permanent(int err);
+
+const struct maildir_stats *maildir_stats(const struct maildir *md);
 
 /* The Maildir file name of recipient rcpt of message qid (pure). Returns its length. */
 size_t maildir_name(char out[MAILDIR_NAME_MAX], uint64_t arrival_ms, uint64_t qid, uint32_t rcpt,

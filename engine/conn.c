@@ -1,4 +1,4 @@
-/* engine/conn.c - connection I/O around the smtp_server state machine; see conn.h. */
+/* engine/conn.c - the transport under every session; see conn.h. */
 #include "engine/conn.h"
 
 #include <arpa/inet.h>
@@ -8,20 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
-#include "engine/shard.h"
-#include "queue/msg.h"
-#include "base/queue_id.h"
-#include "queue/record.h"
-#include "queue/spool.h"
-#include "conf/config.h"
-#include "base/log.h"
-#include "conf/policy.h"
-#include "proto/received.h"
-
-#define CONN_PEER_LEN 64u
+#define CONN_LINGER_MS      10000u   /* a closing connection waits this long for its output */
+#define CONN_OUT_FIRST_CAP   1024u
 
 struct conn_out {
 	uint8_t *data;
@@ -30,340 +20,266 @@ struct conn_out {
 };
 
 struct conn {
-	struct smtp_server smtp;             /* embedded: its arena is touched only when used */
-	struct shard *sh;
+	struct conn_pool *pool;
 	uint32_t slot;
 	uint32_t gen;
 	uint32_t next_free;
 	int fd;
+	uint32_t listener;
+	const struct conn_session_ops *ops;
+	void *s;
 	bool live;
+	bool connecting;                     /* outbound: the connect is in flight */
 	bool recv_armed;                     /* a multishot recv is outstanding */
 	bool recv_stopped;                   /* back-pressure: do not re-arm until drained */
-	bool rearm_queued;
 	bool send_busy;
-	bool closing;                        /* close once nothing is in flight */
-	bool close_after_send;
-	struct conn *rearm_next;
+	bool closing;                        /* no more input; free once nothing is in flight */
+	bool cancelled;                      /* requests in flight were cancelled */
+	bool body_mode;
+	bool in_turn;                        /* on the pool's end-of-turn list */
+	bool want_feed;                      /* offer pending input at the end of the turn */
+	bool want_rearm;
+	int close_res;
+	struct conn *turn_next;
 	struct timer_node idle;
-	struct timer_list *idle_list;
-	uint8_t *pending;                    /* input the machine could not take yet */
+	uint32_t idle_class;                 /* CONN_TIMEOUT_NONE, or an index of pool->timers */
+	uint8_t *pending;                    /* input the session did not take yet */
 	uint32_t pending_len;
 	uint32_t pending_cap;
 	struct conn_out out[2];              /* out[active] collects, the other one is in flight */
 	uint32_t out_active;
 	uint32_t send_off;
-	struct msg *msg;                     /* the body being received */
-	bool relay_allowed;
-	uint64_t connected_ms;
-	uint32_t messages;
-	char peer[CONN_PEER_LEN];            /* printable client address, no port */
 	struct sockaddr_storage peer_sa;
+	struct sockaddr_storage local_sa;
+	struct __kernel_timespec connect_ts; /* read by the kernel when the connect is submitted */
+	char peer[CONN_PEER_TEXT_MAX];
 };
 
-static void conn_feed_pending(struct conn *c);
-static void conn_begin_close(struct conn *c);
+/* The linger list is the last timer class; sessions get the ones before it. */
+#define CONN_LINGER_CLASS (CONN_TIMEOUT_CLASSES_MAX - 1u)
+
+static void conn_maybe_free(struct conn *c);
 
 static struct conn *
-conn_lookup(struct shard *sh, uint32_t slot, uint32_t gen)
+conn_lookup(struct conn_pool *p, uint64_t ud)
 {
-	if (slot >= sh->conn_slots)
+	uint32_t slot = ring_ud_slot(ud);
+	if (slot >= p->slot_count)
 		return NULL;
-	struct conn *c = sh->conns[slot];
-	return (c != NULL && c->live && c->gen == gen) ? c : NULL;
+	struct conn *c = p->slots[slot];
+	return (c != NULL && c->live && c->gen == ring_ud_gen(ud)) ? c : NULL;
 }
 
-enum smtp_rcpt_verdict
-conn_rcpt_check(void *ctx, struct slice local_part, struct slice domain, bool quoted)
+static uint64_t
+conn_ud(const struct conn *c, uint8_t op)
 {
-	struct conn *c = ctx;
-	return policy_rcpt(c->sh->eng->policy, c->relay_allowed, local_part, domain, quoted);
+	return ring_ud(op, c->slot, c->gen);
 }
 
-static struct conn *
-conn_slot_alloc(struct shard *sh)
+/* Puts c on the end-of-turn list (once). */
+static void
+conn_want_turn(struct conn *c)
 {
-	if (sh->conn_free != UINT32_MAX) {
-		struct conn *c = sh->conns[sh->conn_free];
-		sh->conn_free = c->next_free;
-		return c;
-	}
-	if (sh->conn_slots >= sh->eng->cfg->max_connections)
-		return NULL;
-	/* Not calloc: the smtp_server arena must stay untouched (no resident cost) until used. */
-	struct conn *c = malloc(sizeof(*c));
-	if (c == NULL)
-		return NULL;
-	memset(c, 0, offsetof(struct conn, smtp));
-	memset(&c->sh, 0, sizeof(*c) - offsetof(struct conn, sh));
-	c->slot = sh->conn_slots;
-	sh->conns[sh->conn_slots++] = c;
-	return c;
+	if (c->in_turn)
+		return;
+	c->in_turn = true;
+	c->turn_next = c->pool->turn_head;
+	c->pool->turn_head = c;
 }
 
 static void
-conn_slot_free(struct conn *c)
+conn_timer_stop(struct conn *c)
 {
-	struct shard *sh = c->sh;
-	c->live = false;
-	c->gen++;
-	c->next_free = sh->conn_free;
-	sh->conn_free = c->slot;
-	sh->conn_live--;
+	if (c->idle_class != CONN_TIMEOUT_NONE)
+		timer_node_remove(&c->pool->timers[c->idle_class], &c->idle);
+	c->idle_class = CONN_TIMEOUT_NONE;
 }
 
 static void
-conn_idle_touch(struct conn *c)
+conn_timer_start(struct conn *c, uint32_t cls)
 {
-	struct shard *sh = c->sh;
-	if (c->idle_list != NULL)
-		timer_node_remove(c->idle_list, &c->idle);
-	c->idle_list = NULL;
-	if (c->closing || smtp_server_closed(&c->smtp))
+	conn_timer_stop(c);
+	if (cls == CONN_TIMEOUT_NONE)
 		return;
-	/* Waiting for our own disk is not the client's idle time. */
-	if (c->smtp.state == SMTP_STATE_COMMIT_WAIT)
-		return;
-	c->idle_list = smtp_server_in_body(&c->smtp) ? &sh->idle_data : &sh->idle_cmd;
-	timer_list_touch(c->idle_list, &c->idle, sh->now_ms);
+	ASSERT(cls < CONN_TIMEOUT_CLASSES_MAX);
+	c->idle_class = cls;
+	timer_list_touch(&c->pool->timers[cls], &c->idle, c->pool->ring->now_ms);
 }
 
 static void
 conn_arm_recv(struct conn *c)
 {
-	struct io_uring_sqe *sqe = shard_sqe(c->sh);
+	struct io_uring_sqe *sqe = ring_sqe(c->pool->ring);
 	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
-	sqe->buf_group = SHARD_BUF_GROUP;
-	io_uring_sqe_set_data64(sqe, shard_user_data(SHARD_OP_RECV, c->slot, c->gen));
+	sqe->buf_group = bufring_group(c->pool->bufs);
+	io_uring_sqe_set_data64(sqe, conn_ud(c, c->pool->op_recv));
 	c->recv_armed = true;
-}
-
-static void
-conn_queue_rearm(struct conn *c)
-{
-	if (c->rearm_queued)
-		return;
-	c->rearm_queued = true;
-	c->rearm_next = c->sh->rearm_head;
-	c->sh->rearm_head = c;
 }
 
 static void
 conn_cancel_recv(struct conn *c)
 {
-	struct io_uring_sqe *sqe = shard_sqe(c->sh);
-	io_uring_prep_cancel64(sqe, shard_user_data(SHARD_OP_RECV, c->slot, c->gen), 0);
-	io_uring_sqe_set_data64(sqe, shard_user_data(SHARD_OP_CANCEL, c->slot, c->gen));
+	struct io_uring_sqe *sqe = ring_sqe(c->pool->ring);
+	io_uring_prep_cancel64(sqe, conn_ud(c, c->pool->op_recv), 0);
+	io_uring_sqe_set_data64(sqe, ring_ud(RING_OP_NONE, 0, 0));
 }
 
 static int
 conn_out_append(struct conn_out *o, struct slice data)
 {
 	if (data.len > o->cap - o->len) {
-		uint32_t cap = o->cap ? o->cap : 1024;
+		uint32_t cap = o->cap ? o->cap : CONN_OUT_FIRST_CAP;
 		while (cap - o->len < data.len)
 			cap *= 2;
 		uint8_t *grown = realloc(o->data, cap);
 		if (grown == NULL)
-			return -ENOMEM;
+			return -ENOBUFS;
 		o->data = grown;
 		o->cap = cap;
 	}
-	memcpy(o->data + o->len, data.ptr, data.len);   /* copy: replies outlive the machine's buffer */
+	/* copy: the session's reply buffer is reused by its next call. */
+	memcpy(o->data + o->len, data.ptr, data.len);
 	o->len += (uint32_t)data.len;
 	return 0;
 }
 
-static uint32_t
-conn_out_unsent(const struct conn *c)
+uint32_t
+conn_unsent(const struct conn *c)
 {
-	return c->out[0].len + c->out[1].len;
+	return c->out[0].len + c->out[1].len - (c->send_busy ? c->send_off : 0);
+}
+
+int
+conn_write(struct conn *c, struct slice data)
+{
+	if (c->closing || data.len > CONN_OUTPUT_HARD_MAX - conn_unsent(c))
+		return -ENOBUFS;
+	int rc = conn_out_append(&c->out[c->out_active], data);
+	if (rc == 0)
+		conn_want_turn(c);
+	return rc;
 }
 
 static void
 conn_send_next(struct conn *c)
 {
-	if (c->send_busy)
+	if (c->send_busy || c->cancelled)
 		return;
 	struct conn_out *o = &c->out[c->out_active];
-	if (o->len == 0) {
-		if (c->close_after_send)
-			conn_begin_close(c);
+	if (o->len == 0)
 		return;
-	}
-	c->out_active ^= 1u;   /* new replies collect in the other buffer while this one flies */
+	c->out_active ^= 1u;   /* new output collects in the other buffer while this one flies */
 	c->send_off = 0;
 	c->send_busy = true;
-	struct io_uring_sqe *sqe = shard_sqe(c->sh);
+	struct io_uring_sqe *sqe = ring_sqe(c->pool->ring);
 	io_uring_prep_send(sqe, c->fd, o->data, o->len, MSG_NOSIGNAL);
-	io_uring_sqe_set_data64(sqe, shard_user_data(SHARD_OP_SEND, c->slot, c->gen));
+	io_uring_sqe_set_data64(sqe, conn_ud(c, c->pool->op_send));
 }
 
+/* Cancels whatever is in flight; the slot is freed when the completions are in. */
 static void
-conn_msg_drop(struct conn *c)
+conn_cancel_all(struct conn *c)
 {
-	if (c->msg != NULL)
-		msg_unref(c->msg);
-	c->msg = NULL;
-}
-
-/* BODY_BEGIN: a new message with its queue id and the Received: header (RFC 5321 4.4). */
-static void
-conn_msg_begin(struct conn *c)
-{
-	struct shard *sh = c->sh;
-	const struct config *cfg = sh->eng->cfg;
-	conn_msg_drop(c);
-	uint64_t qid = spool_next_qid(sh->spool);
-	c->msg = msg_new(qid, sh->now_real_ms, cfg->max_message_size + RECEIVED_LEN_MAX);
-	if (c->msg == NULL)
-		return;   /* the commit fails with 451 below */
-	const struct smtp_envelope *env = smtp_server_envelope(&c->smtp);
-	struct slice only_rcpt = env->rcpt_count == 1 ? smtp_server_rcpt(&c->smtp, 0).path
-		: SLICE_LIT("");
-	uint8_t hdr[RECEIVED_LEN_MAX];
-	size_t len = received_format(hdr, sizeof(hdr), &(struct received_info){
-		.helo = env->helo,
-		.client_addr = slice_make(c->peer, strlen(c->peer)),
-		.myhostname = slice_make(cfg->myhostname, strlen(cfg->myhostname)),
-		.protocol = received_protocol(env->esmtp, false, false),
-		.queue_id = qid,
-		.for_rcpt = only_rcpt,
-		.now_ms = sh->now_real_ms,
-	});
-	if (msg_append(c->msg, slice_make(hdr, len)) != 0)
-		conn_msg_drop(c);
-}
-
-static void
-conn_msg_append(struct conn *c, struct slice data)
-{
-	if (c->msg != NULL && msg_append(c->msg, data) != 0)
-		conn_msg_drop(c);   /* out of memory: the commit answers 451 */
-	c->sh->stats.body_copied += data.len;
-}
-
-/* The record head: header + envelope, CRC over both and the body (queue/record.h). */
-static int
-conn_encode_head(struct conn *c, struct msg *m)
-{
-	const struct smtp_envelope *env = smtp_server_envelope(&c->smtp);
-	struct record_rcpt *rcpts = c->sh->rcpt_scratch;
-	ASSERT(env->rcpt_count <= SMTP_RCPT_COUNT_MAX);
-	for (uint32_t i = 0; i < env->rcpt_count; i++) {
-		struct smtp_rcpt r = smtp_server_rcpt(&c->smtp, i);
-		rcpts[i] = (struct record_rcpt){ .path = r.path, .local_part = r.local_part,
-			.domain = r.domain, .orcpt = r.orcpt, .notify = r.notify };
-	}
-	struct record_envelope renv = {
-		.arrival_ms = m->arrival_ms,
-		.client_addr = slice_make(c->peer, strlen(c->peer)),
-		.helo = env->helo,
-		.mail_from = env->mail_from,
-		.declared_size = env->declared_size,
-		.body_type = (uint8_t)env->body,
-		.smtputf8 = env->smtputf8,
-		.dsn_ret = (uint8_t)env->dsn_ret,
-		.dsn_envid = env->dsn_envid,
-		.rcpt_count = env->rcpt_count,
-		.rcpts = rcpts,
-	};
-	size_t env_len = record_envelope_size(&renv);
-	m->head = malloc(RECORD_HEADER_SIZE + env_len);
-	if (m->head == NULL)
-		return -ENOMEM;
-	record_envelope_encode(&renv, m->head + RECORD_HEADER_SIZE, env_len);
-	m->head_len = (uint32_t)(RECORD_HEADER_SIZE + env_len);
-	m->rcpt_count = env->rcpt_count;
-	struct iovec payload[2] = {
-		{ .iov_base = m->head + RECORD_HEADER_SIZE, .iov_len = env_len },
-		{ .iov_base = m->body, .iov_len = m->body_len },
-	};
-	record_header_encode(m->head, RECORD_MESSAGE, m->qid, payload, 2);
-	return 0;
-}
-
-/* COMMIT: encode the envelope into the record head and hand the message to the spool. */
-static void
-conn_msg_commit(struct conn *c)
-{
-	struct msg *m = c->msg;
-	c->msg = NULL;
-	int rc = m == NULL ? -ENOMEM : conn_encode_head(c, m);
-	if (rc < 0) {
-		if (m != NULL)
-			msg_unref(m);
-		struct smtp_actions acts = { .count = 0 };
-		smtp_server_committed(&c->smtp, rc, SLICE_LIT(""), &acts);
-		/* Replies only: appended by the caller's loop through conn_committed's path. */
-		for (uint32_t i = 0; i < acts.count; i++) {
-			if (acts.items[i].type == SMTP_ACTION_REPLY)
-				(void)conn_out_append(&c->out[c->out_active], acts.items[i].data);
-		}
+	if (c->cancelled)
 		return;
+	c->cancelled = true;
+	if (c->recv_armed || c->send_busy || c->connecting) {
+		struct io_uring_sqe *sqe = ring_sqe(c->pool->ring);
+		io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
+		io_uring_sqe_set_data64(sqe, ring_ud(RING_OP_NONE, 0, 0));
 	}
-	m->waiter_slot = c->slot;
-	m->waiter_gen = c->gen;
-	c->sh->stats.body_bytes += smtp_server_envelope(&c->smtp)->body_size;
-	spool_commit(c->sh->spool, m);
 }
 
 static void
-conn_actions(struct conn *c, const struct smtp_actions *acts)
+conn_begin_close(struct conn *c, int res, bool drop_output)
 {
-	for (uint32_t i = 0; i < acts->count; i++) {
-		const struct smtp_action *a = &acts->items[i];
-		switch (a->type) {
-		case SMTP_ACTION_REPLY:
-			if (conn_out_append(&c->out[c->out_active], a->data) != 0)
-				c->close_after_send = true;
-			break;
-		case SMTP_ACTION_BODY_BEGIN:
-			conn_msg_begin(c);
-			break;
-		case SMTP_ACTION_BODY:
-			conn_msg_append(c, a->data);
-			break;
-		case SMTP_ACTION_BODY_DISCARD:
-			conn_msg_drop(c);
-			break;
-		case SMTP_ACTION_COMMIT:
-			conn_msg_commit(c);
-			break;
-		case SMTP_ACTION_STARTTLS:
-			/* Not offered until the TLS issue; when it is, the bytes after the command are
-			 * TLS (RFC 3207 4.2) and must not reach the machine. Until then: close. */
-			c->close_after_send = true;
-			break;
-		case SMTP_ACTION_CLOSE:
-			c->close_after_send = true;
-			break;
-		}
+	if (!c->closing) {
+		c->closing = true;
+		c->close_res = res;
 	}
+	conn_timer_stop(c);
+	if (drop_output || conn_unsent(c) == 0) {
+		conn_cancel_all(c);
+	} else {
+		if (c->recv_armed && !c->recv_stopped)
+			conn_cancel_recv(c);   /* no more input: only the output is still to go */
+		c->idle_class = CONN_LINGER_CLASS;
+		timer_list_touch(&c->pool->timers[CONN_LINGER_CLASS], &c->idle, c->pool->ring->now_ms);
+	}
+	conn_want_turn(c);
+}
+
+void
+conn_close(struct conn *c)
+{
+	conn_begin_close(c, 0, false);
+}
+
+void
+conn_abort(struct conn *c)
+{
+	conn_begin_close(c, -ECONNABORTED, true);
+}
+
+void
+conn_kick(struct conn *c)
+{
+	c->want_feed = true;
+	conn_want_turn(c);
+}
+
+void
+conn_idle(struct conn *c, uint32_t timeout_class)
+{
+	if (!c->closing)
+		conn_timer_start(c, timeout_class);
+}
+
+void
+conn_body_mode(struct conn *c, bool on)
+{
+	c->body_mode = on;
+}
+
+uint32_t
+conn_listener(const struct conn *c)
+{
+	return c->listener;
+}
+
+const struct sockaddr_storage *
+conn_peer(const struct conn *c)
+{
+	return &c->peer_sa;
+}
+
+const struct sockaddr_storage *
+conn_local(const struct conn *c)
+{
+	return &c->local_sa;
+}
+
+const char *
+conn_peer_text(const struct conn *c)
+{
+	return c->peer;
 }
 
 static bool
 conn_can_feed(const struct conn *c)
 {
-	return !c->closing && !c->close_after_send && !smtp_server_closed(&c->smtp)
-		&& c->smtp.state != SMTP_STATE_COMMIT_WAIT
-		&& conn_out_unsent(c) < CONN_OUTPUT_SOFT_MAX;
+	return !c->closing && !c->connecting && conn_unsent(c) < CONN_OUTPUT_SOFT_MAX;
 }
 
-/* Feeds in until the machine takes no more; returns the bytes it consumed. */
 static size_t
 conn_feed(struct conn *c, struct slice in)
 {
-	size_t used = 0;
-	while (conn_can_feed(c)) {
-		struct smtp_actions acts = { .count = 0 };
-		size_t n = smtp_server_feed(&c->smtp, slice_skip(in, used), &acts);
-		conn_actions(c, &acts);
-		used += n;
-		if (n == 0 && acts.count == 0)
-			break;
-	}
-	return used;
+	if (in.len == 0 || !conn_can_feed(c))
+		return 0;
+	size_t n = c->ops->input(c->s, c, in);
+	ASSERT(n <= in.len);
+	return n;
 }
 
 static int
@@ -374,7 +290,7 @@ conn_pending_add(struct conn *c, struct slice data)
 	if (data.len > CONN_PENDING_HARD_MAX - c->pending_len)
 		return -ENOBUFS;
 	if (data.len > c->pending_cap - c->pending_len) {
-		uint32_t cap = c->pending_cap ? c->pending_cap : SMTP_CMD_LINE_LEN_MAX;
+		uint32_t cap = c->pending_cap ? c->pending_cap : 4096u;
 		while (cap - c->pending_len < data.len)
 			cap *= 2;
 		uint8_t *grown = realloc(c->pending, cap);
@@ -383,10 +299,10 @@ conn_pending_add(struct conn *c, struct slice data)
 		c->pending = grown;
 		c->pending_cap = cap;
 	}
-	/* copy: the machine could not take these bytes yet, and the buffer goes back now. */
+	/* copy: the session could not take these bytes yet, and the buffer goes back now. */
 	memcpy(c->pending + c->pending_len, data.ptr, data.len);
-	if (smtp_server_in_body(&c->smtp))
-		c->sh->stats.body_copied += data.len;
+	if (c->body_mode)
+		c->pool->stats.body_copied += data.len;
 	c->pending_len += (uint32_t)data.len;
 	return 0;
 }
@@ -416,8 +332,10 @@ conn_flow(struct conn *c)
 	}
 	if (c->recv_stopped) {
 		c->recv_stopped = false;
-		if (!c->recv_armed)
-			conn_queue_rearm(c);
+		if (!c->recv_armed) {
+			c->want_rearm = true;
+			conn_want_turn(c);
+		}
 	}
 }
 
@@ -428,82 +346,35 @@ conn_input(struct conn *c, struct slice in)
 	if (c->pending_len == 0)
 		in = slice_skip(in, conn_feed(c, in));
 	if (conn_pending_add(c, in) != 0) {
-		conn_begin_close(c);   /* unreachable with reading stopped; bounded all the same */
+		conn_abort(c);   /* unreachable with reading stopped; bounded all the same */
 		return;
 	}
 	if (in.len > 0 && c->pending_len > in.len)
-		conn_feed_pending(c);   /* older bytes were waiting: the new ones go behind them */
+		conn_feed_pending(c);   /* older bytes were waiting: the new ones went behind them */
 	conn_flow(c);
 }
 
 static void
-conn_maybe_free(struct conn *c)
-{
-	if (!c->live || !c->closing || c->recv_armed || c->send_busy)
-		return;
-	struct io_uring_sqe *sqe = shard_sqe(c->sh);
-	io_uring_prep_close(sqe, c->fd);
-	io_uring_sqe_set_data64(sqe, shard_user_data(SHARD_OP_CLOSE, c->slot, c->gen));
-	log_conn_close(c->sh->now_real_ms, c->sh->index, c->peer, c->messages,
-		c->sh->now_ms - c->connected_ms);
-	free(c->pending);
-	c->pending = NULL;
-	c->pending_len = 0;
-	c->pending_cap = 0;
-	c->out[0].len = 0;
-	c->out[1].len = 0;
-	conn_slot_free(c);
-}
-
-/* Stops the session: outstanding requests are cancelled, the slot is freed when they are done.
- * A message not yet committed is dropped: it was never acknowledged (RFC 5321 3.3). */
-static void
-conn_begin_close(struct conn *c)
-{
-	if (c->closing)
-		return;
-	c->closing = true;
-	if (c->idle_list != NULL)
-		timer_node_remove(c->idle_list, &c->idle);
-	c->idle_list = NULL;
-	conn_msg_drop(c);
-	if (c->recv_armed || c->send_busy) {
-		struct io_uring_sqe *sqe = shard_sqe(c->sh);
-		io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
-		io_uring_sqe_set_data64(sqe, shard_user_data(SHARD_OP_CANCEL, c->slot, c->gen));
-	}
-	conn_maybe_free(c);
-}
-
-/* After anything that may unblock the machine: feed what waits, then send what it said. */
-static void
-conn_progress(struct conn *c)
-{
-	conn_feed_pending(c);
-	conn_idle_touch(c);
-	conn_flow(c);
-	conn_send_next(c);
-}
-
-static void
-conn_recv_done(struct conn *c, struct io_uring_cqe *cqe)
+conn_recv_done(struct conn *c, const struct io_uring_cqe *cqe)
 {
 	if (!(cqe->flags & IORING_CQE_F_MORE))
 		c->recv_armed = false;
-	if (cqe->res > 0) {
-		if (c->closing)
-			return;
+	if (cqe->res > 0 && !c->closing) {
 		uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-		conn_input(c, slice_make(shard_buf(c->sh, bid), (size_t)cqe->res));
-		shard_buf_return(c->sh, bid);
-		conn_progress(c);
+		conn_input(c, slice_make(bufring_buf(c->pool->bufs, bid), (size_t)cqe->res));
+		bufring_return(c->pool->bufs, bid);
+		conn_want_turn(c);
+	} else if (cqe->res > 0) {
+		bufring_return(c->pool->bufs, (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT));
 	} else if (cqe->res == 0) {
-		conn_begin_close(c);   /* the client left; mid-DATA means no message */
+		conn_begin_close(c, 0, true);   /* the peer left */
 	} else if (cqe->res != -ENOBUFS && cqe->res != -ECANCELED) {
-		conn_begin_close(c);
+		conn_begin_close(c, cqe->res, true);
 	}
-	if (!c->recv_armed && !c->closing && !c->recv_stopped)
-		conn_queue_rearm(c);   /* ENOBUFS, or the kernel ended the multishot */
+	if (!c->recv_armed && !c->closing && !c->recv_stopped) {
+		c->want_rearm = true;   /* ENOBUFS, or the kernel ended the multishot */
+		conn_want_turn(c);
+	}
 }
 
 static void
@@ -513,42 +384,135 @@ conn_send_done(struct conn *c, int res)
 	c->send_busy = false;
 	if (res < 0) {
 		o->len = 0;
-		conn_begin_close(c);
+		conn_begin_close(c, res, true);
 		return;
 	}
 	c->send_off += (uint32_t)res;
-	if (c->send_off < o->len && !c->closing) {
+	if (c->send_off < o->len && !c->cancelled) {
 		c->send_busy = true;
-		struct io_uring_sqe *sqe = shard_sqe(c->sh);
+		struct io_uring_sqe *sqe = ring_sqe(c->pool->ring);
 		io_uring_prep_send(sqe, c->fd, o->data + c->send_off, o->len - c->send_off,
 			MSG_NOSIGNAL);
-		io_uring_sqe_set_data64(sqe, shard_user_data(SHARD_OP_SEND, c->slot, c->gen));
+		io_uring_sqe_set_data64(sqe, conn_ud(c, c->pool->op_send));
 		return;
 	}
 	o->len = 0;
-	if (!c->closing)
-		conn_progress(c);
+	c->send_off = 0;
+	conn_want_turn(c);
+	if (c->closing)
+		return;
+	c->want_feed = true;   /* output back-pressure may have held input back */
+	if (conn_unsent(c) == 0 && c->ops->drained != NULL)
+		c->ops->drained(c->s, c);
 }
 
-void
-conn_complete(struct shard *sh, struct io_uring_cqe *cqe)
+static void
+conn_connect_done(struct conn *c, int res)
 {
-	uint64_t ud = cqe->user_data;
-	struct conn *c = conn_lookup(sh, shard_ud_slot(ud), shard_ud_gen(ud));
-	enum shard_op op = shard_ud_op(ud);
+	c->connecting = false;
+	if (res == -ECANCELED && !c->cancelled)
+		res = -ETIMEDOUT;   /* the linked timeout fired */
+	if (res == 0) {
+		socklen_t len = sizeof(c->local_sa);
+		if (getsockname(c->fd, (struct sockaddr *)&c->local_sa, &len) != 0)
+			memset(&c->local_sa, 0, sizeof(c->local_sa));
+		c->pool->stats.opened++;
+		conn_arm_recv(c);
+	}
+	if (!c->closing)
+		c->ops->connected(c->s, c, res);
+	if (res < 0)
+		conn_begin_close(c, res, true);
+	conn_want_turn(c);
+}
+
+static void
+conn_complete(void *ctx, const struct io_uring_cqe *cqe)
+{
+	struct conn_pool *p = ctx;
+	struct conn *c = conn_lookup(p, cqe->user_data);
+	uint8_t op = ring_ud_op(cqe->user_data);
 	if (c == NULL) {
-		if (op == SHARD_OP_RECV && (cqe->flags & IORING_CQE_F_BUFFER))
-			shard_buf_return(sh, (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT));
+		if (op == p->op_recv && (cqe->flags & IORING_CQE_F_BUFFER))
+			bufring_return(p->bufs, (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT));
 		return;
 	}
-	if (op == SHARD_OP_RECV) {
-		if (c->closing && (cqe->flags & IORING_CQE_F_BUFFER))
-			shard_buf_return(sh, (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT));
+	if (op == p->op_recv)
 		conn_recv_done(c, cqe);
-	} else if (op == SHARD_OP_SEND) {
+	else if (op == p->op_send)
 		conn_send_done(c, cqe->res);
-	}
+	else if (op == p->op_connect)
+		conn_connect_done(c, cqe->res);
 	conn_maybe_free(c);
+}
+
+static void
+conn_slot_free(struct conn *c)
+{
+	struct conn_pool *p = c->pool;
+	c->live = false;
+	c->gen++;
+	c->next_free = p->free_head;
+	p->free_head = c->slot;
+	ASSERT(p->live > 0);
+	p->live--;
+}
+
+/* Frees the slot once closing and nothing is in flight; the session hears `closed` last. */
+static void
+conn_maybe_free(struct conn *c)
+{
+	if (!c->live || !c->closing || c->recv_armed || c->send_busy || c->connecting)
+		return;
+	if (!c->cancelled && conn_unsent(c) > 0)
+		return;   /* a graceful close: the send of the rest starts at the end of the turn */
+	conn_timer_stop(c);
+	struct io_uring_sqe *sqe = ring_sqe(c->pool->ring);
+	io_uring_prep_close(sqe, c->fd);
+	io_uring_sqe_set_data64(sqe, ring_ud(RING_OP_NONE, 0, 0));
+	free(c->pending);
+	c->pending = NULL;
+	c->pending_len = 0;
+	c->pending_cap = 0;
+	c->out[0].len = 0;
+	c->out[1].len = 0;
+	const struct conn_session_ops *ops = c->ops;
+	void *s = c->s;
+	int res = c->close_res;
+	conn_slot_free(c);
+	ops->closed(s, c, res);
+}
+
+static struct conn *
+conn_slot_alloc(struct conn_pool *p)
+{
+	struct conn *c;
+	if (p->free_head != UINT32_MAX) {
+		c = p->slots[p->free_head];
+		p->free_head = c->next_free;
+	} else {
+		if (p->slot_count >= p->slot_max)
+			return NULL;
+		c = calloc(1, sizeof(*c));
+		if (c == NULL)
+			return NULL;
+		c->slot = p->slot_count;
+		c->pool = p;
+		p->slots[p->slot_count++] = c;
+	}
+	/* Everything but the slot's identity and its output buffers starts afresh. */
+	uint32_t slot = c->slot, gen = c->gen;
+	struct conn_out out0 = c->out[0], out1 = c->out[1];
+	memset(c, 0, sizeof(*c));
+	c->pool = p;
+	c->slot = slot;
+	c->gen = gen;
+	c->out[0] = (struct conn_out){ .data = out0.data, .cap = out0.cap };
+	c->out[1] = (struct conn_out){ .data = out1.data, .cap = out1.cap };
+	c->idle_class = CONN_TIMEOUT_NONE;
+	c->live = true;
+	p->live++;
+	return c;
 }
 
 static void
@@ -558,137 +522,210 @@ conn_peer_format(struct conn *c)
 	const void *addr = sa->sa_family == AF_INET6
 		? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
 		: (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
-	if (inet_ntop(sa->sa_family, addr, c->peer, sizeof(c->peer)) == NULL)
+	if ((sa->sa_family != AF_INET && sa->sa_family != AF_INET6)
+		|| inet_ntop(sa->sa_family, addr, c->peer, sizeof(c->peer)) == NULL)
 		snprintf(c->peer, sizeof(c->peer), "unknown");
 }
 
-void
-conn_accept(struct shard *sh, int fd)
+static void
+conn_setup(struct conn *c, int fd, uint32_t listener, const struct conn_session_ops *ops,
+	void *s)
 {
-	struct conn *c = sh->stopping ? NULL : conn_slot_alloc(sh);
-	if (c == NULL) {
-		static const char busy[] = "421 4.7.0 Too many connections, try again later\r\n";
-		(void)!send(fd, busy, sizeof(busy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
-		close(fd);
-		return;
-	}
-	c->sh = sh;
 	c->fd = fd;
-	c->live = true;
-	c->closing = false;
-	c->close_after_send = false;
-	c->recv_armed = false;
-	c->recv_stopped = false;
-	c->send_busy = false;
-	c->out_active = 0;
-	c->messages = 0;
-	c->connected_ms = sh->now_ms;
-	sh->conn_live++;
-	sh->stats.accepted_conns++;
+	c->listener = listener;
+	c->ops = ops;
+	c->s = s;
 	int one = 1;
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+struct conn *
+conn_adopt(struct conn_pool *p, int fd, uint32_t listener, const struct conn_session_ops *ops,
+	void *s)
+{
+	struct conn *c = conn_slot_alloc(p);
+	if (c == NULL)
+		return NULL;
+	conn_setup(c, fd, listener, ops, s);
 	socklen_t len = sizeof(c->peer_sa);
 	if (getpeername(fd, (struct sockaddr *)&c->peer_sa, &len) != 0)
 		memset(&c->peer_sa, 0, sizeof(c->peer_sa));
+	len = sizeof(c->local_sa);
+	if (getsockname(fd, (struct sockaddr *)&c->local_sa, &len) != 0)
+		memset(&c->local_sa, 0, sizeof(c->local_sa));
 	conn_peer_format(c);
-	c->relay_allowed = policy_client_may_relay(sh->eng->policy,
-		(const struct sockaddr *)&c->peer_sa);
-	log_conn_open(sh->now_real_ms, sh->index, c->peer, c->relay_allowed);
-	smtp_server_init(&c->smtp, &sh->eng->smtp, c);
-	struct smtp_actions acts = { .count = 0 };
-	smtp_server_start(&c->smtp, &acts);
-	conn_actions(c, &acts);
+	p->stats.opened++;
 	conn_arm_recv(c);
-	conn_idle_touch(c);
-	conn_send_next(c);
+	return c;
 }
 
-void
-conn_committed(struct shard *sh, uint32_t slot, uint32_t gen, int result, uint64_t qid)
+struct conn *
+conn_connect(struct conn_pool *p, const struct sockaddr *to, socklen_t to_len,
+	const struct sockaddr *from, socklen_t from_len, uint32_t timeout_ms,
+	const struct conn_session_ops *ops, void *s, int *err)
 {
-	struct conn *c = conn_lookup(sh, slot, gen);
-	if (c == NULL || c->closing)
-		return;   /* the client left before the answer: the message stands all the same */
-	char id[QUEUE_ID_STR_LEN + 1];
-	queue_id_format(qid, id);
-	struct smtp_actions acts = { .count = 0 };
-	smtp_server_committed(&c->smtp, result, slice_make(id, QUEUE_ID_STR_LEN), &acts);
-	conn_actions(c, &acts);
-	if (result == 0)
-		c->messages++;
-	if (sh->stopping) {
-		acts.count = 0;
-		smtp_server_shutdown(&c->smtp, &acts);
-		conn_actions(c, &acts);
+	ASSERT(to_len <= sizeof(struct sockaddr_storage));
+	int fd = socket(to->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		*err = -errno;
+		return NULL;
 	}
-	conn_progress(c);
+	if (from != NULL && bind(fd, from, from_len) != 0) {
+		*err = -errno;
+		close(fd);
+		return NULL;
+	}
+	struct conn *c = conn_slot_alloc(p);
+	if (c == NULL) {
+		*err = -ENOBUFS;
+		close(fd);
+		return NULL;
+	}
+	conn_setup(c, fd, UINT32_MAX, ops, s);
+	memcpy(&c->peer_sa, to, to_len);
+	conn_peer_format(c);
+	c->connecting = true;
+	/* The address and the timeout must stay put until the kernel read them: both live in the
+	 * slot, which is not reused before the connect completes. */
+	ring_sqe_reserve(p->ring, 2);
+	struct io_uring_sqe *sqe = ring_sqe(p->ring);
+	io_uring_prep_connect(sqe, fd, (const struct sockaddr *)&c->peer_sa, to_len);
+	sqe->flags |= IOSQE_IO_LINK;
+	io_uring_sqe_set_data64(sqe, conn_ud(c, p->op_connect));
+	c->connect_ts.tv_sec = timeout_ms / 1000u;
+	c->connect_ts.tv_nsec = (long long)(timeout_ms % 1000u) * 1000000;
+	sqe = ring_sqe(p->ring);
+	io_uring_prep_link_timeout(sqe, &c->connect_ts, 0);
+	io_uring_sqe_set_data64(sqe, ring_ud(RING_OP_NONE, 0, 0));
+	*err = 0;
+	return c;
 }
 
-void
-conn_rearm_all(struct shard *sh)
+/* End of turn, per connection: feed, flow, re-arm, send, free. */
+static void
+conn_turn_one(struct conn *c)
 {
-	struct conn *c = sh->rearm_head;
-	sh->rearm_head = NULL;
-	while (c != NULL) {
-		struct conn *next = c->rearm_next;
-		c->rearm_queued = false;
-		if (c->live && !c->closing && !c->recv_armed && !c->recv_stopped)
-			conn_arm_recv(c);
-		c = next;
+	if (!c->live)
+		return;
+	if (c->want_feed && !c->closing) {
+		c->want_feed = false;
+		conn_feed_pending(c);
+		conn_flow(c);
+	}
+	if (c->want_rearm && !c->closing && !c->recv_armed && !c->recv_stopped && !c->connecting)
+		conn_arm_recv(c);
+	c->want_rearm = false;
+	conn_send_next(c);
+	conn_maybe_free(c);
+}
+
+static void
+conn_expire(struct conn_pool *p)
+{
+	for (uint32_t cls = 0; cls < CONN_TIMEOUT_CLASSES_MAX; cls++) {
+		struct timer_node *n;
+		while ((n = timer_list_expired(&p->timers[cls], p->ring->now_ms)) != NULL) {
+			struct conn *c = (struct conn *)((char *)n - offsetof(struct conn, idle));
+			conn_timer_stop(c);
+			if (c->closing || c->send_busy) {
+				conn_begin_close(c, -ETIMEDOUT, true);   /* not even reading our output */
+				continue;
+			}
+			c->ops->timeout(c->s, c);
+			conn_want_turn(c);
+		}
 	}
 }
 
 static void
-conn_expire_list(struct shard *sh, struct timer_list *l)
+conn_pool_turn(void *ctx)
 {
-	struct timer_node *n;
-	while ((n = timer_list_expired(l, sh->now_ms)) != NULL) {
-		struct conn *c = (struct conn *)((char *)n - offsetof(struct conn, idle));
-		timer_node_remove(l, n);
-		c->idle_list = NULL;
-		if (c->send_busy) {
-			conn_begin_close(c);   /* not even reading our replies: no goodbye */
-			continue;
+	struct conn_pool *p = ctx;
+	conn_expire(p);
+	/* Work done here may queue connections again: take the list, then go on until empty. */
+	for (uint32_t round = 0; p->turn_head != NULL && round < 4; round++) {
+		struct conn *c = p->turn_head;
+		p->turn_head = NULL;
+		while (c != NULL) {
+			struct conn *next = c->turn_next;
+			c->in_turn = false;
+			conn_turn_one(c);
+			c = next;
 		}
-		struct smtp_actions acts = { .count = 0 };
-		smtp_server_timeout(&c->smtp, &acts);
-		conn_actions(c, &acts);
-		conn_msg_drop(c);
-		conn_send_next(c);
 	}
 }
 
-void
-conn_expire(struct shard *sh)
+static uint64_t
+conn_pool_next_ms(void *ctx)
 {
-	conn_expire_list(sh, &sh->idle_cmd);
-	conn_expire_list(sh, &sh->idle_data);
-}
-
-uint64_t
-conn_next_deadline_ms(struct shard *sh)
-{
-	uint64_t a = timer_list_next_ms(&sh->idle_cmd, sh->now_ms);
-	uint64_t b = timer_list_next_ms(&sh->idle_data, sh->now_ms);
-	return a < b ? a : b;
-}
-
-void
-conn_shutdown_all(struct shard *sh)
-{
-	for (uint32_t i = 0; i < sh->conn_slots; i++) {
-		struct conn *c = sh->conns[i];
-		if (c == NULL || !c->live || c->closing)
-			continue;
-		if (c->smtp.state == SMTP_STATE_COMMIT_WAIT)
-			continue;   /* conn_committed answers, then says goodbye */
-		struct smtp_actions acts = { .count = 0 };
-		smtp_server_shutdown(&c->smtp, &acts);
-		conn_actions(c, &acts);
-		conn_msg_drop(c);
-		conn_send_next(c);
-		if (c->send_busy || c->out[c->out_active].len > 0)
-			continue;
-		conn_begin_close(c);
+	struct conn_pool *p = ctx;
+	if (p->turn_head != NULL)
+		return 0;
+	uint64_t ms = UINT64_MAX;
+	for (uint32_t cls = 0; cls < CONN_TIMEOUT_CLASSES_MAX; cls++) {
+		uint64_t t = timer_list_next_ms(&p->timers[cls], p->ring->now_ms);
+		if (t < ms)
+			ms = t;
 	}
+	return ms;
+}
+
+static bool
+conn_pool_idle(void *ctx)
+{
+	const struct conn_pool *p = ctx;
+	return p->live == 0;
+}
+
+static const struct ring_hooks conn_pool_hooks = {
+	.name = "conn",
+	.turn = conn_pool_turn,
+	.next_ms = conn_pool_next_ms,
+	.idle = conn_pool_idle,
+};
+
+int
+conn_pool_init(struct conn_pool *p, struct ring *r, struct bufring *bufs, uint32_t max)
+{
+	memset(p, 0, sizeof(*p));
+	p->slots = calloc(max, sizeof(*p->slots));
+	if (p->slots == NULL)
+		return -ENOMEM;
+	p->ring = r;
+	p->bufs = bufs;
+	p->slot_max = max;
+	p->free_head = UINT32_MAX;
+	for (uint32_t i = 0; i < CONN_TIMEOUT_CLASSES_MAX; i++)
+		timer_list_init(&p->timers[i], CONN_LINGER_MS);
+	p->op_recv = ring_op_register(r, conn_complete, p);
+	p->op_send = ring_op_register(r, conn_complete, p);
+	p->op_connect = ring_op_register(r, conn_complete, p);
+	ring_hooks_register(r, &conn_pool_hooks, p);
+	return 0;
+}
+
+void
+conn_pool_fini(struct conn_pool *p)
+{
+	for (uint32_t i = 0; i < p->slot_count; i++) {
+		struct conn *c = p->slots[i];
+		free(c->pending);
+		free(c->out[0].data);
+		free(c->out[1].data);
+		free(c);
+	}
+	free(p->slots);
+	memset(p, 0, sizeof(*p));
+}
+
+uint32_t
+conn_pool_timeout_class(struct conn_pool *p, uint32_t timeout_ms)
+{
+	for (uint32_t i = 0; i < p->timer_count; i++) {
+		if (p->timers[i].timeout_ms == timeout_ms)
+			return i;
+	}
+	ASSERT(p->timer_count < CONN_LINGER_CLASS);
+	timer_list_init(&p->timers[p->timer_count], timeout_ms);
+	return p->timer_count++;
 }

@@ -8,7 +8,7 @@
 #include "base/queue_id.h"
 #include "base/log.h"
 
-#define RECEIVED_DATE_MAX 32u   /* "Thu, 31 Dec 9999 23:59:59 +0000" and a NUL */
+#define RECEIVED_DATE_MAX (RECEIVED_DATE_LEN_MAX + 1u)   /* and the NUL of snprintf */
 #define RECEIVED_QID_LEN  QUEUE_ID_STR_LEN
 
 /* The fixed text of a Received: field, and a bound on the whole. */
@@ -117,18 +117,26 @@ received_put_path(struct received_buf *b, struct slice path)
 	}
 }
 
-/* RFC 5322 3.3 date-time in UTC: "Thu, 1 Feb 2024 12:34:56 +0000". */
-static void
-received_put_date(struct received_buf *b, uint64_t now_ms)
+size_t
+received_date(uint8_t *buf, size_t cap, uint64_t unix_ms)
 {
+	ASSERT(cap >= RECEIVED_DATE_LEN_MAX);
 	struct log_utc t;
 	char date[RECEIVED_DATE_MAX];
-	log_utc(now_ms, &t);
+	log_utc(unix_ms, &t);
 	int n = snprintf(date, sizeof(date), "%s, %u %s %04u %02u:%02u:%02u +0000",
 		received_wday[t.wday], t.day, received_month[t.month - 1],
 		t.year > 9999u ? 9999u : t.year, t.hour, t.min, t.sec);
-	ASSERT(n > 0 && (size_t)n < sizeof(date));
-	received_put(b, date, (size_t)n);
+	ASSERT(n > 0 && (size_t)n <= RECEIVED_DATE_LEN_MAX);
+	memcpy(buf, date, (size_t)n);
+	return (size_t)n;
+}
+
+static void
+received_put_date(struct received_buf *b, uint64_t now_ms)
+{
+	ASSERT(b->cap - b->len >= RECEIVED_DATE_LEN_MAX);
+	b->len += received_date(b->p + b->len, b->cap - b->len, now_ms);
 }
 
 static bool

@@ -34,6 +34,7 @@
 #define RECEIVED_LEN_MAX       1280u   /* the whole Received: field, CRLFs included */
 #define RECEIVED_SENDER_MAX     512u   /* a 256-octet local part (smtp_addr allows it), '@', domain */
 #define RECEIVED_RETURN_PATH_MAX (sizeof("Return-Path: <>\r\n") - 1u + RECEIVED_SENDER_MAX)
+#define RECEIVED_DATE_LEN_MAX    31u   /* "Thu, 31 Dec 9999 23:59:59 +0000" */
 
 struct received_info {
 	struct slice helo;           /* HELO/EHLO argument as sent; empty shows "unknown" */
@@ -53,6 +54,11 @@ struct slice received_protocol(bool esmtp, bool tls, bool auth);
 /* Writes the Received: field (see above) to buf and returns its length (<= RECEIVED_LEN_MAX);
  * cap must be at least RECEIVED_LEN_MAX. */
 size_t received_format(uint8_t *buf, size_t cap, const struct received_info *info);
+
+/* Writes the RFC 5322 3.3 date-time of unix_ms in UTC ("Wed, 1 May 2024 12:34:56 +0000"; a
+ * year past 9999 shows as 9999) to buf and returns its length (<= RECEIVED_DATE_LEN_MAX); cap
+ * must be at least RECEIVED_DATE_LEN_MAX. Used by every header date ringmta writes. */
+size_t received_date(uint8_t *buf, size_t cap, uint64_t unix_ms);
 
 /* Writes "Return-Path: <sender>\r\n" ("<>" for the empty, null sender) and returns its length;
  * cap must be at least RECEIVED_RETURN_PATH_MAX. Control characters in sender become '?' (the

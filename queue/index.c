@@ -93,12 +93,18 @@ index_find(const struct index *ix, uint64_t qid)
 	return index_slot(ix, qid);
 }
 
-/* Rebuilds the table without deleted slots: twice as large if a quarter of it is live, else
- * the same size. Returns 0 or -ENOMEM (unchanged). */
+/* Rebuilds the table without deleted slots, large enough for `extra` more messages: twice as
+ * large (or more) if a quarter of it would be live, else the same size. Returns 0 or -ENOMEM
+ * (unchanged). */
 static int
-index_rehash(struct index *ix)
+index_rehash(struct index *ix, uint32_t extra)
 {
-	uint32_t cap = ix->live * 4u > ix->cap ? ix->cap * 2 : ix->cap;
+	uint64_t want = (uint64_t)ix->live + extra;
+	uint64_t cap = ix->cap;
+	if (want * 4u > cap)
+		cap *= 2;
+	while (want * INDEX_LOAD_DEN > cap * INDEX_LOAD_NUM)
+		cap *= 2;
 	if (cap > INDEX_CAP_MAX)
 		return -ENOMEM;
 	struct index_entry *slots = calloc(cap, sizeof(*slots));
@@ -115,7 +121,7 @@ index_rehash(struct index *ix)
 	}
 	free(ix->slots);
 	ix->slots = slots;
-	ix->cap = cap;
+	ix->cap = (uint32_t)cap;
 	ix->used = ix->live;
 	return 0;
 }
@@ -191,6 +197,62 @@ index_free_slot(struct index *ix, uint64_t qid)
 	return &ix->slots[i];
 }
 
+static bool
+index_room(const struct index *ix, uint32_t n)
+{
+	return (uint64_t)(ix->used + n) * INDEX_LOAD_DEN <= (uint64_t)ix->cap * INDEX_LOAD_NUM;
+}
+
+int
+index_reserve(struct index *ix, uint32_t n, uint32_t segment)
+{
+	if (!index_room(ix, n) && index_rehash(ix, n) != 0)
+		return -ENOMEM;
+	if (index_seg_reserve(ix, segment) != 0 || index_seg_reserve(ix, segment + 1) != 0)
+		return -ENOMEM;
+	return 0;
+}
+
+int
+index_rcpts_alloc(uint32_t rcpt_count, struct index_rcpt **out)
+{
+	*out = NULL;
+	if (rcpt_count <= 1)
+		return 0;
+	*out = calloc(rcpt_count, sizeof(**out));
+	return *out == NULL ? -ENOMEM : 0;
+}
+
+void
+index_rcpts_free(struct index_rcpt *rcpts)
+{
+	free(rcpts);
+}
+
+int
+index_insert_prepared(struct index *ix, uint64_t qid, uint32_t segment, uint64_t offset,
+	uint32_t size, uint32_t rcpt_count, uint64_t arrival_ms, struct index_rcpt *rcpts)
+{
+	if (!index_qid_ok(qid) || rcpt_count == 0 || rcpt_count > INDEX_RCPT_MAX
+		|| (rcpt_count > 1) != (rcpts != NULL))
+		return -EINVAL;
+	if (index_slot(ix, qid) != NULL)
+		return -EEXIST;
+	if (index_reserve(ix, 1, segment) != 0)
+		return -ENOMEM;   /* not after a reservation: it made the room */
+	struct index_entry *e = index_free_slot(ix, qid);
+	if (e->qid == INDEX_EMPTY)
+		ix->used++;
+	*e = (struct index_entry){ .qid = qid, .offset = offset, .arrival_ms = arrival_ms,
+		.due_ms = 0, .segment = segment, .size = size, .rcpt_count = (uint16_t)rcpt_count,
+		.unfinished = (uint16_t)rcpt_count };
+	if (rcpts != NULL)
+		e->rcpts.many = rcpts;
+	ix->live++;
+	(*index_seg_counter(ix, segment))++;
+	return 0;
+}
+
 int
 index_insert(struct index *ix, uint64_t qid, uint32_t segment, uint64_t offset, uint32_t size,
 	uint32_t rcpt_count, uint64_t arrival_ms)
@@ -199,27 +261,12 @@ index_insert(struct index *ix, uint64_t qid, uint32_t segment, uint64_t offset, 
 		return -EINVAL;
 	if (index_slot(ix, qid) != NULL)
 		return -EEXIST;
-	if ((uint64_t)(ix->used + 1) * INDEX_LOAD_DEN > (uint64_t)ix->cap * INDEX_LOAD_NUM
-		&& index_rehash(ix) != 0)
+	struct index_rcpt *many;
+	if (index_reserve(ix, 1, segment) != 0 || index_rcpts_alloc(rcpt_count, &many) != 0)
 		return -ENOMEM;
-	if (index_seg_reserve(ix, segment) != 0)
-		return -ENOMEM;
-	struct index_rcpt *many = NULL;
-	if (rcpt_count > 1) {
-		many = calloc(rcpt_count, sizeof(*many));
-		if (many == NULL)
-			return -ENOMEM;
-	}
-	struct index_entry *e = index_free_slot(ix, qid);
-	if (e->qid == INDEX_EMPTY)
-		ix->used++;
-	*e = (struct index_entry){ .qid = qid, .offset = offset, .arrival_ms = arrival_ms,
-		.due_ms = 0, .segment = segment, .size = size, .rcpt_count = rcpt_count,
-		.unfinished = rcpt_count };
-	if (many != NULL)
-		e->rcpts.many = many;
-	ix->live++;
-	(*index_seg_counter(ix, segment))++;
+	int rc = index_insert_prepared(ix, qid, segment, offset, size, rcpt_count, arrival_ms,
+		many);
+	ASSERT(rc == 0);
 	return 0;
 }
 
@@ -238,7 +285,8 @@ index_drop(struct index *ix, struct index_entry *e)
 }
 
 int
-index_relocate(struct index *ix, uint64_t qid, uint32_t segment, uint64_t offset, uint32_t size)
+index_relocate(struct index *ix, uint64_t qid, uint32_t segment, uint64_t offset,
+	uint32_t size, uint16_t env_off)
 {
 	struct index_entry *e = index_slot(ix, qid);
 	if (e == NULL)
@@ -252,10 +300,12 @@ index_relocate(struct index *ix, uint64_t qid, uint32_t segment, uint64_t offset
 	e->segment = segment;
 	e->offset = offset;
 	e->size = size;
+	e->env_off = env_off;
 	return 0;
 }
 
-/* Recomputes when the message is next due from its recipients' states. */
+/* Recomputes when the message is next due from its recipients' states (those in flight do not
+ * count: their attempt decides). */
 static void
 index_update_due(struct index_entry *e)
 {
@@ -268,6 +318,50 @@ index_update_due(struct index_entry *e)
 			due = r[i].next_attempt_ms;
 	}
 	e->due_ms = due;
+}
+
+/* r leaves INFLIGHT (to whatever the caller sets next). */
+static void
+index_land(struct index_entry *e, struct index_rcpt *r)
+{
+	if (r->state != INDEX_RCPT_INFLIGHT)
+		return;
+	ASSERT(e->inflight > 0);
+	e->inflight--;
+}
+
+uint32_t
+index_take_due(struct index *ix, uint64_t qid, uint64_t now_ms)
+{
+	struct index_entry *e = index_slot(ix, qid);
+	if (e == NULL)
+		return 0;
+	struct index_rcpt *r = index_rcpts(e);
+	uint32_t taken = 0;
+	for (uint32_t i = 0; i < e->rcpt_count; i++) {
+		if (r[i].state == INDEX_RCPT_PENDING
+			|| (r[i].state == INDEX_RCPT_DEFERRED && r[i].next_attempt_ms <= now_ms)) {
+			r[i].state = INDEX_RCPT_INFLIGHT;
+			taken++;
+		}
+	}
+	e->inflight = (uint16_t)(e->inflight + taken);
+	index_update_due(e);
+	return taken;
+}
+
+void
+index_release(struct index *ix, uint64_t qid, uint32_t rcpt)
+{
+	struct index_entry *e = index_slot(ix, qid);
+	if (e == NULL || rcpt >= e->rcpt_count)
+		return;
+	struct index_rcpt *r = &index_rcpts(e)[rcpt];
+	if (r->state != INDEX_RCPT_INFLIGHT)
+		return;
+	index_land(e, r);
+	r->state = INDEX_RCPT_PENDING;
+	index_update_due(e);
 }
 
 static bool
@@ -286,6 +380,7 @@ index_mark_final(struct index *ix, uint64_t qid, uint32_t rcpt, enum index_rcpt_
 	struct index_rcpt *r = &index_rcpts(e)[rcpt];
 	if (index_state_final(r->state))
 		return false;
+	index_land(e, r);
 	r->state = (uint8_t)st;
 	r->next_attempt_ms = 0;
 	ASSERT(e->unfinished > 0);
@@ -306,10 +401,33 @@ index_mark_deferred(struct index *ix, uint64_t qid, uint32_t rcpt, uint64_t next
 	struct index_rcpt *r = &index_rcpts(e)[rcpt];
 	if (index_state_final(r->state))
 		return -ENOENT;
+	index_land(e, r);
 	r->state = INDEX_RCPT_DEFERRED;
 	r->next_attempt_ms = next_attempt_ms;
 	index_update_due(e);
 	return 0;
+}
+
+bool
+index_restore(struct index *ix, uint64_t qid, uint32_t rcpt, enum index_rcpt_state st,
+	uint64_t next_ms)
+{
+	if (index_state_final(st))
+		return index_mark_final(ix, qid, rcpt, st);
+	if (st == INDEX_RCPT_DEFERRED) {
+		(void)index_mark_deferred(ix, qid, rcpt, next_ms);
+		return false;
+	}
+	struct index_entry *e = index_slot(ix, qid);
+	if (e == NULL || rcpt >= e->rcpt_count)
+		return false;
+	struct index_rcpt *r = &index_rcpts(e)[rcpt];
+	if (r->state == INDEX_RCPT_DEFERRED) {
+		r->state = INDEX_RCPT_PENDING;
+		r->next_attempt_ms = 0;
+		index_update_due(e);
+	}
+	return false;
 }
 
 bool
@@ -358,17 +476,6 @@ index_next(const struct index *ix, uint32_t *cursor)
 			(*cursor)++;
 			return e;
 		}
-	}
-	return NULL;
-}
-
-const struct index_entry *
-index_next_due(const struct index *ix, uint32_t *cursor, uint64_t now_ms)
-{
-	const struct index_entry *e;
-	while ((e = index_next(ix, cursor)) != NULL) {
-		if (e->due_ms <= now_ms)
-			return e;
 	}
 	return NULL;
 }

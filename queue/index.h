@@ -12,6 +12,9 @@
  * segment counters grows, or when the message has more than one recipient (their states live in
  * their own array, up to INDEX_RCPT_MAX). Owned by one shard; no locking.
  *
+ * Which message is due when is the schedule's business (queue/schedule.h): due_ms here is what
+ * its entries are checked against.
+ *
  * Queue ids 0 and UINT64_MAX are reserved here (empty and deleted slots); queue/queue_id.h
  * never makes them. Pointers to entries stay valid until the next insert, removal or relocation
  * (or mark that makes the message final). */
@@ -20,7 +23,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "base/assert.h"
+
 #define INDEX_RCPT_MAX 1000u                 /* RECORD_RCPT_MAX, SMTP_RCPT_COUNT_MAX */
+_Static_assert(INDEX_RCPT_MAX <= UINT16_MAX, "recipient counts fit the entry's u16 fields");
 #define INDEX_CAP_MAX  (1u << 30)            /* slots; 64 bytes each */
 
 enum index_rcpt_state {
@@ -28,6 +34,8 @@ enum index_rcpt_state {
 	INDEX_RCPT_DELIVERED = 1,   /* final */
 	INDEX_RCPT_BOUNCED = 2,     /* final */
 	INDEX_RCPT_DEFERRED = 3,    /* to be tried at next_attempt_ms */
+	INDEX_RCPT_INFLIGHT = 4,    /* handed to a delivery agent; in memory only (after a
+	                             * restart it is pending, or deferred, again) */
 };
 
 struct index_rcpt {
@@ -43,8 +51,11 @@ struct index_entry {
 	                             * pending, else the smallest next attempt of the deferred */
 	uint32_t segment;
 	uint32_t size;              /* of the record, header included */
-	uint32_t rcpt_count;        /* 1 .. INDEX_RCPT_MAX */
-	uint32_t unfinished;        /* recipients neither delivered nor bounced; > 0 while live */
+	uint16_t rcpt_count;        /* 1 .. INDEX_RCPT_MAX */
+	uint16_t unfinished;        /* recipients neither delivered nor bounced; > 0 while live */
+	uint16_t inflight;          /* recipients INFLIGHT */
+	uint16_t env_off;           /* where the envelope starts in the record's payload: 0 for a
+	                             * MESSAGE, the state prefix's size for a COPY */
 	/* private: use index_rcpt_state() */
 	union {
 		struct index_rcpt one;      /* rcpt_count == 1 */
@@ -83,13 +94,38 @@ index_live(const struct index *ix)
 int index_insert(struct index *ix, uint64_t qid, uint32_t segment, uint64_t offset, uint32_t size,
 	uint32_t rcpt_count, uint64_t arrival_ms);
 
+/* An insert that cannot fail for want of memory, in two steps: before the write, reserve table
+ * room for n more messages in segment or segment + 1 (index_reserve) and the recipient states
+ * of each message (index_rcpts_alloc: *out is NULL for one recipient, which needs no array);
+ * after it, index_insert_prepared takes the array (ownership too) and can only fail with
+ * -EEXIST or -EINVAL. index_rcpts_free gives back an array that was not inserted. */
+int index_reserve(struct index *ix, uint32_t n, uint32_t segment) MUST_USE;
+int index_rcpts_alloc(uint32_t rcpt_count, struct index_rcpt **out) MUST_USE;
+void index_rcpts_free(struct index_rcpt *rcpts);
+int index_insert_prepared(struct index *ix, uint64_t qid, uint32_t segment, uint64_t offset,
+	uint32_t size, uint32_t rcpt_count, uint64_t arrival_ms, struct index_rcpt *rcpts);
+
+/* Hands every recipient of qid that is pending, or deferred and due at now_ms, to delivery
+ * (INFLIGHT). Returns how many. */
+uint32_t index_take_due(struct index *ix, uint64_t qid, uint64_t now_ms);
+
+/* An INFLIGHT recipient goes back to pending without an attempt (the agent never ran it). */
+void index_release(struct index *ix, uint64_t qid, uint32_t rcpt);
+
 /* The message qid, or NULL if it is not live. */
 const struct index_entry *index_find(const struct index *ix, uint64_t qid);
 
-/* The record of live message qid was copied forward: it now lives at (segment, offset, size).
- * Recipient states stay; the live counts move. Returns 0, -ENOENT, or -ENOMEM (unchanged). */
+/* The record of live message qid was copied forward: it now lives at (segment, offset, size),
+ * its envelope env_off octets into the payload. Recipient states stay; the live counts move.
+ * Returns 0, -ENOENT, or -ENOMEM (unchanged). */
 int index_relocate(struct index *ix, uint64_t qid, uint32_t segment, uint64_t offset,
-	uint32_t size);
+	uint32_t size, uint16_t env_off);
+
+/* Recovery of a COPY record: recipient rcpt of qid is in state st (pending, deferred until
+ * next_ms, delivered or bounced) as the copy says. Returns whether that made the message final
+ * (see index_mark_final). */
+bool index_restore(struct index *ix, uint64_t qid, uint32_t rcpt, enum index_rcpt_state st,
+	uint64_t next_ms);
 
 /* Marks recipient rcpt of qid final (st is DELIVERED or BOUNCED). Returns true when that made
  * the whole message final: it has then left the index and its segment's count has dropped.
@@ -98,7 +134,8 @@ int index_relocate(struct index *ix, uint64_t qid, uint32_t segment, uint64_t of
 bool index_mark_final(struct index *ix, uint64_t qid, uint32_t rcpt, enum index_rcpt_state st);
 
 /* Marks recipient rcpt of qid deferred until next_attempt_ms (a later mark replaces the time).
- * Returns 0, or -ENOENT if qid is not live, rcpt is out of range or already final. */
+ * Returns 0, or -ENOENT if qid is not live, rcpt is out of range or already final. Marking an
+ * INFLIGHT recipient final or deferred ends its flight. */
 int index_mark_deferred(struct index *ix, uint64_t qid, uint32_t rcpt, uint64_t next_attempt_ms);
 
 /* Removes message qid whatever its recipients' states (it expired: the caller bounces what was
@@ -120,10 +157,6 @@ uint32_t index_segment_live(const struct index *ix, uint32_t segment);
  * (the entry returned last may be gone then); inserting or relocating is not (the table may be
  * rebuilt). */
 const struct index_entry *index_next(const struct index *ix, uint32_t *cursor);
-
-/* The same, only messages due at now_ms (due_ms <= now_ms). */
-const struct index_entry *index_next_due(const struct index *ix, uint32_t *cursor,
-	uint64_t now_ms);
 
 /* Calls fn for every live message; fn must not change the index. */
 void index_foreach(const struct index *ix, void (*fn)(void *ctx, const struct index_entry *e),

@@ -3,6 +3,9 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "queue/index.h"
 
 struct msg *
 msg_new(uint64_t qid, uint64_t arrival_ms, size_t body_max)
@@ -57,6 +60,7 @@ msg_unref(struct msg *m)
 	ASSERT(m->refs > 0);
 	if (--m->refs > 0)
 		return;
+	index_rcpts_free(m->ix_rcpts);
 	free(m->head);
 	free(m->body);
 	free(m);

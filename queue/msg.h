@@ -1,10 +1,10 @@
-/* queue/msg.h - one accepted (or being received) message, owned by one shard.
+/* queue/msg.h - one message being received or committed, owned by one shard.
  *
- * While DATA or BDAT runs, the connection owns the message and appends body slices to it: this is
- * the one copy of the body between the socket buffers and the disk (the record is written from
- * here with one pwritev, and local delivery writes from here too). At COMMIT the connection hands
- * the message to the spool; after the record is durable, local delivery holds references until
- * every local recipient is in Maildir. The last msg_unref frees it.
+ * While DATA or BDAT runs, the SMTP session owns the message and appends body slices to it: this
+ * is the one copy of the body between the socket buffers and the disk (the record is written
+ * from here with one pwritev). At COMMIT the session hands the message to the spool, which holds
+ * a reference until the record is durable; deliveries read the record back from the spool. The
+ * last msg_unref frees it.
  *
  * Layout: head = record header + encoded envelope (built at COMMIT); body = the Received: header
  * prepended at acceptance + the message as received (dots unstuffed). */
@@ -14,6 +14,8 @@
 #include <stdint.h>
 
 #include "base/slice.h"
+
+struct index_rcpt;
 
 #define MSG_BODY_INITIAL_CAP 16384u   /* grows by doubling up to max_message_size + headers */
 
@@ -30,10 +32,8 @@ struct msg {
 	uint32_t rcpt_count;
 	uint32_t segment;           /* where the record lives, once written */
 	uint64_t offset;
-	uint32_t waiter_slot;       /* the connection waiting for the commit */
-	uint32_t waiter_gen;
-	int result;                 /* of the commit: 0 or -errno */
-	struct msg *next;           /* spool batch list */
+	uint64_t waiter_ud;         /* the event for the session waiting for the commit */
+	struct index_rcpt *ix_rcpts;/* recipient states reserved for the index (NULL: one) */
 };
 
 /* A new message with one reference, or NULL when memory is short. */
@@ -44,10 +44,4 @@ int msg_append(struct msg *m, struct slice data) MUST_USE;
 
 void msg_ref(struct msg *m);
 void msg_unref(struct msg *m);
-
-static inline struct slice
-msg_body(const struct msg *m)
-{
-	return slice_make(m->body, m->body_len);
-}
 #endif

@@ -69,7 +69,7 @@ record_header_encode(uint8_t hdr[RECORD_HEADER_SIZE], uint8_t type, uint64_t que
 	const struct iovec *payload, uint32_t count)
 {
 	ASSERT(type >= RECORD_MESSAGE);
-	ASSERT(type <= RECORD_EXPIRED);
+	ASSERT(type <= RECORD_COPY);
 	uint64_t len = 0;
 	for (uint32_t i = 0; i < count; i++)
 		len += payload[i].iov_len;
@@ -208,6 +208,15 @@ record_envelope_fixed(struct slice payload, struct record_envelope_view *v, uint
 }
 
 int
+record_envelope_length(struct slice payload, uint32_t *out)
+{
+	if (payload.len < 4)
+		return -EBADMSG;
+	*out = record_get32(payload.ptr);
+	return *out < RECORD_ENV_FIXED ? -EBADMSG : 0;
+}
+
+int
 record_envelope_decode(struct slice payload, struct record_envelope_view *v)
 {
 	uint32_t env_len;
@@ -301,6 +310,48 @@ record_state_decode(const struct record_view *r, struct record_state *out)
 	return 0;
 }
 
+uint32_t
+record_copy_prefix_encode(uint8_t *out, uint32_t rcpt_count, const struct record_copy_rcpt *rcpts)
+{
+	ASSERT(rcpt_count >= 1);
+	ASSERT(rcpt_count <= RECORD_RCPT_MAX);
+	record_put32(out, rcpt_count);
+	for (uint32_t i = 0; i < rcpt_count; i++) {
+		uint8_t *p = out + 4 + i * RECORD_COPY_STATE_SIZE;
+		ASSERT(rcpts[i].state <= 3);
+		p[0] = rcpts[i].state;
+		record_put64(p + 1, rcpts[i].state == 3 ? rcpts[i].next_attempt_ms : 0);
+	}
+	return record_copy_prefix_size(rcpt_count);
+}
+
+int
+record_copy_decode(struct slice payload, uint32_t *rcpt_count, struct slice *states,
+	struct slice *message)
+{
+	if (payload.len < 4)
+		return -EBADMSG;
+	uint32_t n = record_get32(payload.ptr);
+	if (n < 1 || n > RECORD_RCPT_MAX || payload.len < record_copy_prefix_size(n))
+		return -EBADMSG;
+	for (uint32_t i = 0; i < n; i++) {
+		if (payload.ptr[4 + i * RECORD_COPY_STATE_SIZE] > 3)
+			return -EBADMSG;
+	}
+	*rcpt_count = n;
+	*states = slice_sub(payload, 4, n * RECORD_COPY_STATE_SIZE);
+	*message = slice_skip(payload, record_copy_prefix_size(n));
+	return 0;
+}
+
+struct record_copy_rcpt
+record_copy_state(struct slice states, uint32_t i)
+{
+	ASSERT((uint64_t)(i + 1) * RECORD_COPY_STATE_SIZE <= states.len);
+	const uint8_t *p = states.ptr + (size_t)i * RECORD_COPY_STATE_SIZE;
+	return (struct record_copy_rcpt){ .state = p[0], .next_attempt_ms = record_get64(p + 1) };
+}
+
 /* Whether a valid record starts at off (< seg.len); fills out if so. The cheap header checks
  * come first so that a byte search pays for a CRC only at plausible headers. */
 static bool
@@ -311,7 +362,7 @@ record_valid_at(struct slice seg, uint64_t off, struct record_view *out)
 	const uint8_t *h = seg.ptr + off;
 	if (record_get32(h) != RECORD_MAGIC || h[5] != RECORD_VERSION || record_get16(h + 6) != 0)
 		return false;
-	if (h[4] < RECORD_MESSAGE || h[4] > RECORD_EXPIRED)
+	if (h[4] < RECORD_MESSAGE || h[4] > RECORD_COPY)
 		return false;
 	uint32_t len = record_get32(h + 8);
 	if (len > RECORD_PAYLOAD_MAX || len > seg.len - off - RECORD_HEADER_SIZE)

@@ -13,6 +13,11 @@
  *   DEFERRED   u32 recipient index, u64 next attempt (ms) recipient to be retried
  *   EXPIRED    nothing                                    every recipient still pending is
  *                                                         bounced: the message is final
+ *   COPY       u32 recipient count, then per recipient u8 state (0 pending, 1 delivered,
+ *              2 bounced, 3 deferred) and u64 next attempt (ms), then a MESSAGE payload:
+ *              a live message copied forward out of an old segment, with the state of
+ *              every recipient at the moment of the copy, in one record (one CRC), so that
+ *              the old segment may go whatever the state records after it say
  * The envelope (version 1; every integer little-endian):
  *   u32 envelope length (this field included) | u64 arrival (ms) | u64 declared SIZE |
  *   u8 body type | u8 smtputf8 (0/1) | u8 DSN RET | u8 0 | u32 recipient count | u32 0 |
@@ -55,7 +60,11 @@ enum record_type {
 	RECORD_DEFERRED = 3,
 	RECORD_BOUNCED = 4,
 	RECORD_EXPIRED = 5,
+	RECORD_COPY = 6,
 };
+
+#define RECORD_COPY_STATE_SIZE 9u   /* u8 state + u64 next attempt */
+#define RECORD_COPY_PREFIX_MAX (4u + RECORD_RCPT_MAX * RECORD_COPY_STATE_SIZE)
 
 /* The header as laid out on disk (little-endian); the functions encode it byte by byte, this
  * struct only pins the offsets down. */
@@ -144,6 +153,10 @@ size_t record_envelope_size(const struct record_envelope *env);
  * bytes written. */
 size_t record_envelope_encode(const struct record_envelope *env, uint8_t *out, size_t cap);
 
+/* The envelope's length as its first field says (not checked against anything else), from the
+ * first octets of a MESSAGE payload: how much to read before decoding. Returns 0 or -EBADMSG. */
+int record_envelope_length(struct slice payload, uint32_t *out);
+
 /* Decodes the envelope at the start of a MESSAGE payload (the payload may also be just the
  * envelope: body is then empty). Checks every length, the recipient count, flags and reserved
  * bytes, and walks every recipient once. Returns 0 or -EBADMSG (*v is then unspecified). */
@@ -162,6 +175,32 @@ uint32_t record_state_encode(uint8_t out[RECORD_STATE_SIZE_MAX], uint8_t type, u
 /* Reads the payload of a state record r (any type but MESSAGE). Returns 0, or -EBADMSG if its
  * length is not the one of its type. */
 int record_state_decode(const struct record_view *r, struct record_state *out);
+
+/* A recipient's state in a COPY record. */
+struct record_copy_rcpt {
+	uint8_t state;            /* 0 pending, 1 delivered, 2 bounced, 3 deferred */
+	uint64_t next_attempt_ms; /* deferred only, else 0 */
+};
+
+/* Octets of a COPY record's prefix (count and states) for rcpt_count recipients. */
+static inline uint32_t
+record_copy_prefix_size(uint32_t rcpt_count)
+{
+	return 4u + rcpt_count * RECORD_COPY_STATE_SIZE;
+}
+
+/* Writes the prefix of a COPY record: rcpt_count (1 .. RECORD_RCPT_MAX) and the states. Returns
+ * its size. */
+uint32_t record_copy_prefix_encode(uint8_t *out, uint32_t rcpt_count,
+	const struct record_copy_rcpt *rcpts);
+
+/* Splits a COPY payload into its recipient states and the MESSAGE payload after them, checking
+ * the count and every state. Returns 0 or -EBADMSG. */
+int record_copy_decode(struct slice payload, uint32_t *rcpt_count, struct slice *states,
+	struct slice *message);
+
+/* State i of a prefix record_copy_decode accepted. */
+struct record_copy_rcpt record_copy_state(struct slice states, uint32_t i);
 
 /* Reads the record at *offset of the segment image seg if it is valid (magic, version, reserved
  * 0, known type, payload inside seg, CRC): returns 1 with *out filled, *offset moved past the

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -103,46 +104,47 @@ recover_list(int dir_fd, uint32_t **ids, uint32_t *count)
 	return 0;
 }
 
-/* Reads the whole file name (in dir_fd) into a malloc'd *buf of *len bytes. Returns 0 or
+/* Maps the whole file name (in dir_fd) read-only into *buf of *len bytes: page cache, not a
+ * copy, so a 64 MiB segment costs no heap and its pages go with recover_unmap. Returns 0 or
  * -errno. */
 static int
-recover_read_file(int dir_fd, const char *name, uint8_t **buf, uint64_t *len)
+recover_map_file(int dir_fd, const char *name, uint8_t **buf, uint64_t *len)
 {
 	int fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	struct stat st;
 	int rc = 0;
-	uint8_t *b = NULL;
 	if (fstat(fd, &st) != 0) {
 		rc = -errno;
 		goto out;
 	}
 	uint64_t size = st.st_size > 0 ? (uint64_t)st.st_size : 0;
-	b = size <= RECOVER_FILE_BYTES_MAX ? malloc(size > 0 ? size : 1) : NULL;
-	if (b == NULL) {
-		rc = -ENOMEM;
+	if (size > RECOVER_FILE_BYTES_MAX) {
+		rc = -EFBIG;
 		goto out;
 	}
-	uint64_t got = 0;
-	while (got < size) {
-		ssize_t n = pread(fd, b + got, size - got, (off_t)got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			/* Shorter than fstat said: it changed under us. */
-			rc = n < 0 ? -errno : -EIO;
-			goto out;
-		}
-		got += (uint64_t)n;
+	*len = size;
+	*buf = NULL;
+	if (size == 0)
+		goto out;
+	void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+	if (map == MAP_FAILED) {
+		rc = -errno;
+		goto out;
 	}
-	*buf = b;
-	*len = got;
-	b = NULL;
+	(void)madvise(map, size, MADV_SEQUENTIAL);
+	*buf = map;
 out:
-	free(b);
 	close(fd);
 	return rc;
+}
+
+static void
+recover_unmap(uint8_t *buf, uint64_t len)
+{
+	if (buf != NULL)
+		munmap(buf, len);
 }
 
 /* A MESSAGE record: a new message, or the copy forward of a live one. Returns 0 or -ENOMEM. */
@@ -158,12 +160,47 @@ recover_message(struct index *ix, uint32_t seg, const struct record_view *r,
 	int rc = index_insert(ix, r->queue_id, seg, r->offset, (uint32_t)r->size, v.rcpt_count,
 		v.arrival_ms);
 	if (rc == -EEXIST)
-		rc = index_relocate(ix, r->queue_id, seg, r->offset, (uint32_t)r->size);
+		rc = index_relocate(ix, r->queue_id, seg, r->offset, (uint32_t)r->size, 0);
 	if (rc == -EINVAL) {   /* a reserved id: no writer makes one */
 		res->records_unusable++;
 		rc = 0;
 	}
 	return rc;
+}
+
+/* A COPY record: a live message moved forward with its recipients' states, which it restores
+ * (the segment of the original may be gone, and with it the records that made those states). */
+static int
+recover_copy(struct index *ix, uint32_t seg, const struct record_view *r,
+	struct recover_result *res)
+{
+	uint32_t n;
+	struct slice states, message;
+	struct record_envelope_view v;
+	if (record_copy_decode(r->payload, &n, &states, &message) != 0
+		|| record_envelope_decode(message, &v) != 0 || v.rcpt_count != n) {
+		res->records_unusable++;
+		return 0;
+	}
+	uint16_t env_off = (uint16_t)record_copy_prefix_size(n);
+	int rc = index_insert(ix, r->queue_id, seg, r->offset, (uint32_t)r->size, n, v.arrival_ms);
+	if (rc == -EINVAL) {
+		res->records_unusable++;
+		return 0;
+	}
+	if (rc != 0 && rc != -EEXIST)
+		return rc;
+	rc = index_relocate(ix, r->queue_id, seg, r->offset, (uint32_t)r->size, env_off);
+	if (rc < 0)
+		return rc;
+	static const enum index_rcpt_state by_code[4] = { INDEX_RCPT_PENDING,
+		INDEX_RCPT_DELIVERED, INDEX_RCPT_BOUNCED, INDEX_RCPT_DEFERRED };
+	for (uint32_t i = 0; i < n; i++) {
+		struct record_copy_rcpt c = record_copy_state(states, i);
+		if (index_restore(ix, r->queue_id, i, by_code[c.state], c.next_attempt_ms))
+			break;   /* every recipient final: a copy no writer makes, but harmless */
+	}
+	return 0;
 }
 
 /* A state record, for a message that may be gone already (then it changes nothing). */
@@ -206,11 +243,12 @@ recover_replay(struct index *ix, uint32_t seg, struct slice image, uint64_t *val
 		res->records++;
 		if (r.queue_id > res->max_queue_id)
 			res->max_queue_id = r.queue_id;
-		if (r.type != RECORD_MESSAGE) {
+		if (r.type != RECORD_MESSAGE && r.type != RECORD_COPY) {
 			recover_state(ix, &r, res);
 			continue;
 		}
-		int rc = recover_message(ix, seg, &r, res);
+		int rc = r.type == RECORD_MESSAGE ? recover_message(ix, seg, &r, res)
+			: recover_copy(ix, seg, &r, res);
 		if (rc < 0)
 			return rc;
 	}
@@ -246,12 +284,12 @@ recover_segment(int dir_fd, uint32_t seg, bool last, struct index *ix, struct re
 	recover_segment_name(seg, name);
 	uint8_t *buf = NULL;
 	uint64_t len = 0;
-	int rc = recover_read_file(dir_fd, name, &buf, &len);
+	int rc = recover_map_file(dir_fd, name, &buf, &len);
 	if (rc < 0)
 		return rc;
 	uint64_t valid_end;
 	rc = recover_replay(ix, seg, slice_make(buf, len), &valid_end, res);
-	free(buf);
+	recover_unmap(buf, len);
 	if (rc == 0 && last)
 		rc = recover_truncate(dir_fd, name, len, valid_end, res);
 	return rc;

@@ -4,14 +4,16 @@
  * directory (SEGMENT_NAME_FMT: 16 lower-case hex digits + ".log"; other names are left alone),
  * reads each whole in ascending order and scans its records up to the first invalid one
  * (queue/record.h: nothing past it is believed), and replays them into the index in log order:
- *   MESSAGE    inserts the message with every recipient pending; if the id is live already,
- *              this is a copy forward and the message moves to the new place, states kept
+ *   MESSAGE    inserts the message with every recipient pending
+ *   COPY       a message copied forward: it moves to the new place (or is inserted, if its old
+ *              segment is gone), and every recipient takes the state the copy records
  *   DELIVERED, BOUNCED   make a recipient final (the last one takes the message out)
  *   DEFERRED   sets a recipient's next attempt
  *   EXPIRED    takes the message out
  * State records may sit in later segments than their message, never in earlier ones; records
- * for ids no longer live are ignored. A writer must therefore not copy a message forward after
- * writing a final state record of it.
+ * for ids no longer live are ignored. A COPY carries the states of all that came before it in
+ * the log, so the state records between the original and the copy may go with the original's
+ * segment.
  *
  * Then the torn tail of the LAST segment (everything after its last valid record) is cut off
  * (ftruncate + fsync), so that the writer appends right after valid data. Invalid stretches

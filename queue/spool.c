@@ -1,9 +1,8 @@
-/* queue/spool.c - the ring-driven log writer with group commit; see spool.h. */
+/* queue/spool.c - the ring-driven log with group commit, index and schedule; see spool.h. */
 #include "queue/spool.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,25 +10,40 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "engine/conn.h"
-#include "engine/shard.h"
-#include "queue/index.h"
-#include "deliver/maildir.h"
-#include "queue/msg.h"
 #include "base/queue_id.h"
+#include "queue/msg.h"
 #include "queue/record.h"
 #include "queue/recover.h"
+#include "queue/schedule.h"
 
-#define SPOOL_STATE_PAYLOAD_MAX 16u
 #define SPOOL_CHUNK_BYTES_MAX   (1u << 30)   /* bytes per pwritev: its length fits user_data */
 #define SPOOL_STATE_DELAY_MS    1000u        /* state records alone wait this long for company */
+#define SPOOL_BATCH_CAP_FIRST   64u
 
-enum spool_req { SPOOL_REQ_WRITE = 1, SPOOL_REQ_FSYNC, SPOOL_REQ_UNLINK };
+#define SPOOL_COPY_BATCH        64u          /* messages copied forward per round */
+#define SPOOL_COPY_BYTES_MAX    (8u << 20)   /* read back per round */
+#define SPOOL_COPY_RECORD_MAX   (4u << 20)   /* larger records are not copied (yet) */
+#define SPOOL_COPY_LIVE_MAX     (SPOOL_SEGMENT_SIZE / 4u)   /* copy when less is live */
+
+enum spool_req { SPOOL_REQ_WRITE = 1, SPOOL_REQ_FSYNC, SPOOL_REQ_UNLINK, SPOOL_REQ_COPY };
 
 struct spool_rec {
-	struct msg *m;                                          /* MESSAGE, else NULL */
-	uint8_t bytes[RECORD_HEADER_SIZE + SPOOL_STATE_PAYLOAD_MAX];   /* a state record */
-	uint32_t len;
+	struct msg *m;                                 /* MESSAGE, else NULL */
+	uint8_t *copy;                                 /* a whole COPY record, else NULL */
+	uint64_t copy_qid;
+	uint16_t copy_env_off;
+	uint8_t bytes[RECORD_STATE_SIZE_MAX];          /* a state record */
+	uint32_t len;                                  /* of the state or COPY record */
+	uint32_t segment;                              /* where it went, once written */
+	uint64_t offset;
+};
+
+/* A live message being copied forward out of the oldest segment. */
+struct spool_copy {
+	uint64_t qid;
+	uint8_t *buf;                   /* its whole record, read back */
+	uint32_t size;
+	bool ok;                        /* read whole and valid */
 };
 
 struct spool_batch {
@@ -39,16 +53,23 @@ struct spool_batch {
 };
 
 struct spool {
-	struct shard *sh;
+	struct ring *ring;
+	struct spool_params p;
+	uint8_t op;
 	int dir_fd;
-	int seg_fd;
+	int seg_fd;                     /* the active segment, read and write */
 	uint32_t seg_id;
 	uint64_t seg_off;
 	uint32_t oldest_seg;            /* segments below it are deleted */
+	int *read_fds;                  /* read_fds[i]: segment oldest_seg + i, or -1 */
+	uint32_t read_fd_count;
 	struct index ix;
+	struct schedule sched;
 	struct queue_id_gen qids;
+	uint64_t rand_state;            /* back-off jitter */
 	struct spool_batch queued;
 	uint32_t queued_messages;       /* MESSAGE records in queued */
+	uint32_t uninserted;            /* committed messages not in the index yet */
 	uint64_t queued_since_ms;       /* when queued stopped being empty */
 	struct spool_batch flying;
 	struct iovec *iov;
@@ -58,21 +79,25 @@ struct spool {
 	uint64_t batch_off;             /* where the flying batch starts in the segment */
 	bool busy;
 	uint32_t unlinks_in_flight;
-	char seg_names[2][32];          /* names of segments being unlinked, by parity */
+	char unlink_names[2][SEGMENT_NAME_LEN + 1];   /* names being unlinked, by parity */
+	struct spool_copy copies[SPOOL_COPY_BATCH];
+	uint32_t copy_count;
+	uint32_t copy_reads;            /* reads of the round still in flight */
+	uint32_t copy_seg;              /* the segment the round empties */
+	uint32_t copy_skip_below;       /* no round for segments below this until a rollover */
+	struct spool_stats stats;
 };
 
-static void
-spool_seg_name(uint32_t seg, char out[32])
-{
-	snprintf(out, 32, "%016" PRIx64 ".log", (uint64_t)seg);
-}
+static const struct ring_hooks spool_hooks;
+static void spool_complete(void *ctx, const struct io_uring_cqe *cqe);
+static int spool_read_fd(struct spool *sp, uint32_t seg);
 
 static int
 spool_seg_open(struct spool *sp, uint32_t seg)
 {
-	char name[32];
-	spool_seg_name(seg, name);
-	int fd = openat(sp->dir_fd, name, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	char name[SEGMENT_NAME_LEN + 1];
+	recover_segment_name(seg, name);
+	int fd = openat(sp->dir_fd, name, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
 	/* The new name must be durable before any record in it is acknowledged. */
@@ -85,20 +110,75 @@ spool_seg_open(struct spool *sp, uint32_t seg)
 }
 
 int
-spool_open(struct shard *sh, const char *spool_dir, struct spool **out)
+spool_sync_parent(const char *path)
 {
-	char path[4096];
-	snprintf(path, sizeof(path), "%s/%u", spool_dir, sh->index);
-	if (mkdir(spool_dir, 0700) != 0 && errno != EEXIST)
+	char parent[4096];
+	snprintf(parent, sizeof(parent), "%s", path);
+	size_t len = strlen(parent);
+	while (len > 1 && parent[len - 1] == '/')
+		parent[--len] = '\0';
+	char *slash = strrchr(parent, '/');
+	if (slash == NULL)
+		snprintf(parent, sizeof(parent), ".");
+	else if (slash == parent)
+		parent[1] = '\0';
+	else
+		*slash = '\0';
+	int fd = open(parent, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+#ifdef RINGMTA_UNSAFE_SKIP_SYNC
+	int rc = 0;   /* the power-cut test's self-check build: see meson_options.txt */
+#else
+	int rc = fsync(fd) == 0 ? 0 : -errno;
+#endif
+	close(fd);
+	return rc;
+}
+
+/* Puts every live message recovery found on the schedule, due when its index entry says. */
+static int
+spool_schedule_recovered(struct spool *sp)
+{
+	if (schedule_reserve(&sp->sched, index_live(&sp->ix)) != 0)
+		return -ENOMEM;
+	uint32_t cursor = 0;
+	const struct index_entry *e;
+	while ((e = index_next(&sp->ix, &cursor)) != NULL)
+		schedule_push(&sp->sched, e->due_ms, e->qid);
+	return 0;
+}
+
+static int
+spool_dirs(const struct spool_params *p, char *path, size_t cap)
+{
+	snprintf(path, cap, "%s/%u", p->spool_dir, p->shard);
+	if (mkdir(p->spool_dir, 0700) != 0 && errno != EEXIST)
 		return -errno;
 	if (mkdir(path, 0700) != 0 && errno != EEXIST)
 		return -errno;
+	/* Their names must be durable too, created now or by a run that crashed before a sync
+	 * (the power-cut test lost whole spools without this). */
+	int rc = spool_sync_parent(p->spool_dir);
+	return rc == 0 ? spool_sync_parent(path) : rc;
+}
+
+int
+spool_open(struct ring *r, const struct spool_params *p, struct spool **out)
+{
+	char path[4096];
+	int rc = spool_dirs(p, path, sizeof(path));
+	if (rc < 0)
+		return rc;
 	struct spool *sp = calloc(1, sizeof(*sp));
 	if (sp == NULL)
 		return -ENOMEM;
-	sp->sh = sh;
+	sp->ring = r;
+	sp->p = *p;
 	sp->seg_fd = -1;
-	int rc = index_init(&sp->ix);
+	sp->rand_state = (r->now_real_ms << 16) ^ ((uint64_t)p->shard * 0x9e3779b97f4a7c15ull) ^ 1u;
+	schedule_init(&sp->sched);
+	rc = index_init(&sp->ix);
 	if (rc < 0)
 		goto fail_free;
 	sp->dir_fd = open(path, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
@@ -117,14 +197,22 @@ spool_open(struct shard *sh, const char *spool_dir, struct spool **out)
 	if (rc < 0)
 		goto fail_dir;
 	sp->seg_fd = rc;
-	queue_id_gen_init(&sp->qids, sh->index, (uint64_t)sh->now_real_ms / 1000, res.max_queue_id);
+	rc = spool_schedule_recovered(sp);
+	if (rc < 0)
+		goto fail_seg;
+	queue_id_gen_init(&sp->qids, p->shard, r->now_real_ms / 1000, res.max_queue_id);
+	sp->op = ring_op_register(r, spool_complete, sp);
+	ring_hooks_register(r, &spool_hooks, sp);
 	*out = sp;
 	return 0;
+fail_seg:
+	close(sp->seg_fd);
 fail_dir:
 	close(sp->dir_fd);
 fail_index:
 	index_fini(&sp->ix);
 fail_free:
+	schedule_fini(&sp->sched);
 	free(sp);
 	return rc;
 }
@@ -135,47 +223,107 @@ spool_next_qid(struct spool *sp)
 	return queue_id_next(&sp->qids);
 }
 
+/* A place in the queued batch. Returns NULL when memory is short. */
 static struct spool_rec *
 spool_queue_rec(struct spool *sp)
 {
 	struct spool_batch *b = &sp->queued;
-	if (b->count == 0)
-		sp->queued_since_ms = sp->sh->now_ms;
 	if (b->count == b->cap) {
-		uint32_t cap = b->cap ? b->cap * 2 : 64;
+		uint32_t cap = b->cap ? b->cap * 2 : SPOOL_BATCH_CAP_FIRST;
 		struct spool_rec *grown = realloc(b->recs, cap * sizeof(*grown));
-		ASSERT(grown != NULL);   /* bounded by messages in flight; start-up sized */
+		if (grown == NULL)
+			return NULL;
 		b->recs = grown;
 		b->cap = cap;
 	}
+	if (b->count == 0)
+		sp->queued_since_ms = sp->ring->now_ms;
 	return &b->recs[b->count++];
 }
 
-void
-spool_commit(struct spool *sp, struct msg *m)
+/* The record head: header + envelope, CRC over both and the body (queue/record.h). */
+static int
+spool_encode_head(struct msg *m, const struct record_envelope *env)
 {
-	ASSERT(m->head != NULL);
-	ASSERT(m->head_len >= RECORD_HEADER_SIZE);
-	struct spool_rec *r = spool_queue_rec(sp);
-	r->m = m;
-	r->len = 0;
-	sp->queued_messages++;
+	size_t env_len = record_envelope_size(env);
+	if (env_len > RECORD_PAYLOAD_MAX || m->body_len > RECORD_PAYLOAD_MAX - env_len)
+		return -EFBIG;
+	m->head = malloc(RECORD_HEADER_SIZE + env_len);
+	if (m->head == NULL)
+		return -ENOMEM;
+	record_envelope_encode(env, m->head + RECORD_HEADER_SIZE, env_len);
+	m->head_len = (uint32_t)(RECORD_HEADER_SIZE + env_len);
+	m->rcpt_count = env->rcpt_count;
+	struct iovec payload[2] = {
+		{ .iov_base = m->head + RECORD_HEADER_SIZE, .iov_len = env_len },
+		{ .iov_base = m->body, .iov_len = m->body_len },
+	};
+	record_header_encode(m->head, RECORD_MESSAGE, m->qid, payload, 2);
+	return 0;
 }
 
-void
-spool_mark_final(struct spool *sp, uint64_t qid, uint8_t record_type, uint32_t rcpt)
+/* Reserves everything the write's completion will need, so that it cannot fail. */
+static int
+spool_reserve_commit(struct spool *sp, struct msg *m)
 {
-	ASSERT(record_type == RECORD_DELIVERED || record_type == RECORD_BOUNCED);
+	if (ring_post_reserve(sp->ring, 1) != 0)
+		return -ENOMEM;
+	if (index_reserve(&sp->ix, sp->uninserted + 1, sp->seg_id) != 0
+		|| index_rcpts_alloc(m->rcpt_count, &m->ix_rcpts) != 0)
+		goto fail_post;
+	if (schedule_reserve(&sp->sched, 1) != 0)
+		goto fail_rcpts;
+	return 0;
+fail_rcpts:
+	index_rcpts_free(m->ix_rcpts);
+	m->ix_rcpts = NULL;
+fail_post:
+	ring_post_unreserve(sp->ring, 1);
+	return -ENOMEM;
+}
+
+int
+spool_commit(struct spool *sp, struct msg *m, const struct record_envelope *env,
+	uint64_t waiter_ud)
+{
+	ASSERT(m->head == NULL);
+	ASSERT(env->rcpt_count > 0);
+	int rc = spool_encode_head(m, env);
+	if (rc < 0)
+		return rc;
+	rc = spool_reserve_commit(sp, m);
+	if (rc < 0)
+		return rc;
 	struct spool_rec *r = spool_queue_rec(sp);
+	if (r == NULL) {
+		index_rcpts_free(m->ix_rcpts);
+		m->ix_rcpts = NULL;
+		schedule_unreserve(&sp->sched, 1);
+		ring_post_unreserve(sp->ring, 1);
+		return -ENOMEM;
+	}
+	msg_ref(m);
+	m->waiter_ud = waiter_ud;
+	r->m = m;
+	r->copy = NULL;
+	r->len = 0;
+	sp->queued_messages++;
+	sp->uninserted++;
+	return 0;
+}
+
+/* Queues a state record. A state record that finds no room is dropped: its recipient is then
+ * delivered once more after a restart (deliveries are idempotent per queue id and recipient)
+ * or retried sooner than planned; nothing acknowledged is lost. */
+static void
+spool_queue_state(struct spool *sp, uint8_t type, uint64_t qid, uint32_t rcpt, uint64_t next_ms)
+{
+	struct spool_rec *r = spool_queue_rec(sp);
+	if (r == NULL)
+		return;
 	r->m = NULL;
-	uint8_t payload[4] = { (uint8_t)rcpt, (uint8_t)(rcpt >> 8), (uint8_t)(rcpt >> 16),
-		(uint8_t)(rcpt >> 24) };
-	struct iovec iov = { .iov_base = payload, .iov_len = sizeof(payload) };
-	record_header_encode(r->bytes, record_type, qid, &iov, 1);
-	memcpy(r->bytes + RECORD_HEADER_SIZE, payload, sizeof(payload));
-	r->len = RECORD_HEADER_SIZE + sizeof(payload);
-	index_mark_final(&sp->ix, qid, rcpt,
-		record_type == RECORD_DELIVERED ? INDEX_RCPT_DELIVERED : INDEX_RCPT_BOUNCED);
+	r->copy = NULL;
+	r->len = record_state_encode(r->bytes, type, qid, rcpt, next_ms);
 }
 
 static void
@@ -187,7 +335,7 @@ spool_iov_reserve(struct spool *sp, uint32_t n)
 	while (cap < n)
 		cap *= 2;
 	struct iovec *grown = realloc(sp->iov, cap * sizeof(*grown));
-	ASSERT(grown != NULL);
+	ASSERT(grown != NULL);   /* bounded by the batch, which was allocated already */
 	sp->iov = grown;
 	sp->iov_cap = cap;
 }
@@ -201,12 +349,17 @@ spool_batch_iov(struct spool *sp)
 	uint64_t off = sp->seg_off;
 	for (uint32_t i = 0; i < sp->flying.count; i++) {
 		struct spool_rec *r = &sp->flying.recs[i];
+		r->segment = sp->seg_id;
+		r->offset = off;
 		if (r->m != NULL) {
 			r->m->segment = sp->seg_id;
 			r->m->offset = off;
 			sp->iov[n++] = (struct iovec){ r->m->head, r->m->head_len };
 			sp->iov[n++] = (struct iovec){ r->m->body, r->m->body_len };
 			off += r->m->head_len + r->m->body_len;
+		} else if (r->copy != NULL) {
+			sp->iov[n++] = (struct iovec){ r->copy, r->len };
+			off += r->len;
 		} else {
 			sp->iov[n++] = (struct iovec){ r->bytes, r->len };
 			off += r->len;
@@ -221,7 +374,12 @@ spool_rollover(struct spool *sp)
 	int fd = spool_seg_open(sp, sp->seg_id + 1);
 	if (fd < 0)
 		return fd;
-	close(sp->seg_fd);
+	/* The old segment stays open for reads of the messages still in it. */
+	uint32_t i = sp->seg_id - sp->oldest_seg;
+	if (i < sp->read_fd_count && sp->read_fds[i] < 0)
+		sp->read_fds[i] = sp->seg_fd;
+	else
+		close(sp->seg_fd);
 	sp->seg_fd = fd;
 	sp->seg_id++;
 	sp->seg_off = 0;
@@ -236,18 +394,18 @@ spool_due(const struct spool *sp)
 {
 	if (sp->busy || sp->queued.count == 0)
 		return false;
-	return sp->queued_messages > 0 || sp->sh->stopping
-		|| sp->sh->now_ms >= sp->queued_since_ms + SPOOL_STATE_DELAY_MS;
+	return sp->queued_messages > 0 || sp->ring->stopping
+		|| sp->ring->now_ms >= sp->queued_since_ms + SPOOL_STATE_DELAY_MS;
 }
 
 /* Submits one chain: pwritev of every queued record (in chunks), then one fdatasync. */
-void
+static void
 spool_flush(struct spool *sp)
 {
 	if (!spool_due(sp))
 		return;
-	if (sp->seg_off >= SPOOL_SEGMENT_SIZE)
-		(void)spool_rollover(sp);   /* on failure, keep appending to the current one */
+	if (sp->seg_off >= SPOOL_SEGMENT_SIZE && spool_rollover(sp) == 0)
+		sp->copy_skip_below = 0;    /* on failure, keep appending to the current one */
 	struct spool_batch tmp = sp->flying;
 	sp->flying = sp->queued;
 	sp->queued = tmp;
@@ -255,7 +413,8 @@ spool_flush(struct spool *sp)
 	sp->queued_messages = 0;
 	sp->batch_off = sp->seg_off;
 	uint32_t n = spool_batch_iov(sp);
-	shard_sqe_reserve(sp->sh, n + 1 < SHARD_RING_ENTRIES ? n + 1 : SHARD_RING_ENTRIES);
+	uint32_t entries = sp->ring->uring.sq.ring_entries;
+	ring_sqe_reserve(sp->ring, n + 1 < entries ? n + 1 : entries);
 	uint32_t chunks = 0;
 	for (uint32_t i = 0; i < n;) {
 		uint32_t count = 0;
@@ -265,62 +424,116 @@ spool_flush(struct spool *sp)
 			bytes += sp->iov[i + count].iov_len;
 			count++;
 		}
-		if (count == 0) {   /* a single iovec over the chunk bound: alone in its chunk */
-			bytes = sp->iov[i].iov_len;
-			count = 1;
-		}
-		struct io_uring_sqe *sqe = shard_sqe(sp->sh);
+		ASSERT(count > 0);   /* no single record is longer than a chunk */
+		struct io_uring_sqe *sqe = ring_sqe(sp->ring);
 		io_uring_prep_writev(sqe, sp->seg_fd, &sp->iov[i], count, sp->seg_off);
 		sqe->flags |= IOSQE_IO_LINK;
-		io_uring_sqe_set_data64(sqe, shard_user_data(SHARD_OP_SPOOL, SPOOL_REQ_WRITE,
-			(uint32_t)bytes));
+		io_uring_sqe_set_data64(sqe, ring_ud(sp->op, SPOOL_REQ_WRITE, (uint32_t)bytes));
 		sp->seg_off += bytes;
 		i += count;
 		chunks++;
 	}
-	struct io_uring_sqe *sqe = shard_sqe(sp->sh);
+	struct io_uring_sqe *sqe = ring_sqe(sp->ring);
+#ifdef RINGMTA_UNSAFE_SKIP_SYNC
+	io_uring_prep_nop(sqe);   /* the power-cut test's self-check build: meson_options.txt */
+#else
 	io_uring_prep_fsync(sqe, sp->seg_fd, IORING_FSYNC_DATASYNC);
-	io_uring_sqe_set_data64(sqe, shard_user_data(SHARD_OP_SPOOL, SPOOL_REQ_FSYNC, 0));
+#endif
+	io_uring_sqe_set_data64(sqe, ring_ud(sp->op, SPOOL_REQ_FSYNC, 0));
 	sp->cqe_wait = chunks + 1;
 	sp->batch_err = 0;
 	sp->busy = true;
-	sp->sh->stats.fdatasyncs++;
+	sp->stats.fdatasyncs++;
 }
 
-/* Deletes the oldest segments once nothing in them is live (never the active one). */
+/* Through the ring: a read of that segment queued before it still gets its file. */
+static void
+spool_read_fd_close(struct spool *sp, uint32_t seg)
+{
+	uint32_t i = seg - sp->oldest_seg;
+	if (i < sp->read_fd_count && sp->read_fds[i] >= 0) {
+		struct io_uring_sqe *sqe = ring_sqe(sp->ring);
+		io_uring_prep_close(sqe, sp->read_fds[i]);
+		io_uring_sqe_set_data64(sqe, ring_ud(RING_OP_NONE, 0, 0));
+		sp->read_fds[i] = -1;
+	}
+}
+
+/* The read fds move down by one as the oldest segment goes. */
+static void
+spool_read_fds_shift(struct spool *sp)
+{
+	if (sp->read_fd_count == 0)
+		return;
+	memmove(sp->read_fds, sp->read_fds + 1, (sp->read_fd_count - 1) * sizeof(int));
+	sp->read_fds[--sp->read_fd_count] = -1;
+}
+
+static void spool_copy_start(struct spool *sp);
+
+/* Deletes the oldest segments once nothing in them is live (never the active one); when the
+ * oldest one holds only a little that is live, copies that forward first. */
 static void
 spool_reclaim(struct spool *sp)
 {
+	spool_copy_start(sp);
 	while (sp->oldest_seg < sp->seg_id && sp->unlinks_in_flight < 2
 		&& index_segment_live(&sp->ix, sp->oldest_seg) == 0) {
-		char *name = sp->seg_names[sp->oldest_seg & 1u];
-		spool_seg_name(sp->oldest_seg, name);
-		struct io_uring_sqe *sqe = shard_sqe(sp->sh);
+		char *name = sp->unlink_names[sp->oldest_seg & 1u];
+		recover_segment_name(sp->oldest_seg, name);
+		struct io_uring_sqe *sqe = ring_sqe(sp->ring);
 		io_uring_prep_unlinkat(sqe, sp->dir_fd, name, 0);
-		io_uring_sqe_set_data64(sqe, shard_user_data(SHARD_OP_SPOOL, SPOOL_REQ_UNLINK, 0));
+		io_uring_sqe_set_data64(sqe, ring_ud(sp->op, SPOOL_REQ_UNLINK, 0));
 		sp->unlinks_in_flight++;
+		spool_read_fd_close(sp, sp->oldest_seg);
+		spool_read_fds_shift(sp);
 		sp->oldest_seg++;
+		sp->stats.segments_deleted++;
 	}
+}
+
+/* A MESSAGE record of the batch is durable (rc 0) or not: index it, schedule it, tell its
+ * waiter. Everything was reserved at spool_commit, so nothing here can fail. */
+static void
+spool_message_done(struct spool *sp, struct msg *m, int rc)
+{
+	if (rc == 0) {
+		rc = index_insert_prepared(&sp->ix, m->qid, m->segment, m->offset,
+			m->head_len + (uint32_t)m->body_len, m->rcpt_count, m->arrival_ms, m->ix_rcpts);
+		ASSERT(rc == 0);   /* reserved, and queue ids are unique */
+		m->ix_rcpts = NULL;
+		schedule_push(&sp->sched, 0, m->qid);
+		sp->stats.messages++;
+	} else {
+		schedule_unreserve(&sp->sched, 1);
+	}
+	ASSERT(sp->uninserted > 0);
+	sp->uninserted--;
+	ring_post(sp->ring, m->waiter_ud, rc);
+	msg_unref(m);
+}
+
+/* A COPY record is durable: the message lives there from now on (unless it became final
+ * meanwhile, when the copy is just dead bytes). */
+static void
+spool_copy_done(struct spool *sp, struct spool_rec *r)
+{
+	if (sp->batch_err == 0)
+		(void)index_relocate(&sp->ix, r->copy_qid, r->segment, r->offset, r->len,
+			r->copy_env_off);
+	free(r->copy);
+	r->copy = NULL;
 }
 
 static void
 spool_batch_done(struct spool *sp)
 {
-	struct shard *sh = sp->sh;
 	for (uint32_t i = 0; i < sp->flying.count; i++) {
-		struct msg *m = sp->flying.recs[i].m;
-		if (m == NULL)
-			continue;
-		int rc = sp->batch_err;
-		if (rc == 0)
-			rc = index_insert(&sp->ix, m->qid, m->segment, m->offset,
-				m->head_len + (uint32_t)m->body_len, m->rcpt_count, m->arrival_ms);
-		conn_committed(sh, m->waiter_slot, m->waiter_gen, rc, m->qid);
-		if (rc == 0) {
-			sh->stats.messages_committed++;
-			deliver_message(sh->deliver, m, true);
-		}
-		msg_unref(m);
+		struct spool_rec *r = &sp->flying.recs[i];
+		if (r->m != NULL)
+			spool_message_done(sp, r->m, sp->batch_err);
+		else if (r->copy != NULL)
+			spool_copy_done(sp, r);
 	}
 	sp->flying.count = 0;
 	sp->busy = false;
@@ -331,10 +544,17 @@ spool_batch_done(struct spool *sp)
 	spool_reclaim(sp);
 }
 
-void
-spool_complete(struct spool *sp, struct io_uring_cqe *cqe)
+static void spool_copy_read_done(struct spool *sp, uint32_t i, int res);
+
+static void
+spool_complete(void *ctx, const struct io_uring_cqe *cqe)
 {
-	uint32_t req = shard_ud_slot(cqe->user_data);
+	struct spool *sp = ctx;
+	uint32_t req = ring_ud_slot(cqe->user_data);
+	if (req == SPOOL_REQ_COPY) {
+		spool_copy_read_done(sp, ring_ud_gen(cqe->user_data), cqe->res);
+		return;
+	}
 	if (req == SPOOL_REQ_UNLINK) {
 		sp->unlinks_in_flight--;
 		spool_reclaim(sp);
@@ -345,7 +565,7 @@ spool_complete(struct spool *sp, struct io_uring_cqe *cqe)
 	int err = 0;
 	if (cqe->res < 0)
 		err = cqe->res;
-	else if (req == SPOOL_REQ_WRITE && (uint32_t)cqe->res != shard_ud_gen(cqe->user_data))
+	else if (req == SPOOL_REQ_WRITE && (uint32_t)cqe->res != ring_ud_gen(cqe->user_data))
 		err = -ENOSPC;   /* a short write to a file: the disk filled up under it */
 	if (sp->batch_err == 0 && err != 0 && err != -ECANCELED)
 		sp->batch_err = err;
@@ -356,124 +576,443 @@ spool_complete(struct spool *sp, struct io_uring_cqe *cqe)
 	}
 }
 
-uint64_t
-spool_next_flush_ms(const struct spool *sp)
+/* ---- copy forward ---- */
+
+/* Picks the live messages of the oldest segment to copy, if there are few enough of them.
+ * One scan of the index per segment and rollover: rare next to the traffic that fills one. */
+static uint32_t
+spool_copy_pick(struct spool *sp)
 {
+	uint32_t cursor = 0, n = 0;
+	uint64_t live = 0, bytes = 0;
+	const struct index_entry *e;
+	while ((e = index_next(&sp->ix, &cursor)) != NULL) {
+		if (e->segment != sp->oldest_seg)
+			continue;
+		live += e->size;
+		if (live > SPOOL_COPY_LIVE_MAX)
+			return 0;   /* mostly live: deliveries will empty it sooner than copies */
+		if (e->size > SPOOL_COPY_RECORD_MAX || n == SPOOL_COPY_BATCH
+			|| bytes + e->size > SPOOL_COPY_BYTES_MAX)
+			continue;
+		sp->copies[n++] = (struct spool_copy){ .qid = e->qid, .size = e->size };
+		bytes += e->size;
+	}
+	return n;
+}
+
+/* Starts a round: the records of the picked messages are read back through the ring. */
+static void
+spool_copy_start(struct spool *sp)
+{
+	if (sp->copy_count > 0 || sp->oldest_seg >= sp->seg_id || sp->ring->stopping
+		|| sp->oldest_seg < sp->copy_skip_below
+		|| index_segment_live(&sp->ix, sp->oldest_seg) == 0)
+		return;
+	int fd = spool_read_fd(sp, sp->oldest_seg);
+	uint32_t n = fd < 0 ? 0 : spool_copy_pick(sp);
+	if (n == 0) {
+		sp->copy_skip_below = sp->oldest_seg + 1;   /* look again after the next rollover */
+		return;
+	}
+	sp->copy_seg = sp->oldest_seg;
+	for (uint32_t i = 0; i < n; i++) {
+		struct spool_copy *c = &sp->copies[i];
+		const struct index_entry *e = index_find(&sp->ix, c->qid);
+		c->buf = malloc(c->size);
+		if (c->buf == NULL)
+			continue;
+		struct io_uring_sqe *sqe = ring_sqe(sp->ring);
+		io_uring_prep_read(sqe, fd, c->buf, c->size, e->offset);
+		io_uring_sqe_set_data64(sqe, ring_ud(sp->op, SPOOL_REQ_COPY, i));
+		sp->copy_reads++;
+	}
+	sp->copy_count = n;
+	if (sp->copy_reads == 0)
+		spool_copy_read_done(sp, UINT32_MAX, 0);
+}
+
+/* Builds the COPY record of c: the recipients' states as the index has them now (in flight
+ * counts as pending: it is being tried), then the message payload as it was. */
+static uint8_t *
+spool_copy_encode(struct spool *sp, const struct spool_copy *c, uint32_t *len, uint16_t *env_off)
+{
+	const struct index_entry *e = index_find(&sp->ix, c->qid);
+	uint64_t off = 0, skipped = 0, end = 0;
+	struct record_view r;
+	if (e == NULL || e->segment != sp->copy_seg
+		|| record_scan_next(slice_make(c->buf, c->size), &off, &r, &skipped, &end) != 1
+		|| r.queue_id != c->qid || r.size != c->size)
+		return NULL;   /* delivered meanwhile, or unreadable: it stays where it is */
+	struct slice message = slice_skip(r.payload, e->env_off);
+	uint32_t prefix = record_copy_prefix_size(e->rcpt_count);
+	uint8_t *rec = malloc(RECORD_HEADER_SIZE + prefix + message.len);
+	if (rec == NULL)
+		return NULL;
+	struct record_copy_rcpt states[RECORD_RCPT_MAX];
+	for (uint32_t i = 0; i < e->rcpt_count; i++) {
+		uint64_t next = 0;
+		enum index_rcpt_state st = index_entry_rcpt(e, i, &next);
+		states[i].state = st == INDEX_RCPT_INFLIGHT ? 0 : (uint8_t)st;
+		states[i].next_attempt_ms = next;
+	}
+	record_copy_prefix_encode(rec + RECORD_HEADER_SIZE, e->rcpt_count, states);
+	memcpy(rec + RECORD_HEADER_SIZE + prefix, message.ptr, message.len);   /* copy: forward */
+	struct iovec iov = { .iov_base = rec + RECORD_HEADER_SIZE, .iov_len = prefix + message.len };
+	record_header_encode(rec, RECORD_COPY, c->qid, &iov, 1);
+	*len = RECORD_HEADER_SIZE + prefix + (uint32_t)message.len;
+	*env_off = (uint16_t)prefix;
+	return rec;
+}
+
+/* Queues the copies of a finished round; they relocate their messages once durable. */
+static void
+spool_copy_queue(struct spool *sp)
+{
+	for (uint32_t i = 0; i < sp->copy_count; i++) {
+		struct spool_copy *c = &sp->copies[i];
+		uint32_t len;
+		uint16_t env_off;
+		uint8_t *rec = c->ok ? spool_copy_encode(sp, c, &len, &env_off) : NULL;
+		free(c->buf);
+		c->buf = NULL;
+		struct spool_rec *r = rec == NULL ? NULL : spool_queue_rec(sp);
+		if (r == NULL) {
+			free(rec);
+			continue;
+		}
+		r->m = NULL;
+		r->copy = rec;
+		r->copy_qid = c->qid;
+		r->copy_env_off = env_off;
+		r->len = len;
+		sp->stats.copied++;
+	}
+	sp->copy_count = 0;
+	/* If this round left something behind (too big, unreadable), do not start over at once. */
+	sp->copy_skip_below = sp->copy_seg + 1;
+}
+
+static void
+spool_copy_read_done(struct spool *sp, uint32_t i, int res)
+{
+	if (i != UINT32_MAX) {
+		ASSERT(i < sp->copy_count);
+		ASSERT(sp->copy_reads > 0);
+		sp->copies[i].ok = res == (int)sp->copies[i].size;
+		sp->copy_reads--;
+	}
+	if (sp->copy_reads == 0)
+		spool_copy_queue(sp);
+}
+
+/* ---- the schedule ---- */
+
+bool
+spool_take_due(struct spool *sp, uint64_t *qid)
+{
+	struct schedule_entry top;
+	while (schedule_peek(&sp->sched, &top) && top.due_ms <= sp->ring->now_real_ms) {
+		const struct index_entry *e = index_find(&sp->ix, top.qid);
+		bool valid = e != NULL && e->inflight == 0 && e->due_ms == top.due_ms;
+		/* The attempt's end pushes the message again: reserve that push now, while saying
+		 * "not now" is still possible. */
+		if (valid && schedule_reserve(&sp->sched, 1) != 0)
+			return false;
+		schedule_pop(&sp->sched);
+		if (!valid)
+			continue;   /* stale: gone, in flight, or due at another time */
+		if (index_take_due(&sp->ix, top.qid, sp->ring->now_real_ms) == 0) {
+			schedule_unreserve(&sp->sched, 1);
+			continue;
+		}
+		*qid = top.qid;
+		return true;
+	}
+	return false;
+}
+
+/* After a recipient's state changed: if that ended the message's attempt, it goes back on the
+ * schedule (or, final, gives its promised place back). */
+static void
+spool_after_mark(struct spool *sp, uint64_t qid, bool was_inflight, bool message_final)
+{
+	if (!was_inflight)
+		return;
+	if (message_final) {
+		schedule_unreserve(&sp->sched, 1);
+		return;
+	}
+	const struct index_entry *e = index_find(&sp->ix, qid);
+	ASSERT(e != NULL);
+	if (e->inflight > 0)
+		return;
+	ASSERT(e->due_ms != UINT64_MAX);   /* unfinished and not in flight: pending or deferred */
+	schedule_push(&sp->sched, e->due_ms, qid);
+}
+
+/* Whether qid had recipients in flight and rcpt was one of them. */
+static bool
+spool_rcpt_inflight(const struct spool *sp, uint64_t qid, uint32_t rcpt)
+{
+	return spool_rcpt_state(sp, qid, rcpt) == INDEX_RCPT_INFLIGHT;
+}
+
+static void
+spool_mark_final(struct spool *sp, uint64_t qid, uint32_t rcpt, uint8_t type)
+{
+	bool was = spool_rcpt_inflight(sp, qid, rcpt);
+	if (!index_rcpt_pending(&sp->ix, qid, rcpt))
+		return;
+	spool_queue_state(sp, type, qid, rcpt, 0);
+	bool gone = index_mark_final(&sp->ix, qid, rcpt,
+		type == RECORD_DELIVERED ? INDEX_RCPT_DELIVERED : INDEX_RCPT_BOUNCED);
+	spool_after_mark(sp, qid, was, gone);
+	if (gone)
+		spool_reclaim(sp);
+}
+
+void
+spool_rcpt_delivered(struct spool *sp, uint64_t qid, uint32_t rcpt)
+{
+	spool_mark_final(sp, qid, rcpt, RECORD_DELIVERED);
+}
+
+void
+spool_rcpt_bounced(struct spool *sp, uint64_t qid, uint32_t rcpt)
+{
+	spool_mark_final(sp, qid, rcpt, RECORD_BOUNCED);
+}
+
+/* xorshift64*: jitter only, no secrets. */
+static uint64_t
+spool_rand(struct spool *sp)
+{
+	uint64_t x = sp->rand_state;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	sp->rand_state = x;
+	return x * 0x2545f4914f6cdd1dull;
+}
+
+/* Postfix's rule: wait as long as the message has been queued, within the two bounds, so the
+ * delay doubles from one attempt to the next; +-SPOOL_JITTER_PCT so that messages deferred
+ * together do not all come back in the same second. */
+static uint64_t
+spool_backoff_ms(struct spool *sp, uint64_t arrival_ms, uint64_t now_ms)
+{
+	uint64_t age = now_ms > arrival_ms ? now_ms - arrival_ms : 0;
+	uint64_t d = age < sp->p.minimal_backoff_ms ? sp->p.minimal_backoff_ms
+		: age > sp->p.maximal_backoff_ms ? sp->p.maximal_backoff_ms : age;
+	uint64_t span = d * SPOOL_JITTER_PCT / 100u;
+	if (span > 0)
+		d = d - span + spool_rand(sp) % (2 * span + 1);
+	return d;
+}
+
+int
+spool_rcpt_defer(struct spool *sp, uint64_t qid, uint32_t rcpt, uint64_t *next_ms, bool *warn)
+{
+	const struct index_entry *e = index_find(&sp->ix, qid);
+	if (e == NULL || rcpt >= e->rcpt_count)
+		return -ENOENT;
+	uint64_t now = sp->ring->now_real_ms;
+	uint64_t expiry = e->arrival_ms + sp->p.queue_lifetime_ms;
+	if (now >= expiry)
+		return -ETIME;
+	uint64_t scheduled = 0;
+	(void)index_entry_rcpt(e, rcpt, &scheduled);   /* when this attempt was due */
+	uint64_t warn_at = sp->p.delay_warning_ms > 0 ? e->arrival_ms + sp->p.delay_warning_ms
+		: UINT64_MAX;
+	if (warn != NULL)
+		*warn = warn_at != UINT64_MAX && scheduled == warn_at;
+	uint64_t next = now + spool_backoff_ms(sp, e->arrival_ms, now);
+	if (next > expiry)
+		next = expiry;   /* the last attempt comes when the message expires */
+	if (warn_at > now && next > warn_at && warn_at < expiry)
+		next = warn_at;  /* the attempt whose failure warns the sender */
+	bool was = spool_rcpt_inflight(sp, qid, rcpt);
+	if (index_mark_deferred(&sp->ix, qid, rcpt, next) != 0)
+		return -ENOENT;
+	spool_queue_state(sp, RECORD_DEFERRED, qid, rcpt, next);
+	spool_after_mark(sp, qid, was, false);
+	*next_ms = next;
+	return 0;
+}
+
+void
+spool_rcpt_release(struct spool *sp, uint64_t qid, uint32_t rcpt)
+{
+	bool was = spool_rcpt_inflight(sp, qid, rcpt);
+	index_release(&sp->ix, qid, rcpt);
+	spool_after_mark(sp, qid, was, false);
+}
+
+const struct index_entry *
+spool_entry(const struct spool *sp, uint64_t qid)
+{
+	return index_find(&sp->ix, qid);
+}
+
+enum index_rcpt_state
+spool_rcpt_state(const struct spool *sp, uint64_t qid, uint32_t rcpt)
+{
+	const struct index_entry *e = index_find(&sp->ix, qid);
+	if (e == NULL || rcpt >= e->rcpt_count)
+		return INDEX_RCPT_DELIVERED;
+	return index_entry_rcpt(e, rcpt, NULL);
+}
+
+uint64_t
+spool_next_due_ms(const struct spool *sp)
+{
+	struct schedule_entry top;
+	if (!schedule_peek(&sp->sched, &top))
+		return UINT64_MAX;
+	return top.due_ms > sp->ring->now_real_ms ? top.due_ms - sp->ring->now_real_ms : 0;
+}
+
+uint32_t
+spool_live(const struct spool *sp)
+{
+	return index_live(&sp->ix);
+}
+
+/* ---- reading records back ---- */
+
+/* A read descriptor for segment seg (opened once, kept until the segment goes). */
+static int
+spool_read_fd(struct spool *sp, uint32_t seg)
+{
+	if (seg == sp->seg_id)
+		return sp->seg_fd;
+	if (seg < sp->oldest_seg || seg > sp->seg_id)
+		return -ENOENT;
+	uint32_t i = seg - sp->oldest_seg;
+	if (i >= sp->read_fd_count) {
+		uint32_t count = sp->seg_id - sp->oldest_seg + 1;
+		int *grown = realloc(sp->read_fds, count * sizeof(*grown));
+		if (grown == NULL)
+			return -ENOMEM;
+		for (uint32_t j = sp->read_fd_count; j < count; j++)
+			grown[j] = -1;
+		sp->read_fds = grown;
+		sp->read_fd_count = count;
+	}
+	if (sp->read_fds[i] < 0) {
+		char name[SEGMENT_NAME_LEN + 1];
+		recover_segment_name(seg, name);
+		int fd = openat(sp->dir_fd, name, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return -errno;
+		sp->read_fds[i] = fd;
+	}
+	return sp->read_fds[i];
+}
+
+/* Where the message (envelope, then body) starts in the record, and how long it is. */
+static uint64_t
+spool_message_start(const struct index_entry *e)
+{
+	return RECORD_HEADER_SIZE + (uint64_t)e->env_off;
+}
+
+int
+spool_read_check(struct spool *sp, uint64_t qid, uint64_t off, uint64_t len)
+{
+	const struct index_entry *e = index_find(&sp->ix, qid);
+	if (e == NULL)
+		return -ENOENT;
+	uint64_t size = e->size - spool_message_start(e);
+	if (off > size || len > size - off)
+		return -EINVAL;
+	int fd = spool_read_fd(sp, e->segment);
+	return fd < 0 ? fd : 0;
+}
+
+uint64_t
+spool_message_size(const struct spool *sp, uint64_t qid)
+{
+	const struct index_entry *e = index_find(&sp->ix, qid);
+	return e == NULL ? 0 : e->size - spool_message_start(e);
+}
+
+int
+spool_read(struct spool *sp, uint64_t qid, uint64_t off, void *buf, uint32_t len, uint64_t ud,
+	uint8_t sqe_flags)
+{
+	int rc = spool_read_check(sp, qid, off, len);
+	if (rc < 0)
+		return rc;
+	const struct index_entry *e = index_find(&sp->ix, qid);
+	int fd = spool_read_fd(sp, e->segment);
+	struct io_uring_sqe *sqe = ring_sqe(sp->ring);
+	io_uring_prep_read(sqe, fd, buf, len, e->offset + spool_message_start(e) + off);
+	sqe->flags |= sqe_flags;
+	io_uring_sqe_set_data64(sqe, ud);
+	return 0;
+}
+
+/* ---- the loop's hooks ---- */
+
+static void
+spool_turn(void *ctx)
+{
+	spool_flush(ctx);
+}
+
+static uint64_t
+spool_next_ms(void *ctx)
+{
+	const struct spool *sp = ctx;
 	/* A batch in flight: its completion wakes the loop, which flushes then. */
 	if (sp->busy || sp->queued.count == 0)
 		return UINT64_MAX;
-	if (sp->queued_messages > 0)
+	if (sp->queued_messages > 0 || sp->ring->stopping)
 		return 0;
 	uint64_t due = sp->queued_since_ms + SPOOL_STATE_DELAY_MS;
-	return due > sp->sh->now_ms ? due - sp->sh->now_ms : 0;
+	return due > sp->ring->now_ms ? due - sp->ring->now_ms : 0;
 }
 
-bool
-spool_idle(const struct spool *sp)
+static bool
+spool_idle(void *ctx)
 {
-	return !sp->busy && sp->queued.count == 0 && sp->unlinks_in_flight == 0;
+	const struct spool *sp = ctx;
+	return !sp->busy && sp->queued.count == 0 && sp->unlinks_in_flight == 0
+		&& sp->copy_reads == 0;
 }
 
-bool
-spool_rcpt_pending(const struct spool *sp, uint64_t qid, uint32_t rcpt)
+static const struct ring_hooks spool_hooks = {
+	.name = "spool",
+	.turn = spool_turn,
+	.next_ms = spool_next_ms,
+	.idle = spool_idle,
+};
+
+const struct spool_stats *
+spool_stats(const struct spool *sp)
 {
-	return index_rcpt_pending(&sp->ix, qid, rcpt);
+	return &sp->stats;
 }
 
 void
 spool_close(struct spool *sp)
 {
 	ASSERT(spool_idle(sp));
+	for (uint32_t i = 0; i < sp->read_fd_count; i++) {
+		if (sp->read_fds[i] >= 0)
+			close(sp->read_fds[i]);
+	}
+	free(sp->read_fds);
 	close(sp->seg_fd);
 	close(sp->dir_fd);
 	index_fini(&sp->ix);
+	schedule_fini(&sp->sched);
+	for (uint32_t i = 0; i < sp->queued.count; i++)
+		free(sp->queued.recs[i].copy);
 	free(sp->queued.recs);
 	free(sp->flying.recs);
 	free(sp->iov);
 	free(sp);
-}
-
-struct spool_redeliver_list {
-	struct index_entry *items;
-	uint32_t count;
-	uint32_t cap;
-};
-
-static void
-spool_collect(void *ctx, const struct index_entry *e)
-{
-	struct spool_redeliver_list *l = ctx;
-	if (l->count == l->cap) {
-		uint32_t cap = l->cap ? l->cap * 2 : 64;
-		struct index_entry *grown = realloc(l->items, cap * sizeof(*grown));
-		if (grown == NULL)
-			return;   /* the rest waits for the next start */
-		l->items = grown;
-		l->cap = cap;
-	}
-	l->items[l->count++] = *e;
-}
-
-/* Reads one record back into a message: head = header + envelope, body = the rest. */
-static struct msg *
-spool_load(struct spool *sp, int seg_fd, const struct index_entry *e)
-{
-	uint8_t *rec = malloc(e->size);
-	if (rec == NULL)
-		return NULL;
-	ssize_t n = pread(seg_fd, rec, e->size, (off_t)e->offset);
-	struct record_view r;
-	uint64_t off = 0, skipped = 0, end = 0;
-	struct record_envelope_view v;
-	if (n != (ssize_t)e->size
-		|| record_scan_next(slice_make(rec, e->size), &off, &r, &skipped, &end) != 1
-		|| r.offset != 0 || r.queue_id != e->qid
-		|| record_envelope_decode(r.payload, &v) != 0)
-		goto fail;
-	struct msg *m = msg_new(e->qid, e->arrival_ms, v.body.len);
-	if (m == NULL || msg_append(m, v.body) != 0) {
-		if (m != NULL)
-			msg_unref(m);
-		goto fail;
-	}
-	m->head = rec;   /* the body part of it is never read again: m->body has it */
-	m->head_len = (uint32_t)(e->size - v.body.len);
-	m->rcpt_count = e->rcpt_count;
-	m->segment = e->segment;
-	m->offset = e->offset;
-	return m;
-fail:
-	free(rec);
-	return NULL;
-}
-
-uint32_t
-spool_redeliver(struct spool *sp)
-{
-	struct spool_redeliver_list l = { 0 };
-	index_foreach(&sp->ix, spool_collect, &l);
-	uint32_t started = 0;
-	int fd = -1;
-	uint32_t fd_seg = UINT32_MAX;
-	for (uint32_t i = 0; i < l.count; i++) {
-		const struct index_entry *e = &l.items[i];
-		if (e->segment != fd_seg) {
-			if (fd >= 0)
-				close(fd);
-			char name[32];
-			spool_seg_name(e->segment, name);
-			fd = openat(sp->dir_fd, name, O_RDONLY | O_CLOEXEC);
-			fd_seg = e->segment;
-		}
-		struct msg *m = fd < 0 ? NULL : spool_load(sp, fd, e);
-		if (m == NULL)
-			continue;   /* unreadable now: stays in the index for the next start */
-		deliver_message(sp->sh->deliver, m, false);
-		msg_unref(m);
-		started++;
-	}
-	if (fd >= 0)
-		close(fd);
-	free(l.items);
-	return started;
 }

@@ -1,65 +1,137 @@
-/* queue/spool.h - this shard's append-only message log: the writer side, driven by the ring.
+/* queue/spool.h - this shard's queue: the append-only message log, its index and its schedule.
  *
  * Records (queue/record.h) are appended to the active segment spool/<shard>/<segment>.log.
  * Group commit: every record queued during one loop turn goes out in one batch, a chain of
  * pwritev requests linked to one fdatasync; only one batch is in flight at a time, so the durable
  * part of a segment is always a prefix, and records queued while a batch flies wait for the next.
  * State records alone wait up to a second for a message record to share an fdatasync with.
- * A MESSAGE record's waiter (the connection) hears the outcome only when the fdatasync of its
- * batch has completed: that is when "250" may be said. State records (delivered, ...) ride the
- * next batch and need no waiter: a delivery lost with them is repeated, and Maildir delivery is
- * idempotent per (queue id, recipient).
+ *
+ * A message's waiter (the SMTP session) hears the outcome as a posted event with its own
+ * user_data once the fdatasync of its batch has completed: that is when "250" may be said. Room
+ * for everything that must happen after the write (the event, the index entry, its place in the
+ * schedule) is reserved by spool_commit, so the only failure after a durable write is none: an
+ * out-of-memory is a 451 before the write, never a message that is on disk and unknown.
+ *
+ * Every recipient is in exactly one state (queue/index.h): pending, in flight, deferred until a
+ * wall-clock time (durable: a DEFERRED record), or final (delivered, bounced). The schedule
+ * (queue/schedule.h) says which message is due next; spool_take_due hands out due messages, in
+ * O(log n) each. Back-off follows Postfix: the delay before the next attempt is the time the
+ * message has spent in the queue, at least minimal_backoff_time and at most
+ * maximal_backoff_time (so it doubles from attempt to attempt), with +-10% jitter, and never past
+ * the message's expiry (arrival + queue_lifetime), when the recipient is bounced instead.
+ *
+ * Delivery agents read a message's record through the ring with spool_read (the completion goes
+ * straight to the agent's user_data), so nothing is kept in memory for a message that waits.
  *
  * A segment is rolled over at SPOOL_SEGMENT_SIZE; the oldest segments are deleted (unlinkat
- * through the ring) once every message in them is final. Start-up runs recovery (queue/recover.h)
- * before the shard serves, and hands the messages with pending local recipients to delivery. */
+ * through the ring) once every message in them is final. A long-deferred message must not pin
+ * its segment and every later one: when the oldest segment holds little that is live (under a
+ * quarter of a segment), its live messages are copied forward into the active segment as COPY
+ * records (queue/record.h), each carrying its recipients' states; the old segment goes once
+ * those are durable, and recovery never counts a message twice (a COPY moves it). Start-up runs recovery (queue/recover.h)
+ * before the shard serves, and schedules every live message. Owned by one shard. */
 #ifndef RINGMTA_QUEUE_SPOOL_H
 #define RINGMTA_QUEUE_SPOOL_H
-#include <liburing.h>
 #include <stdbool.h>
 #include <stdint.h>
 
-struct shard;
+#include "base/ring.h"
+#include "queue/index.h"
+
 struct spool;
 struct msg;
+struct record_envelope;
 
 #define SPOOL_SEGMENT_SIZE   (64u << 20)   /* roll over past this many bytes */
 #define SPOOL_BATCH_IOV_MAX  1024u         /* iovecs per pwritev (IOV_MAX) */
+#define SPOOL_JITTER_PCT     10u           /* +- this much of each back-off */
 
-/* Opens (creating if needed) <spool_dir>/<shard index>/, recovers it, opens the active segment.
- * Blocking I/O: start-up only, before the shard serves. Returns 0 or -errno. */
-int spool_open(struct shard *sh, const char *spool_dir, struct spool **out);
+struct spool_params {
+	const char *spool_dir;          /* <spool_dir>/<shard>/ is this spool's directory */
+	uint32_t shard;
+	uint64_t minimal_backoff_ms;
+	uint64_t maximal_backoff_ms;
+	uint64_t queue_lifetime_ms;
+	uint64_t delay_warning_ms;      /* 0: no "delayed" notices */
+};
 
-/* Hands every recovered message with pending local recipients to delivery (after the shard's
- * delivery is ready). Start-up only; reads records with blocking I/O. Returns how many. */
-uint32_t spool_redeliver(struct spool *sp);
+struct spool_stats {
+	uint64_t fdatasyncs;
+	uint64_t messages;              /* committed */
+	uint64_t segments_deleted;
+	uint64_t copied;                /* messages copied forward out of old segments */
+};
+
+/* fsync(2) of the directory that holds path (a directory just made, or found, at start-up), so
+ * that its name is durable. Blocking: start-up only. Returns 0 or -errno. */
+int spool_sync_parent(const char *path);
+
+/* Opens (creating if needed) <spool_dir>/<shard>/, recovers it, opens the active segment and
+ * schedules every live message; registers its op and hooks on r. Blocking I/O: start-up only,
+ * before the shard serves. Returns 0 or -errno. */
+int spool_open(struct ring *r, const struct spool_params *p, struct spool **out);
+
+/* Closes the segment and frees everything (once the ring is idle). */
+void spool_close(struct spool *sp);
 
 /* The next queue id of this shard (unique across shards and restarts). */
 uint64_t spool_next_qid(struct spool *sp);
 
-/* Queues a complete MESSAGE record (m->head encoded); takes m's reference. The waiter
- * (m->waiter_slot/gen) is told through conn_committed() once the batch is durable or failed. */
-void spool_commit(struct spool *sp, struct msg *m);
+/* Queues m (body complete) as a MESSAGE record with envelope env, encoded now (env's slices are
+ * not kept). Takes a reference on m while it needs one. The waiter's user_data gets an event
+ * once the batch is durable (res 0) or failed (-errno). Returns 0, or -ENOMEM (nothing queued,
+ * no event: answer 451 now), -EFBIG (the record would exceed RECORD_PAYLOAD_MAX). */
+int spool_commit(struct spool *sp, struct msg *m, const struct record_envelope *env,
+	uint64_t waiter_ud) MUST_USE;
 
-/* Queues a state record: recipient rcpt of message qid is final (RECORD_DELIVERED or
- * RECORD_BOUNCED). */
-void spool_mark_final(struct spool *sp, uint64_t qid, uint8_t record_type, uint32_t rcpt);
+/* The next due message at now (wall clock): its due recipients are INFLIGHT from here on, and
+ * each must come back through spool_rcpt_delivered, _bounced, _defer or _release. Returns false
+ * when nothing is due. */
+bool spool_take_due(struct spool *sp, uint64_t *qid);
 
-/* Whether recipient rcpt of message qid still waits for delivery. */
-bool spool_rcpt_pending(const struct spool *sp, uint64_t qid, uint32_t rcpt);
+/* The live message qid, or NULL. Valid until the next call that changes the spool. */
+const struct index_entry *spool_entry(const struct spool *sp, uint64_t qid);
 
-/* End of a loop turn: submits the queued records as one batch if none is in flight. */
-void spool_flush(struct spool *sp);
+/* State of recipient rcpt of qid (INDEX_RCPT_DELIVERED for a message no longer live). */
+enum index_rcpt_state spool_rcpt_state(const struct spool *sp, uint64_t qid, uint32_t rcpt);
 
-/* Milliseconds until queued state records are due to be flushed (UINT64_MAX: none). */
-uint64_t spool_next_flush_ms(const struct spool *sp);
+/* Octets of message qid as spool_read sees it: its envelope, then its body (0: not live). */
+uint64_t spool_message_size(const struct spool *sp, uint64_t qid);
 
-/* A completion of a spool request. */
-void spool_complete(struct spool *sp, struct io_uring_cqe *cqe);
+/* Reads len octets at offset off of message qid (offsets as spool_message_size counts them:
+ * 0 is the start of the envelope, wherever its record lives now) into buf through the ring; the
+ * completion (res: octets read, or -errno) goes to user_data ud. buf must stay valid until then.
+ * sqe_flags are added to the request's (IOSQE_IO_LINK and the like: the read may be a step of
+ * the caller's chain). Returns 0, or -ENOENT (not live), -EINVAL (outside the record), -errno
+ * (segment unreadable). */
+int spool_read(struct spool *sp, uint64_t qid, uint64_t off, void *buf, uint32_t len,
+	uint64_t ud, uint8_t sqe_flags) MUST_USE;
 
-/* Nothing queued and nothing in flight. */
-bool spool_idle(const struct spool *sp);
+/* Whether spool_read of [off, off + len) of qid would be queued now (same errors); a chain of
+ * reads checked this way cannot fail halfway through being queued. */
+int spool_read_check(struct spool *sp, uint64_t qid, uint64_t off, uint64_t len) MUST_USE;
 
-/* Closes the segment and frees everything (after spool_idle). */
-void spool_close(struct spool *sp);
+/* Outcomes of an attempt (recipients in flight, or any live one for the queue commands). */
+void spool_rcpt_delivered(struct spool *sp, uint64_t qid, uint32_t rcpt);
+void spool_rcpt_bounced(struct spool *sp, uint64_t qid, uint32_t rcpt);
+
+/* A temporary failure: deferred with back-off (a DEFERRED record; *next_ms says until when),
+ * returns 0; or the message is past its lifetime: returns -ETIME and changes nothing (the caller
+ * bounces the recipient). *warn (if not NULL) says that this was the attempt at
+ * arrival + delay_warning_time, when a "delayed" notice is due: the attempt before it is moved
+ * to that moment (like the last one to the expiry), so the moment is in the DEFERRED record and
+ * the notice goes once, also across a restart. */
+int spool_rcpt_defer(struct spool *sp, uint64_t qid, uint32_t rcpt, uint64_t *next_ms,
+	bool *warn);
+
+/* An in-flight recipient that was never tried goes back to pending. */
+void spool_rcpt_release(struct spool *sp, uint64_t qid, uint32_t rcpt);
+
+/* Milliseconds until the next message is due (UINT64_MAX: none). */
+uint64_t spool_next_due_ms(const struct spool *sp);
+
+/* Messages live in the queue. */
+uint32_t spool_live(const struct spool *sp);
+
+const struct spool_stats *spool_stats(const struct spool *sp);
 #endif

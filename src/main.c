@@ -10,14 +10,19 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine/conn.h"
-#include "engine/shard.h"
-#include "conf/config.h"
 #include "base/log.h"
+#include "conf/config.h"
 #include "conf/policy.h"
+#include "deliver/maildir.h"
+#include "deliver/qmgr.h"
+#include "engine/listen.h"
+#include "engine/shard.h"
+#include "engine/smtpd.h"
+#include "queue/spool.h"
 #include "src/passwd_cmd.h"
 
 #define MAIN_OVERRIDES_MAX 64u
+#define MAIN_STOP_GRACE_MS 10000u   /* after SIGTERM: finish commits and deliveries */
 
 static void
 main_usage(FILE *f)
@@ -109,19 +114,161 @@ main_lock_spool(const char *spool_dir)
 	return fd;   /* held until exit */
 }
 
-static void
-main_smtp_config(struct engine *eng, const struct config *cfg)
+/* Keys that are parsed but that this build cannot act on yet: setting one is a start-up error,
+ * never a silently ignored line. */
+static int
+main_check_supported(const struct config *cfg, char *err, size_t err_len)
 {
-	eng->smtp = (struct smtp_server_config){
+	static const struct { const char *key; const char *why; } todo[] = {
+		{ "submission_listen", "TLS and AUTH are not built in yet" },
+		{ "smtps_listen", "TLS is not built in yet" },
+		{ "tls_cert_file", "TLS is not built in yet" },
+		{ "tls_key_file", "TLS is not built in yet" },
+		{ "tls_eccert_file", "TLS is not built in yet" },
+		{ "tls_eckey_file", "TLS is not built in yet" },
+		{ "tls_server_sni_file", "TLS is not built in yet" },
+		{ "smtp_tls_ca_file", "outbound TLS is not built in yet" },
+		{ "auth_users_file", "AUTH is not built in yet" },
+		{ "dns_servers", "outbound delivery is not built in yet" },
+		{ "relayhost", "outbound delivery is not built in yet" },
+		{ "remote_smtp_port", "outbound delivery is not built in yet" },
+	};
+	bool set[ARRAY_LEN(todo)] = {
+		cfg->submission_listen_count > 0, cfg->smtps_listen_count > 0,
+		cfg->tls_cert_file[0] != '\0', cfg->tls_key_file[0] != '\0',
+		cfg->tls_eccert_file[0] != '\0', cfg->tls_eckey_file[0] != '\0',
+		cfg->tls_server_sni_file[0] != '\0', cfg->smtp_tls_ca_file[0] != '\0',
+		cfg->auth_users_file[0] != '\0', cfg->dns_server_count > 0,
+		cfg->relayhost[0] != '\0', cfg->remote_smtp_port != CONFIG_REMOTE_SMTP_PORT_DEFAULT,
+	};
+	for (uint32_t i = 0; i < ARRAY_LEN(todo); i++) {
+		if (set[i]) {
+			snprintf(err, err_len, "%s: set, but %s", todo[i].key, todo[i].why);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* The read-only world every shard shares, frozen before the shards start. */
+struct main_world {
+	const struct config *cfg;
+	const struct policy *policy;
+	struct smtp_server_config profile;       /* port 25 style: the only profile so far */
+	struct listen_spec listen[CONFIG_LISTEN_MAX];
+	uint32_t listen_count;
+	uint64_t started_real_ms;
+};
+
+/* What runs on one shard, as the setup made it. */
+struct main_shard {
+	const struct main_world *w;
+	struct spool *spool;
+	struct smtpd *smtpd;
+	struct listeners *listeners;
+	struct maildir *maildir;
+	struct qmgr *qmgr;
+};
+
+static void
+main_world_init(struct main_world *w, const struct config *cfg, const struct policy *policy)
+{
+	w->cfg = cfg;
+	w->policy = policy;
+	w->profile = (struct smtp_server_config){
 		.hostname = slice_make(cfg->myhostname, strlen(cfg->myhostname)),
 		.max_message_size = cfg->max_message_size,
 		.max_recipients = cfg->max_recipients,
 		.bad_cmd_max = cfg->bad_cmd_max,
 		.cmd_timeout_ms = cfg->cmd_timeout_ms,
 		.data_timeout_ms = cfg->data_timeout_ms,
-		.rcpt_check = conn_rcpt_check,
 		.starttls_offered = false,
 	};
+	for (uint32_t i = 0; i < cfg->listen_count; i++) {
+		w->listen[i].sa = cfg->listen[i].sa;
+		w->listen[i].sa_len = cfg->listen[i].sa_len;
+		w->listen[i].profile = 0;
+	}
+	w->listen_count = cfg->listen_count;
+}
+
+/* On the shard's thread: the spool, the SMTP sessions and their listeners, the agents. */
+static int
+main_shard_setup(struct shard *sh, void *ctx)
+{
+	struct main_shard *ms = ctx;
+	const struct main_world *w = ms->w;
+	const struct config *cfg = w->cfg;
+	struct ring *r = &sh->ring;
+	struct spool_params sp = {
+		.spool_dir = cfg->spool_dir,
+		.shard = sh->index,
+		.minimal_backoff_ms = (uint64_t)cfg->minimal_backoff_s * 1000u,
+		.maximal_backoff_ms = (uint64_t)cfg->maximal_backoff_s * 1000u,
+		.queue_lifetime_ms = (uint64_t)cfg->queue_lifetime_s * 1000u,
+		.delay_warning_ms = (uint64_t)cfg->delay_warning_s * 1000u,
+	};
+	int rc = spool_open(r, &sp, &ms->spool);
+	if (rc < 0)
+		return rc;
+	struct smtpd_params dp = { .cfg = cfg, .policy = w->policy, .spool = ms->spool,
+		.conns = &sh->conns, .profiles = &w->profile, .profile_count = 1 };
+	rc = smtpd_init(r, &dp, &ms->smtpd);
+	if (rc < 0)
+		return rc;
+	struct maildir_params mp = { .root = cfg->maildir_root, .myhostname = cfg->myhostname,
+		.started_real_ms = w->started_real_ms, .sync = cfg->maildir_sync };
+	rc = maildir_init(r, ms->spool, &mp, &ms->maildir);
+	if (rc < 0)
+		return rc;
+	struct qmgr_params qp = { .cfg = cfg, .policy = w->policy, .spool = ms->spool,
+		.maildir = ms->maildir };
+	rc = qmgr_init(r, &qp, &ms->qmgr);
+	if (rc < 0)
+		return rc;
+	uint32_t failed = 0;
+	rc = listeners_open(r, ms->smtpd, w->listen, w->listen_count, &ms->listeners, &failed);
+	if (rc < 0)
+		fprintf(stderr, "ringmta: listen %u: %s\n", failed, strerror(-rc));
+	return rc;
+}
+
+/* At exit: what this shard did, for operators and for perf/ (the fdatasyncs go through the ring,
+ * where strace cannot count them). */
+static void
+main_shard_stats(struct shard *sh, struct main_shard *ms)
+{
+	char buf[LOG_LINE_MAX];
+	struct log_line l;
+	const struct smtpd_stats *d = smtpd_stats(ms->smtpd);
+	log_line_begin(&l, buf, sizeof(buf), sh->ring.now_real_ms, "stats");
+	log_line_u64(&l, "shard", sh->index);
+	log_line_u64(&l, "connections", listeners_stats(ms->listeners)->accepted);
+	log_line_u64(&l, "messages", d->messages_committed);
+	log_line_u64(&l, "fdatasyncs", spool_stats(ms->spool)->fdatasyncs);
+	log_line_u64(&l, "maildir_syncs", maildir_stats(ms->maildir)->syncs);
+	log_line_u64(&l, "maildir_file_syncs", maildir_stats(ms->maildir)->file_syncs);
+	log_line_u64(&l, "deliveries", maildir_stats(ms->maildir)->deliveries);
+	log_line_u64(&l, "body_bytes", d->body_bytes);
+	log_line_u64(&l, "body_copied", d->body_copied + sh->conns.stats.body_copied);
+	log_line_u64(&l, "queued", spool_live(ms->spool));
+	log_line_u64(&l, "copied", spool_stats(ms->spool)->copied);
+	log_line_u64(&l, "turns", sh->stats.turns);
+	log_line_u64(&l, "completions", sh->stats.completions);
+	log_line_u64(&l, "busy_us", sh->stats.busy_ns / 1000u);
+	log_write(buf, log_line_end(&l));
+}
+
+static void
+main_shard_teardown(struct shard *sh, void *ctx)
+{
+	struct main_shard *ms = ctx;
+	main_shard_stats(sh, ms);
+	listeners_close(ms->listeners);
+	qmgr_fini(ms->qmgr);
+	maildir_fini(ms->maildir);
+	smtpd_fini(ms->smtpd);
+	spool_close(ms->spool);
 }
 
 static uint64_t
@@ -134,13 +281,20 @@ main_clock_real_ms(void)
 
 /* Runs the shards until SIGTERM or SIGINT, then stops them cleanly. */
 static int
-main_run(struct engine *eng)
+main_run(struct main_world *w)
 {
 	static struct shard shards[CONFIG_SHARDS_MAX];
+	static struct main_shard ms[CONFIG_SHARDS_MAX];
+	const struct config *cfg = w->cfg;
 	uint32_t started = 0;
 	int rc = 0;
-	for (; started < eng->shard_count; started++) {
-		rc = shard_start(&shards[started], eng, started);
+	w->started_real_ms = main_clock_real_ms();
+	for (; started < cfg->shards; started++) {
+		ms[started].w = w;
+		struct shard_params p = { .max_connections = cfg->max_connections,
+			.stop_grace_ms = MAIN_STOP_GRACE_MS, .setup = main_shard_setup,
+			.teardown = main_shard_teardown, .ctx = &ms[started] };
+		rc = shard_start(&shards[started], started, &p);
 		if (rc < 0) {
 			fprintf(stderr, "ringmta: shard %u: %s\n", started, strerror(-rc));
 			break;
@@ -148,8 +302,8 @@ main_run(struct engine *eng)
 	}
 	if (rc == 0) {
 		char line[LOG_LINE_MAX];
-		log_write(line, config_format_started(line, sizeof(line), main_clock_real_ms(),
-			eng->cfg, started));
+		log_write(line, config_format_started(line, sizeof(line), main_clock_real_ms(), cfg,
+			started));
 		sigset_t set;
 		sigemptyset(&set);
 		sigaddset(&set, SIGTERM);
@@ -162,8 +316,9 @@ main_run(struct engine *eng)
 	for (uint32_t i = 0; i < started; i++) {
 		if (ring_rc == 0)
 			(void)shard_request_stop(&ring, &shards[i]);
-		shard_join(&shards[i]);
 	}
+	for (uint32_t i = 0; i < started; i++)
+		shard_join(&shards[i]);
 	if (ring_rc == 0)
 		io_uring_queue_exit(&ring);
 	return rc == 0 ? 0 : 1;
@@ -183,6 +338,10 @@ main(int argc, char **argv)
 		return 0;
 	}
 	char err[CONFIG_ERR_MAX];
+	if (main_check_supported(&cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ringmta: %s\n", err);
+		return 2;
+	}
 	static struct policy policy;
 	if (policy_init(&policy, &cfg, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ringmta: %s\n", err);
@@ -206,9 +365,9 @@ main(int argc, char **argv)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGPIPE);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	struct engine eng = { .cfg = &cfg, .policy = &policy, .shard_count = cfg.shards };
-	main_smtp_config(&eng, &cfg);
-	rc = main_run(&eng);
+	static struct main_world world;
+	main_world_init(&world, &cfg, &policy);
+	rc = main_run(&world);
 	policy_fini(&policy);
 	return rc;
 }

@@ -71,14 +71,26 @@ fuzz_scan(struct slice seg)
 		}
 		CHECK(r.offset >= prev_end && r.size >= RECORD_HEADER_SIZE);
 		CHECK(r.offset + r.size == off && off <= seg.len && valid_end == off);
-		CHECK(r.type >= RECORD_MESSAGE && r.type <= RECORD_EXPIRED);
+		CHECK(r.type >= RECORD_MESSAGE && r.type <= RECORD_COPY);
 		CHECK(r.payload.len == r.size - RECORD_HEADER_SIZE && fuzz_inside(r.payload, seg));
 		record_bytes += r.size;
 		prev_end = off;
 		struct record_state st;
+		uint32_t n;
+		struct slice states, message;
 		if (r.type == RECORD_MESSAGE) {
 			CHECK(record_state_decode(&r, &st) != 0);
 			fuzz_envelope(r.payload);
+		} else if (r.type == RECORD_COPY) {
+			CHECK(record_state_decode(&r, &st) != 0);
+			if (record_copy_decode(r.payload, &n, &states, &message) == 0) {
+				CHECK(n >= 1 && n <= RECORD_RCPT_MAX);
+				CHECK(states.len == n * RECORD_COPY_STATE_SIZE);
+				CHECK(fuzz_inside(message, r.payload));
+				for (uint32_t i = 0; i < n; i++)
+					CHECK(record_copy_state(states, i).state <= 3);
+				fuzz_envelope(message);
+			}
 		} else if (record_state_decode(&r, &st) == 0) {
 			CHECK(r.payload.len <= RECORD_STATE_PAYLOAD_MAX);
 		}
@@ -96,7 +108,7 @@ fuzz_fix_crcs(uint8_t *buf, size_t len)
 		memcpy(h, "RMQ1", 4);
 		h[5] = RECORD_VERSION;
 		h[6] = h[7] = 0;
-		h[4] = (uint8_t)(h[4] % RECORD_EXPIRED + 1);
+		h[4] = (uint8_t)(h[4] % RECORD_COPY + 1);
 		uint32_t plen = (uint32_t)h[8] | (uint32_t)h[9] << 8 | (uint32_t)h[10] << 16
 			| (uint32_t)h[11] << 24;
 		if (plen > len - off - RECORD_HEADER_SIZE)

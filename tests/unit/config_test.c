@@ -562,6 +562,21 @@ Test(config, shards_bounds_and_auto)
 	expect_value_err("shards", "Auto");
 }
 
+Test(config, maildir_sync_is_auto_fsync_or_syncfs)
+{
+	config_default(&cfg);
+	cr_assert_eq(cfg.maildir_sync, CONFIG_MAILDIR_SYNC_AUTO);
+	expect_value_ok("maildir_sync", "auto");
+	cr_assert_eq(cfg.maildir_sync, CONFIG_MAILDIR_SYNC_AUTO);
+	expect_value_ok("maildir_sync", "syncfs");
+	cr_assert_eq(cfg.maildir_sync, CONFIG_MAILDIR_SYNC_SYNCFS);
+	expect_value_ok("maildir_sync", "fsync");
+	cr_assert_eq(cfg.maildir_sync, CONFIG_MAILDIR_SYNC_FSYNC);
+	expect_value_err("maildir_sync", "Fsync");
+	expect_value_err("maildir_sync", "");
+	expect_value_err("maildir_sync", "fdatasync");
+}
+
 /* ---- relayhost and DNS servers ---- */
 
 Test(config, relayhost_in_brackets_skips_mx_lookup)
@@ -762,7 +777,7 @@ Test(config, print_round_trips_every_key)
 		"dns_servers = 127.0.0.1 [::1]:5353\n"
 		"remote_smtp_port = 2526\nrelayhost = [smtp.example.com]:587\nshards = 3\n"
 		"max_connections = 7\nbad_cmd_max = 4\ncmd_timeout = 90\ndata_timeout = 1h\n"
-		"queue_lifetime = 3601\nlog_file = /var/log/ringmta.log\n");
+		"queue_lifetime = 3601\nlog_file = /var/log/ringmta.log\nmaildir_sync = syncfs\n");
 	expect_round_trip(&cfg);
 	expect_ok("max_message_size = 2g\ncmd_timeout = 1\nqueue_lifetime = 365d\n"
 		"relayhost = example.com:25\nlocal_domains =\nmyhostname = localhost\n");
@@ -779,6 +794,7 @@ Test(config, print_writes_every_key_once)
 		"bad_cmd_max", "cmd_timeout", "data_timeout", "queue_lifetime", "log_file",
 		"tls_eccert_file", "tls_eckey_file", "tls_server_sni_file", "smtp_tls_security_level",
 		"smtp_tls_ca_file",
+		"maildir_sync",
 	};
 	config_default(&cfg);
 	char *text = print_config(&cfg);

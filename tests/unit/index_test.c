@@ -159,18 +159,49 @@ Test(index, deferred_recipients_set_when_the_message_is_due)
 	cr_assert_eq(index_find(&ix, 2)->due_ms, 6000);
 	cr_assert(index_rcpt_pending(&ix, 2, 0));                       /* deferred is not final */
 
-	uint32_t cursor = 0;
-	cr_assert_null(index_next_due(&ix, &cursor, 4999));
-	cursor = 0;
-	const struct index_entry *e = index_next_due(&ix, &cursor, 5000);
-	cr_assert_not_null(e);
-	cr_assert_eq(e->qid, 1);
-	cr_assert_null(index_next_due(&ix, &cursor, 5000));
-	cursor = 0;
-	uint32_t due = 0;
-	while (index_next_due(&ix, &cursor, 6000) != NULL)
-		due++;
-	cr_assert_eq(due, 2);
+}
+
+Test(index, take_due_puts_due_recipients_in_flight_and_results_land_them)
+{
+	cr_assert_eq(index_insert(&ix, 1, 0, 0, 100, 3, 0), 0);
+	cr_assert_eq(index_mark_deferred(&ix, 1, 1, 5000), 0);
+	cr_assert_eq(index_mark_deferred(&ix, 1, 2, 9000), 0);
+	cr_assert_eq(index_take_due(&ix, 1, 4999), 1);          /* only the pending one */
+	const struct index_entry *e = index_find(&ix, 1);
+	cr_assert_eq(e->inflight, 1);
+	cr_assert_eq(index_entry_rcpt(e, 0, NULL), INDEX_RCPT_INFLIGHT);
+	cr_assert_eq(e->due_ms, 5000);                          /* in flight does not count */
+	cr_assert(index_rcpt_pending(&ix, 1, 0));               /* in flight is not final */
+	cr_assert_eq(index_take_due(&ix, 1, 5000), 1);          /* now recipient 1 too */
+	cr_assert_eq(index_find(&ix, 1)->inflight, 2);
+	cr_assert_eq(index_find(&ix, 1)->due_ms, 9000);
+	cr_assert_not(index_mark_final(&ix, 1, 0, INDEX_RCPT_DELIVERED));
+	cr_assert_eq(index_find(&ix, 1)->inflight, 1);
+	cr_assert_eq(index_mark_deferred(&ix, 1, 1, 7000), 0);  /* deferred again */
+	cr_assert_eq(index_find(&ix, 1)->inflight, 0);
+	cr_assert_eq(index_find(&ix, 1)->due_ms, 7000);
+	cr_assert_eq(index_take_due(&ix, 1, 9000), 2);
+	index_release(&ix, 1, 2);                               /* never tried: pending again */
+	cr_assert_eq(index_find(&ix, 1)->inflight, 1);
+	cr_assert_eq(index_find(&ix, 1)->due_ms, 0);
+	cr_assert_eq(index_take_due(&ix, 7, 9000), 0);          /* unknown message */
+}
+
+Test(index, a_prepared_insert_needs_no_memory_after_its_reservation)
+{
+	struct index_rcpt *many;
+	cr_assert_eq(index_reserve(&ix, 2000, 3), 0);
+	cr_assert_eq(index_rcpts_alloc(1, &many), 0);
+	cr_assert_null(many);                                   /* one recipient: no array */
+	for (uint64_t q = 1; q <= 2000; q++)
+		cr_assert_eq(index_insert_prepared(&ix, q, 4, 0, 100, 1, 0, NULL), 0);
+	cr_assert_eq(index_rcpts_alloc(3, &many), 0);
+	cr_assert_not_null(many);
+	cr_assert_eq(index_insert_prepared(&ix, 1, 4, 0, 100, 3, 0, many), -EEXIST);
+	cr_assert_eq(index_insert_prepared(&ix, 9000, 4, 0, 100, 1, 0, many), -EINVAL);
+	cr_assert_eq(index_insert_prepared(&ix, 9000, 4, 0, 100, 3, 0, many), 0);
+	cr_assert_eq(index_find(&ix, 9000)->rcpt_count, 3);
+	cr_assert_eq(index_segment_live(&ix, 4), 2001);
 }
 
 Test(index, remove_takes_a_message_out_whatever_its_recipients)
@@ -199,7 +230,7 @@ Test(index, segment_counts_follow_inserts_finals_and_relocations)
 	cr_assert_eq(index_segment_live(&ix, 5), 1);
 	/* Copied forward to segment 9: the recipient states go along. */
 	cr_assert_not(index_mark_final(&ix, 2, 0, INDEX_RCPT_DELIVERED));
-	cr_assert_eq(index_relocate(&ix, 2, 9, 64, 120), 0);
+	cr_assert_eq(index_relocate(&ix, 2, 9, 64, 120, 0), 0);
 	cr_assert_eq(index_segment_live(&ix, 5), 0);
 	cr_assert_eq(index_segment_live(&ix, 9), 1);
 	const struct index_entry *e = index_find(&ix, 2);
@@ -207,7 +238,7 @@ Test(index, segment_counts_follow_inserts_finals_and_relocations)
 	cr_assert_eq(e->offset, 64);
 	cr_assert_eq(e->size, 120);
 	cr_assert_not(index_rcpt_pending(&ix, 2, 0));
-	cr_assert_eq(index_relocate(&ix, 99, 9, 0, 1), -ENOENT);
+	cr_assert_eq(index_relocate(&ix, 99, 9, 0, 1, 0), -ENOENT);
 	cr_assert(index_mark_final(&ix, 2, 1, INDEX_RCPT_DELIVERED));
 	cr_assert_eq(index_segment_live(&ix, 9), 0);
 }

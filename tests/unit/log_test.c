@@ -120,17 +120,17 @@ Test(log, accepted_line_has_qid_sender_size_count_client_and_helo) /* RFC 2505 2
 Test(log, delivery_lines_for_each_status)
 {
 	size_t n = log_format_delivery(line, LOG_LINE_MAX, T0, 1, s("bob@example.com"),
-		LOG_STATUS_DELIVERED, 12, s("maildir"));
+		LOG_STATUS_DELIVERED, 12, s("2.0.0"), s("maildir"));
 	cr_assert_str_eq(done(n), "2024-05-01T12:34:56.789Z event=delivery qid=0000000000000001 "
-		"to=<bob@example.com> status=delivered delay=0.012 detail=\"maildir\"\n");
+		"to=<bob@example.com> status=delivered delay=0.012 dsn=2.0.0 detail=\"maildir\"\n");
 	n = log_format_delivery(line, LOG_LINE_MAX, T0, 2, s("c@remote.example"),
-		LOG_STATUS_DEFERRED, 3600000, s("451 4.7.1 try \"later\""));
+		LOG_STATUS_DEFERRED, 3600000, s("4.7.1"), s("451 4.7.1 try \"later\""));
 	cr_assert_str_eq(done(n), "2024-05-01T12:34:56.789Z event=delivery qid=0000000000000002 "
-		"to=<c@remote.example> status=deferred delay=3600.000 "
+		"to=<c@remote.example> status=deferred delay=3600.000 dsn=4.7.1 "
 		"detail=\"451 4.7.1 try \\x22later\\x22\"\n");
 	n = log_format_delivery(line, LOG_LINE_MAX, T0, 3, s("d@remote.example"),
-		LOG_STATUS_BOUNCED, 432000001, s("550 5.1.1 no such user"));
-	cr_assert(strstr(done(n), " status=bounced delay=432000.001 "
+		LOG_STATUS_BOUNCED, 432000001, s("5.1.1"), s("550 5.1.1 no such user"));
+	cr_assert(strstr(done(n), " status=bounced delay=432000.001 dsn=5.1.1 "
 		"detail=\"550 5.1.1 no such user\"\n") != NULL, "%s", line);
 }
 
@@ -178,7 +178,7 @@ Test(log, control_non_ascii_quote_and_backslash_are_escaped)
 Test(log, quoted_detail_keeps_blanks_but_escapes_newlines)
 {
 	size_t n = log_format_delivery(line, LOG_LINE_MAX, T0, 1, s("a@b"), LOG_STATUS_DEFERRED, 0,
-		s("421 busy\r\n250 fake"));
+		s("4.0.0"), s("421 busy\r\n250 fake"));
 	expect_one_line(line, n);
 	cr_assert(strstr(done(n), "detail=\"421 busy\\x0d\\x0a250 fake\"\n") != NULL, "%s", line);
 }
@@ -220,7 +220,7 @@ Test(log, a_cut_quoted_value_is_closed)
 	static char big[3 * LOG_LINE_MAX];
 	memset(big, ' ', sizeof(big) - 1);
 	size_t n = log_format_delivery(line, LOG_LINE_MAX, T0, 1, s("a@b"), LOG_STATUS_BOUNCED, 0,
-		s(big));
+		s("5.0.0"), s(big));
 	expect_one_line(line, n);
 	cr_assert(strcmp(done(n) + n - 12, "\" truncated\n") == 0, "%s", line + n - 40);
 }
@@ -296,7 +296,7 @@ writer(void *arg)
 	memset(big, 'x', sizeof(big) - 1);
 	for (uint32_t i = 0; i < LINES_PER_WRITER; i++) {
 		log_delivery(T0 + i, ((uint64_t)id << 32) | i, s("a@b"), LOG_STATUS_DELIVERED, i,
-			s(big));
+			s("2.0.0"), s(big));
 	}
 	return NULL;
 }

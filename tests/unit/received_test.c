@@ -247,6 +247,20 @@ Test(received, date_is_rfc5322_with_a_numeric_zone) /* RFC 5322 3.3 */
 	cr_assert_str_eq(date_of(1702598400000ull), "Fri, 15 Dec 2023 00:00:00 +0000\r\n");
 }
 
+Test(received, date_alone_is_the_same_text_and_within_its_bound) /* RFC 5322 3.3 */
+{
+	uint8_t d[RECEIVED_DATE_LEN_MAX + 1];
+	size_t n = received_date(d, RECEIVED_DATE_LEN_MAX, 1714566896789ull);
+	d[n] = '\0';
+	cr_assert_str_eq((char *)d, "Wed, 1 May 2024 12:34:56 +0000");
+	n = received_date(d, RECEIVED_DATE_LEN_MAX, 253402300799000ull);   /* the last second of 9999 */
+	d[n] = '\0';
+	cr_assert_str_eq((char *)d, "Fri, 31 Dec 9999 23:59:59 +0000");
+	cr_assert_eq(n, RECEIVED_DATE_LEN_MAX, "the longest date fills the bound exactly");
+	n = received_date(d, RECEIVED_DATE_LEN_MAX, UINT64_MAX / 4);        /* far future: capped */
+	cr_assert(n <= RECEIVED_DATE_LEN_MAX);
+}
+
 /* ---- Return-Path ---- */
 
 static const char *

@@ -477,7 +477,7 @@ Test(record, unknown_type_version_or_reserved_bits_make_a_record_invalid)
 {
 	/* Each is a header with a correct CRC over a changed field: only the checks catch it. */
 	static const struct { size_t at; uint8_t val; } bad[] = {
-		{ 4, 0 }, { 4, 6 }, { 5, 2 }, { 6, 1 }, { 7, 0x80 },
+		{ 4, 0 }, { 4, 7 }, { 5, 2 }, { 6, 1 }, { 7, 0x80 },
 	};
 	for (uint32_t k = 0; k < ARRAY_LEN(bad); k++) {
 		uint8_t rec[RECORD_HEADER_SIZE + 4] = { 0 };

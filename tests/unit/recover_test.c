@@ -350,6 +350,112 @@ Test(recover, a_copied_forward_message_moves_with_its_states)
 	cr_assert_not(seg_exists(0));
 }
 
+/* Appends a COPY record of qid: the given states, then the MESSAGE payload seg_message writes. */
+static uint64_t
+seg_copy(struct seg *s, uint64_t qid, uint32_t rcpts, const struct record_copy_rcpt *st)
+{
+	struct seg tmp = seg_open(999);
+	seg_message(&tmp, qid, rcpts);
+	seg_close(&tmp);
+	char name[SEGMENT_NAME_LEN + 1], path[128];
+	recover_segment_name(999, name);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	uint8_t *msg = malloc(tmp.len);
+	int fd = open(path, O_RDONLY);
+	cr_assert_eq(pread(fd, msg, tmp.len, 0), (ssize_t)tmp.len);
+	close(fd);
+	unlink(path);
+	uint32_t prefix = record_copy_prefix_size(rcpts);
+	size_t payload = prefix + tmp.len - RECORD_HEADER_SIZE;
+	uint8_t *rec = malloc(RECORD_HEADER_SIZE + payload);
+	cr_assert_eq(record_copy_prefix_encode(rec + RECORD_HEADER_SIZE, rcpts, st), prefix);
+	memcpy(rec + RECORD_HEADER_SIZE + prefix, msg + RECORD_HEADER_SIZE,
+		tmp.len - RECORD_HEADER_SIZE);
+	struct iovec iov = { rec + RECORD_HEADER_SIZE, payload };
+	record_header_encode(rec, RECORD_COPY, qid, &iov, 1);
+	uint64_t off = s->len;
+	seg_write(s, rec, RECORD_HEADER_SIZE + payload);
+	free(rec);
+	free(msg);
+	return off;
+}
+
+Test(recover, a_copy_restores_the_states_when_the_original_segment_is_gone)
+{
+	/* Segment 0 (the original and its DELIVERED record) was deleted after the copy. */
+	struct seg s1 = seg_open(1);
+	seg_state(&s1, RECORD_DELIVERED, 0x100, 0, 0);   /* for a message not known yet: ignored */
+	struct record_copy_rcpt st[3] = { { .state = 1 }, { .state = 3, .next_attempt_ms = 777 },
+		{ .state = 0 } };
+	uint64_t off = seg_copy(&s1, 0x100, 3, st);
+	seg_state(&s1, RECORD_BOUNCED, 0x100, 2, 0);     /* after the copy: applies */
+	seg_close(&s1);
+	cr_assert_eq(recover_shard(dir, &ix, &res), 0);
+	const struct index_entry *e = index_find(&ix, 0x100);
+	cr_assert_not_null(e);
+	cr_assert_eq(e->segment, 1);
+	cr_assert_eq(e->offset, off);
+	cr_assert_eq(e->env_off, record_copy_prefix_size(3));
+	uint64_t next = 0;
+	cr_assert_eq(index_entry_rcpt(e, 0, NULL), INDEX_RCPT_DELIVERED);
+	cr_assert_eq(index_entry_rcpt(e, 1, &next), INDEX_RCPT_DEFERRED);
+	cr_assert_eq(next, 777);
+	cr_assert_eq(index_entry_rcpt(e, 2, NULL), INDEX_RCPT_BOUNCED);
+	cr_assert_eq(e->unfinished, 1);
+	cr_assert_eq(e->due_ms, 777);
+}
+
+Test(recover, a_copy_moves_a_live_message_and_the_old_segment_goes)
+{
+	struct seg s0 = seg_open(0);
+	seg_message(&s0, 0x200, 2);
+	seg_state(&s0, RECORD_DEFERRED, 0x200, 1, 5000);
+	seg_close(&s0);
+	struct seg s1 = seg_open(1);
+	struct record_copy_rcpt st[2] = { { .state = 0 }, { .state = 3, .next_attempt_ms = 5000 } };
+	uint64_t off = seg_copy(&s1, 0x200, 2, st);
+	seg_state(&s1, RECORD_DELIVERED, 0x200, 0, 0);
+	seg_close(&s1);
+	cr_assert_eq(recover_shard(dir, &ix, &res), 0);
+	const struct index_entry *e = index_find(&ix, 0x200);
+	cr_assert_not_null(e);
+	cr_assert_eq(e->segment, 1);
+	cr_assert_eq(e->offset, off);
+	cr_assert_eq(index_entry_rcpt(e, 0, NULL), INDEX_RCPT_DELIVERED);
+	cr_assert_eq(index_entry_rcpt(e, 1, NULL), INDEX_RCPT_DEFERRED);
+	cr_assert_eq(res.segments_deleted, 1);
+	cr_assert_not(seg_exists(0));
+}
+
+Test(recover, a_copy_with_a_bad_state_or_count_is_ignored)
+{
+	struct seg s0 = seg_open(0);
+	struct record_copy_rcpt st[2] = { { .state = 0 }, { .state = 0 } };
+	uint64_t off = seg_copy(&s0, 0x300, 2, st);
+	seg_close(&s0);
+	/* Corrupt the state byte of recipient 1 and fix the CRC: valid record, bad payload. */
+	char name[SEGMENT_NAME_LEN + 1], path[128];
+	recover_segment_name(0, name);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	int fd = open(path, O_RDWR);
+	uint8_t hdr[RECORD_HEADER_SIZE];
+	cr_assert_eq(pread(fd, hdr, sizeof(hdr), (off_t)off), (ssize_t)sizeof(hdr));
+	uint32_t len = (uint32_t)hdr[8] | (uint32_t)hdr[9] << 8 | (uint32_t)hdr[10] << 16
+		| (uint32_t)hdr[11] << 24;
+	uint8_t *payload = malloc(len);
+	cr_assert_eq(pread(fd, payload, len, (off_t)off + RECORD_HEADER_SIZE), (ssize_t)len);
+	payload[4 + RECORD_COPY_STATE_SIZE] = 9;
+	struct iovec iov = { payload, len };
+	record_header_encode(hdr, RECORD_COPY, 0x300, &iov, 1);
+	cr_assert_eq(pwrite(fd, hdr, sizeof(hdr), (off_t)off), (ssize_t)sizeof(hdr));
+	cr_assert_eq(pwrite(fd, payload, len, (off_t)off + RECORD_HEADER_SIZE), (ssize_t)len);
+	close(fd);
+	free(payload);
+	cr_assert_eq(recover_shard(dir, &ix, &res), 0);
+	cr_assert_null(index_find(&ix, 0x300));
+	cr_assert_eq(res.records_unusable, 1);
+}
+
 Test(recover, segments_are_replayed_in_numeric_order)
 {
 	/* Message in 0x10, its delivery in 0x11 and a new message in 0x2: 0x2 < 0x10 < 0x11. */

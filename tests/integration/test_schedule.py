@@ -1,0 +1,137 @@
+"""One schedule for every recipient: deferred with back-off, durable across restarts, expiring.
+
+A mailbox that cannot be written (a full private tmpfs mounted on it: ENOSPC, a temporary
+failure, even for root) defers its recipient; the DEFERRED record keeps the next attempt over a
+restart; the intervals grow (Postfix's minimal_backoff_time doubling up to maximal_backoff_time);
+once the mailbox is writable again the message is delivered exactly once. A recipient in a
+remote domain is kept and logged ("no outbound transport") until outbound delivery exists.
+Needs root to mount the tmpfs; skipped (77) otherwise.
+"""
+import os
+import re
+import smtplib
+import subprocess
+import sys
+import time
+
+from harness import Daemon, Results
+
+SKIP = 77
+LINE = re.compile(r"^(\S+) event=delivery qid=(\S+) to=<([^>]*)> status=(\S+) delay=(\S+) "
+                  r"dsn=(\S+) detail=\"([^\"]*)\"")
+
+
+def parse_time(stamp):
+    # 2026-12-01T20:30:26.571Z
+    t = time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")
+    return time.mktime(t) - time.timezone + int(stamp[20:23]) / 1000.0
+
+
+def deliveries(d, to=None):
+    out = []
+    for line in d.read_log().splitlines():
+        m = LINE.match(line)
+        if m and (to is None or m.group(3) == to):
+            out.append({"t": parse_time(m.group(1)), "qid": m.group(2), "to": m.group(3),
+                        "status": m.group(4), "dsn": m.group(6), "detail": m.group(7)})
+    return out
+
+
+def wait_for(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def full_mailbox(d, user):
+    """A mailbox directory on which nothing can be created: a tmpfs with no free inode."""
+    path = os.path.join(d.maildir, user)
+    os.makedirs(path, exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=1", "tmpfs", path],
+                      capture_output=True).returncode != 0:
+        return None
+    return path
+
+
+def send(port, to, body=b"Subject: t\r\n\r\nhello\r\n", sender="s@example.org"):
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+        s.ehlo("sched.example")
+        s.sendmail(sender, to, body)
+
+
+def test_deferred_survives_restart_with_growing_intervals():
+    d = Daemon(shards=1, extra={"minimal_backoff_time": "1s", "maximal_backoff_time": "8s",
+                                "queue_lifetime": "1h"})
+    box = None
+    try:
+        d.start()
+        box = full_mailbox(d, "alice")
+        if box is None:
+            print("skip: cannot mount a tmpfs here")
+            sys.exit(SKIP)
+        send(d.port, ["alice@localhost"])
+        to = "alice@localhost"
+        wait_for(lambda: len(deliveries(d, to)) >= 3, 15, "three deferrals")
+        before = deliveries(d, to)
+        assert all(x["status"] == "deferred" for x in before), before
+        assert before[0]["dsn"].startswith("4."), before
+        assert d.stop() == 0
+        # The next attempt was written down: after a restart it comes when it is due, not at
+        # once, and the intervals go on growing from where they were.
+        last = before[-1]["t"]
+        d.start()
+        wait_for(lambda: len(deliveries(d, to)) >= 5, 30, "two more deferrals after restart")
+        times = [x["t"] for x in deliveries(d, to)]
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        print("     attempts %d, gaps %s" % (len(times), ["%.2f" % g for g in gaps]))
+        assert times[len(before)] - last >= 0.8, "retried at once after the restart"
+        assert gaps[-1] > gaps[0] * 1.5, gaps   # 1s, 1s, 2s, 4s: growing
+        subprocess.run(["umount", box], check=True)
+        box = None
+        files = d.wait_for_files("alice", 1, timeout=20)
+        assert len(files) == 1, files
+        wait_for(lambda: deliveries(d, to)[-1]["status"] == "delivered", 5, "delivered line")
+        time.sleep(1.5)
+        assert len(d.mailbox_files("alice")) == 1
+        assert d.stop() == 0
+    finally:
+        if box is not None:
+            subprocess.run(["umount", box])
+        d.cleanup()
+
+
+def test_remote_recipient_is_kept_and_logged():
+    d = Daemon(shards=1, extra={"relay_networks": "127.0.0.0/8", "minimal_backoff_time": "1s",
+                                "maximal_backoff_time": "2s"})
+    try:
+        d.start()
+        send(d.port, ["far@remote.example", "bob@localhost"])
+        x = wait_for(lambda: deliveries(d, "far@remote.example"), 10, "the remote deferral")
+        assert x[0]["status"] == "deferred" and x[0]["detail"] == "no outbound transport", x
+        assert len(d.wait_for_files("bob", 1)) == 1
+        wait_for(lambda: len(deliveries(d, "far@remote.example")) >= 2, 10, "a second attempt")
+        assert d.stop() == 0
+        assert "queued=1" in d.read_log(), "the remote recipient must stay queued"
+        d.start()
+        assert d.stop() == 0
+        stats = [l for l in d.read_log().splitlines() if " event=stats " in l]
+        assert stats and "queued=1" in stats[-1], stats
+        assert len(d.mailbox_files("bob")) == 1
+    finally:
+        d.cleanup()
+
+
+def main():
+    res = Results()
+    res.run("test_deferred_survives_restart_with_growing_intervals",
+            test_deferred_survives_restart_with_growing_intervals)
+    res.run("test_remote_recipient_is_kept_and_logged", test_remote_recipient_is_kept_and_logged)
+    res.finish()
+
+
+if __name__ == "__main__":
+    main()
