@@ -56,6 +56,7 @@ enum config_kind {
 	CONFIG_KIND_DNS,
 	CONFIG_KIND_MAILDIR_SYNC, /* fsync | syncfs */
 	CONFIG_KIND_INET,        /* all, ipv4, ipv6, "ipv4, ipv6" (Postfix inet_protocols) */
+	CONFIG_KIND_TLS_LEVEL,   /* uint8_t enum config_tls_level */
 };
 
 struct config_key {
@@ -86,6 +87,12 @@ static const struct config_key config_keys[] = {
 		CONFIG_F(relay_network_count), 0, 0 },
 	CONFIG_VALUE("tls_cert_file", CONFIG_KIND_PATH, tls_cert_file, 0, 0),
 	CONFIG_VALUE("tls_key_file", CONFIG_KIND_PATH, tls_key_file, 0, 0),
+	CONFIG_VALUE("tls_eccert_file", CONFIG_KIND_PATH, tls_eccert_file, 0, 0),
+	CONFIG_VALUE("tls_eckey_file", CONFIG_KIND_PATH, tls_eckey_file, 0, 0),
+	CONFIG_VALUE("tls_server_sni_file", CONFIG_KIND_PATH, tls_server_sni_file, 0, 0),
+	CONFIG_VALUE("smtp_tls_security_level", CONFIG_KIND_TLS_LEVEL, smtp_tls_security_level,
+		0, 0),
+	CONFIG_VALUE("smtp_tls_ca_file", CONFIG_KIND_PATH, smtp_tls_ca_file, 0, 0),
 	CONFIG_VALUE("auth_users_file", CONFIG_KIND_PATH, auth_users_file, 0, 0),
 	CONFIG_VALUE("max_message_size", CONFIG_KIND_SIZE, max_message_size,
 		CONFIG_MESSAGE_SIZE_MIN, CONFIG_MESSAGE_SIZE_MAX),
@@ -121,6 +128,11 @@ static const char *const config_maildir_sync_names[] = {
 	[CONFIG_MAILDIR_SYNC_AUTO] = "auto",
 	[CONFIG_MAILDIR_SYNC_FSYNC] = "fsync",
 	[CONFIG_MAILDIR_SYNC_SYNCFS] = "syncfs",
+};
+
+static const char *const config_tls_levels[] = {
+	[CONFIG_TLS_NONE] = "none", [CONFIG_TLS_MAY] = "may", [CONFIG_TLS_ENCRYPT] = "encrypt",
+	[CONFIG_TLS_VERIFY] = "verify",
 };
 
 /* A unit suffix of a size or a duration. */
@@ -782,6 +794,19 @@ config_inet_name(uint32_t families)
 
 /* ---- the table ---- */
 
+static int
+config_parse_tls_level(uint8_t *field, struct slice value, char *why)
+{
+	for (size_t i = 0; i < ARRAY_LEN(config_tls_levels); i++) {
+		if (slice_eq(value, config_cstr(config_tls_levels[i]))) {
+			*field = (uint8_t)i;
+			return 0;
+		}
+	}
+	config_why(why, value, " is not none, may, encrypt or verify");
+	return -1;
+}
+
 static const struct config_key *
 config_key_find(struct slice name)
 {
@@ -824,6 +849,8 @@ config_set_value(struct config *cfg, const struct config_key *k, struct slice va
 		return -1;
 	case CONFIG_KIND_INET:
 		return config_parse_inet(cfg, value, why);
+	case CONFIG_KIND_TLS_LEVEL:
+		return config_parse_tls_level((uint8_t *)field, value, why);
 	case CONFIG_KIND_SIZE:
 	case CONFIG_KIND_COUNT:
 	case CONFIG_KIND_PORT:
@@ -882,6 +909,10 @@ config_print_value(FILE *f, const struct config *cfg, const struct config_key *k
 		break;
 	case CONFIG_KIND_INET:
 		fputs(config_inet_name(*(const uint32_t *)field), f);
+		break;
+	case CONFIG_KIND_TLS_LEVEL:
+		ASSERT(*(const uint8_t *)field < ARRAY_LEN(config_tls_levels));
+		fputs(config_tls_levels[*(const uint8_t *)field], f);
 		break;
 	}
 }
@@ -1032,6 +1063,7 @@ config_default(struct config *cfg)
 	cfg->maildir_sync = CONFIG_MAILDIR_SYNC_DEFAULT;
 	cfg->dns_cache_max = CONFIG_DNS_CACHE_MAX_DEFAULT;
 	cfg->inet_protocols = CONFIG_INET_ALL;
+	cfg->smtp_tls_security_level = CONFIG_TLS_MAY;
 }
 
 int
@@ -1098,18 +1130,29 @@ config_addr_listed(const struct config_addr *a, const struct config_addr *list, 
 int
 config_check(const struct config *cfg, char *err, size_t err_len)
 {
-	bool tls = cfg->tls_cert_file[0] != '\0' && cfg->tls_key_file[0] != '\0';
+	bool tls = (cfg->tls_cert_file[0] != '\0' && cfg->tls_key_file[0] != '\0')
+		|| (cfg->tls_eccert_file[0] != '\0' && cfg->tls_eckey_file[0] != '\0');
 	if ((cfg->tls_cert_file[0] != '\0') != (cfg->tls_key_file[0] != '\0')) {
 		snprintf(err, err_len, "tls_cert_file and tls_key_file: set both or neither");
 		return -1;
 	}
+	if ((cfg->tls_eccert_file[0] != '\0') != (cfg->tls_eckey_file[0] != '\0')) {
+		snprintf(err, err_len, "tls_eccert_file and tls_eckey_file: set both or neither");
+		return -1;
+	}
 	if (cfg->smtps_listen_count > 0 && !tls) {
-		snprintf(err, err_len, "smtps_listen needs tls_cert_file and tls_key_file");
+		snprintf(err, err_len, "smtps_listen needs tls_cert_file and tls_key_file "
+			"(or tls_eccert_file and tls_eckey_file)");
 		return -1;
 	}
 	if (cfg->submission_listen_count > 0 && (!tls || cfg->auth_users_file[0] == '\0')) {
 		snprintf(err, err_len, "submission_listen needs tls_cert_file, tls_key_file and "
 			"auth_users_file (AUTH is offered only over TLS)");
+		return -1;
+	}
+	if (cfg->tls_server_sni_file[0] != '\0' && !tls) {
+		snprintf(err, err_len, "tls_server_sni_file needs a default certificate "
+			"(tls_cert_file and tls_key_file, or tls_eccert_file and tls_eckey_file)");
 		return -1;
 	}
 	for (uint32_t i = 0; i < cfg->submission_listen_count; i++) {

@@ -59,6 +59,14 @@ enum config_maildir_sync {
 };
 #define CONFIG_MAILDIR_SYNC_DEFAULT CONFIG_MAILDIR_SYNC_AUTO
 
+/* smtp_tls_security_level (Postfix's names): outbound TLS. */
+enum config_tls_level {
+	CONFIG_TLS_NONE,      /* never STARTTLS */
+	CONFIG_TLS_MAY,       /* STARTTLS when offered, certificate not checked; clear text otherwise */
+	CONFIG_TLS_ENCRYPT,   /* TLS or defer, certificate not checked */
+	CONFIG_TLS_VERIFY,    /* TLS or defer, certificate chain to smtp_tls_ca_file and MX name */
+};
+
 struct config_addr {
 	struct sockaddr_storage sa;     /* AF_INET or AF_INET6, port set */
 	socklen_t sa_len;
@@ -87,8 +95,13 @@ struct config {
 	struct config_network relay_networks[CONFIG_NETWORKS_MAX];
 	uint32_t relay_network_count;
 
-	char tls_cert_file[CONFIG_STR_MAX];
+	char tls_cert_file[CONFIG_STR_MAX];             /* chain, leaf first: RSA or ECDSA */
 	char tls_key_file[CONFIG_STR_MAX];
+	char tls_eccert_file[CONFIG_STR_MAX];           /* a second pair: ECDSA (Postfix's eccert) */
+	char tls_eckey_file[CONFIG_STR_MAX];
+	char tls_server_sni_file[CONFIG_STR_MAX];       /* "name pem-file [pem-file]" lines */
+	char smtp_tls_ca_file[CONFIG_STR_MAX];          /* empty: the system store (ca-certificates) */
+	uint8_t smtp_tls_security_level;                /* enum config_tls_level, default may */
 	char auth_users_file[CONFIG_STR_MAX];
 	char dns_servers[CONFIG_STR_MAX];               /* empty: /etc/resolv.conf */
 	uint32_t dns_timeout_ms;         /* per query attempt; 0: resolv.conf's, else 5 s */

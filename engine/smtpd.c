@@ -211,6 +211,17 @@ smtpd_reply(struct smtpd_session *ss, struct slice data)
 }
 
 static void
+smtpd_auth_refused(struct smtpd_session *ss)
+{
+	struct smtp_actions acts = { .count = 0 };
+	smtp_server_auth_done(&ss->smtp, -EAGAIN, &acts);
+	for (uint32_t i = 0; i < acts.count; i++) {
+		if (acts.items[i].type == SMTP_ACTION_REPLY)
+			smtpd_reply(ss, acts.items[i].data);
+	}
+}
+
+static void
 smtpd_actions(struct smtpd_session *ss, const struct smtp_actions *acts)
 {
 	for (uint32_t i = 0; i < acts->count; i++) {
@@ -235,6 +246,11 @@ smtpd_actions(struct smtpd_session *ss, const struct smtp_actions *acts)
 			/* Not offered until the TLS stage exists; when it is, the bytes after the command
 			 * are TLS (RFC 3207 4.2) and must not reach the machine. Until then: close. */
 			conn_close(ss->c);
+			break;
+		case SMTP_ACTION_AUTH:
+			/* Not offered on any listener until AUTH is wired in: a machine that asks
+			 * anyway is told "454 try later", never "235". */
+			smtpd_auth_refused(ss);
 			break;
 		case SMTP_ACTION_CLOSE:
 			conn_close(ss->c);

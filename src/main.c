@@ -19,6 +19,7 @@
 #include "engine/shard.h"
 #include "engine/smtpd.h"
 #include "queue/spool.h"
+#include "src/passwd_cmd.h"
 
 #define MAIN_OVERRIDES_MAX 64u
 #define MAIN_STOP_GRACE_MS 10000u   /* after SIGTERM: finish commits and deliveries */
@@ -27,6 +28,7 @@ static void
 main_usage(FILE *f)
 {
 	fprintf(f, "usage: ringmta [-c FILE] [-o key=value]... [--check-config]\n"
+		"       ringmta passwd USER   (prints an auth_users_file line)\n"
 		"  -c FILE          configuration file of key = value lines\n"
 		"  -o key=value     override one key (after the file; may repeat)\n"
 		"  --check-config   print the effective configuration and exit\n");
@@ -122,16 +124,30 @@ main_check_supported(const struct config *cfg, char *err, size_t err_len)
 		{ "smtps_listen", "TLS is not built in yet" },
 		{ "tls_cert_file", "TLS is not built in yet" },
 		{ "tls_key_file", "TLS is not built in yet" },
+		{ "tls_eccert_file", "TLS is not built in yet" },
+		{ "tls_eckey_file", "TLS is not built in yet" },
+		{ "tls_server_sni_file", "TLS is not built in yet" },
+		{ "smtp_tls_ca_file", "outbound TLS is not built in yet" },
 		{ "auth_users_file", "AUTH is not built in yet" },
 		{ "dns_servers", "outbound delivery is not built in yet" },
 		{ "relayhost", "outbound delivery is not built in yet" },
 		{ "remote_smtp_port", "outbound delivery is not built in yet" },
+		{ "smtp_tls_security_level", "outbound delivery is not built in yet" },
+		{ "dns_timeout", "outbound delivery (the resolver's user) is not built in yet" },
+		{ "dns_attempts", "outbound delivery (the resolver's user) is not built in yet" },
+		{ "dns_cache_max", "outbound delivery (the resolver's user) is not built in yet" },
+		{ "inet_protocols", "outbound delivery (the resolver's user) is not built in yet" },
 	};
 	bool set[ARRAY_LEN(todo)] = {
 		cfg->submission_listen_count > 0, cfg->smtps_listen_count > 0,
 		cfg->tls_cert_file[0] != '\0', cfg->tls_key_file[0] != '\0',
+		cfg->tls_eccert_file[0] != '\0', cfg->tls_eckey_file[0] != '\0',
+		cfg->tls_server_sni_file[0] != '\0', cfg->smtp_tls_ca_file[0] != '\0',
 		cfg->auth_users_file[0] != '\0', cfg->dns_server_count > 0,
 		cfg->relayhost[0] != '\0', cfg->remote_smtp_port != CONFIG_REMOTE_SMTP_PORT_DEFAULT,
+		cfg->smtp_tls_security_level != CONFIG_TLS_MAY, cfg->dns_timeout_ms != 0,
+		cfg->dns_attempts != 0, cfg->dns_cache_max != CONFIG_DNS_CACHE_MAX_DEFAULT,
+		cfg->inet_protocols != CONFIG_INET_ALL,
 	};
 	for (uint32_t i = 0; i < ARRAY_LEN(todo); i++) {
 		if (set[i]) {
@@ -324,6 +340,8 @@ main(int argc, char **argv)
 {
 	static struct config cfg;
 	bool check_only = false;
+	if (argc >= 2 && strcmp(argv[1], "passwd") == 0)
+		return passwd_cmd_main(argc - 1, argv + 1);
 	if (main_config(argc, argv, &cfg, &check_only) != 0)
 		return 2;
 	if (check_only) {

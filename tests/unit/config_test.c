@@ -805,6 +805,9 @@ Test(config, print_round_trips_every_key)
 		"maildir_root = /var/mail\nspool_dir = /var/spool/ringmta\n"
 		"relay_networks = 127.0.0.0/8, ::1, fd00::/8, ::ffff:10.0.0.0/104\n"
 		"tls_cert_file = /etc/c.pem\ntls_key_file = /etc/k.pem\n"
+		"tls_eccert_file = /etc/ec.pem\ntls_eckey_file = /etc/eck.pem\n"
+		"tls_server_sni_file = /etc/sni\nsmtp_tls_security_level = verify\n"
+		"smtp_tls_ca_file = /etc/ca.pem\n"
 		"auth_users_file = /etc/auth\nmax_message_size = 1500\nmax_recipients = 100\n"
 		"dns_servers = 127.0.0.1 [::1]:5353\n"
 		"remote_smtp_port = 2526\nrelayhost = [smtp.example.com]:587\nshards = 3\n"
@@ -827,6 +830,8 @@ Test(config, print_writes_every_key_once)
 		"bad_cmd_max", "cmd_timeout", "data_timeout", "queue_lifetime", "log_file",
 		"maildir_sync", "dns_timeout", "dns_attempts", "dns_cache_max", "inet_protocols",
 		"minimal_backoff_time", "maximal_backoff_time", "delay_warning_time",
+		"tls_eccert_file", "tls_eckey_file", "tls_server_sni_file", "smtp_tls_security_level",
+		"smtp_tls_ca_file",
 	};
 	config_default(&cfg);
 	char *text = print_config(&cfg);
@@ -859,6 +864,34 @@ Test(config, check_tls_files_come_in_pairs)
 	expect_check_err("tls_cert_file = c.pem\n", "set both or neither");
 	expect_check_err("tls_key_file = k.pem\n", "set both or neither");
 	expect_ok("tls_cert_file = c.pem\ntls_key_file = k.pem\n");
+	cr_assert_eq(config_check(&cfg, err, sizeof(err)), 0, "%s", err);
+}
+
+Test(config, tls_security_level_takes_postfix_names)
+{
+	config_default(&cfg);
+	cr_assert_eq(cfg.smtp_tls_security_level, CONFIG_TLS_MAY, "opportunistic by default");
+	static const char *const names[] = { "none", "may", "encrypt", "verify" };
+	for (uint8_t i = 0; i < 4; i++) {
+		char line[64];
+		snprintf(line, sizeof(line), "smtp_tls_security_level = %s\n", names[i]);
+		expect_ok(line);
+		cr_assert_eq(cfg.smtp_tls_security_level, i);
+	}
+	config_default(&cfg);
+	cr_assert_eq(config_load_buf(&cfg, "f", "smtp_tls_security_level = dane\n", 31, err,
+		sizeof(err)), -1);
+	cr_assert(strstr(err, "f:1: smtp_tls_security_level") != NULL, "%s", err);
+	cr_assert_eq(config_load_buf(&cfg, "f", "smtp_tls_security_level = VERIFY\n", 33, err,
+		sizeof(err)), -1);
+}
+
+Test(config, check_ecdsa_pair_and_sni_file)
+{
+	expect_check_err("tls_eccert_file = e.pem\n", "set both or neither");
+	expect_check_err("tls_server_sni_file = sni\n", "needs a default certificate");
+	expect_ok("smtps_listen = 127.0.0.1:2465\ntls_eccert_file = e\ntls_eckey_file = k\n"
+		"tls_server_sni_file = sni\n");
 	cr_assert_eq(config_check(&cfg, err, sizeof(err)), 0, "%s", err);
 }
 
