@@ -10,7 +10,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "base/log.h"
 #include "base/queue_id.h"
+#include "queue/adopt.h"
 #include "queue/msg.h"
 #include "queue/record.h"
 #include "queue/recover.h"
@@ -181,11 +183,37 @@ spool_dirs(const struct spool_params *p, char *path, size_t cap)
 	return rc == 0 ? spool_sync_parent(path) : rc;
 }
 
+/* Takes in the stranded shard directories assigned to this shard (start-up, blocking). */
+static int
+spool_adopt(struct ring *r, const struct spool_params *p, const char *own)
+{
+	for (uint32_t i = 0; i < p->adopt_count; i++) {
+		char other[4096];
+		snprintf(other, sizeof(other), "%s/%u", p->spool_dir, p->adopt[i]);
+		struct adopt_result res;
+		int rc = adopt_shard_dir(own, other, &res);
+		if (rc < 0)
+			return rc;
+		char buf[LOG_LINE_MAX];
+		struct log_line l;
+		log_line_begin(&l, buf, sizeof(buf), r->now_real_ms, "adopted");
+		log_line_u64(&l, "shard", p->shard);
+		log_line_u64(&l, "from", p->adopt[i]);
+		log_line_u64(&l, "messages", res.messages);
+		log_line_u64(&l, "bytes", res.bytes);
+		log_write(buf, log_line_end(&l));
+	}
+	return 0;
+}
+
 int
 spool_open(struct ring *r, const struct spool_params *p, struct spool **out)
 {
 	char path[4096];
 	int rc = spool_dirs(p, path, sizeof(path));
+	if (rc < 0)
+		return rc;
+	rc = spool_adopt(r, p, path);
 	if (rc < 0)
 		return rc;
 	struct spool *sp = calloc(1, sizeof(*sp));

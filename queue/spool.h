@@ -54,6 +54,8 @@ struct record_envelope;
 struct spool_params {
 	const char *spool_dir;          /* <spool_dir>/<shard>/ is this spool's directory */
 	struct bufring *bufs;           /* the shard's receive buffers (body slices come from them) */
+	const uint32_t *adopt;          /* shard directories of a larger shard count to take in */
+	uint32_t adopt_count;
 	uint32_t shard;
 	uint64_t minimal_backoff_ms;
 	uint64_t maximal_backoff_ms;
@@ -75,8 +77,9 @@ struct spool_stats {
  * that its name is durable. Blocking: start-up only. Returns 0 or -errno. */
 int spool_sync_parent(const char *path);
 
-/* Opens (creating if needed) <spool_dir>/<shard>/, recovers it, opens the active segment and
- * schedules every live message; registers its op and hooks on r. Blocking I/O: start-up only,
+/* Opens (creating if needed) <spool_dir>/<shard>/, adopts the directories p->adopt names
+ * (queue/adopt.h), recovers it, opens the active segment and schedules every live message;
+ * registers its op and hooks on r. Blocking I/O: start-up only,
  * before the shard serves. Returns 0 or -errno. */
 int spool_open(struct ring *r, const struct spool_params *p, struct spool **out);
 

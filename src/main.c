@@ -7,10 +7,12 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <dirent.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "base/log.h"
+#include "base/queue_id.h"
 #include "conf/config.h"
 #include "conf/policy.h"
 #include "deliver/maildir.h"
@@ -171,6 +173,8 @@ struct main_world {
 /* What runs on one shard, as the setup made it. */
 struct main_shard {
 	const struct main_world *w;
+	uint32_t adopt[QUEUE_ID_SHARD_MAX];   /* stranded shard directories it takes in */
+	uint32_t adopt_count;
 	struct spool *spool;
 	struct smtpd *smtpd;
 	struct listeners *listeners;
@@ -211,6 +215,8 @@ main_shard_setup(struct shard *sh, void *ctx)
 	struct spool_params sp = {
 		.spool_dir = cfg->spool_dir,
 		.bufs = &sh->bufs,
+		.adopt = ms->adopt,
+		.adopt_count = ms->adopt_count,
 		.shard = sh->index,
 		.minimal_backoff_ms = (uint64_t)cfg->minimal_backoff_s * 1000u,
 		.maximal_backoff_ms = (uint64_t)cfg->maximal_backoff_s * 1000u,
@@ -290,6 +296,29 @@ main_clock_real_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* Spool directories of shards that no longer run (the spool was written with more): each is
+ * taken in by shard n % shards, so no mail is stranded. */
+static int
+main_find_stranded(const struct config *cfg, struct main_shard *ms)
+{
+	DIR *d = opendir(cfg->spool_dir);
+	if (d == NULL)
+		return errno == ENOENT ? 0 : -errno;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		char *end;
+		errno = 0;
+		unsigned long n = strtoul(de->d_name, &end, 10);
+		if (*end != '\0' || end == de->d_name || errno != 0 || n < cfg->shards
+			|| n >= QUEUE_ID_SHARD_MAX || de->d_type != DT_DIR)
+			continue;
+		struct main_shard *to = &ms[n % cfg->shards];
+		to->adopt[to->adopt_count++] = (uint32_t)n;
+	}
+	closedir(d);
+	return 0;
+}
+
 /* Runs the shards until SIGTERM or SIGINT, then stops them cleanly. */
 static int
 main_run(struct main_world *w)
@@ -300,6 +329,11 @@ main_run(struct main_world *w)
 	uint32_t started = 0;
 	int rc = 0;
 	w->started_real_ms = main_clock_real_ms();
+	rc = main_find_stranded(cfg, ms);
+	if (rc < 0) {
+		fprintf(stderr, "ringmta: %s: %s\n", cfg->spool_dir, strerror(-rc));
+		return 1;
+	}
 	for (; started < cfg->shards; started++) {
 		ms[started].w = w;
 		struct shard_params p = { .max_connections = cfg->max_connections,
