@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from harness import Daemon, Results
+from harness import Daemon, Results, mount_full_mailbox
 
 SKIP = 77
 LINE = re.compile(r"^(\S+) event=delivery qid=(\S+) to=<([^>]*)> status=(\S+) delay=(\S+) "
@@ -47,16 +47,6 @@ def wait_for(pred, timeout, what):
     raise AssertionError("timed out waiting for " + what)
 
 
-def full_mailbox(d, user):
-    """A mailbox directory on which nothing can be created: a tmpfs with no free inode."""
-    path = os.path.join(d.maildir, user)
-    os.makedirs(path, exist_ok=True)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=1", "tmpfs", path],
-                      capture_output=True).returncode != 0:
-        return None
-    return path
-
-
 def send(port, to, body=b"Subject: t\r\n\r\nhello\r\n", sender="s@example.org"):
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
         s.ehlo("sched.example")
@@ -69,7 +59,7 @@ def test_deferred_survives_restart_with_growing_intervals():
     box = None
     try:
         d.start()
-        box = full_mailbox(d, "alice")
+        box = mount_full_mailbox(d, "alice")
         if box is None:
             print("skip: cannot mount a tmpfs here")
             sys.exit(SKIP)
