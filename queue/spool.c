@@ -91,6 +91,7 @@ struct spool {
 static const struct ring_hooks spool_hooks;
 static void spool_complete(void *ctx, const struct io_uring_cqe *cqe);
 static int spool_read_fd(struct spool *sp, uint32_t seg);
+static int spool_read_fds_cover(struct spool *sp);
 
 static int
 spool_seg_open(struct spool *sp, uint32_t seg)
@@ -368,18 +369,39 @@ spool_batch_iov(struct spool *sp)
 	return n;
 }
 
+/* Grows read_fds to cover every segment up to the active one (new entries -1). */
+static int
+spool_read_fds_cover(struct spool *sp)
+{
+	uint32_t count = sp->seg_id - sp->oldest_seg + 1;
+	if (count <= sp->read_fd_count)
+		return 0;
+	int *grown = realloc(sp->read_fds, count * sizeof(*grown));
+	if (grown == NULL)
+		return -ENOMEM;
+	for (uint32_t j = sp->read_fd_count; j < count; j++)
+		grown[j] = -1;
+	sp->read_fds = grown;
+	sp->read_fd_count = count;
+	return 0;
+}
+
 static int
 spool_rollover(struct spool *sp)
 {
+	/* The old segment's descriptor must stay open, never closed here: a body reader on
+	 * another shard may be reading it (spool_body_where). */
+	int rc = spool_read_fds_cover(sp);
+	if (rc < 0)
+		return rc;
 	int fd = spool_seg_open(sp, sp->seg_id + 1);
 	if (fd < 0)
 		return fd;
-	/* The old segment stays open for reads of the messages still in it. */
 	uint32_t i = sp->seg_id - sp->oldest_seg;
-	if (i < sp->read_fd_count && sp->read_fds[i] < 0)
+	if (sp->read_fds[i] < 0)
 		sp->read_fds[i] = sp->seg_fd;
 	else
-		close(sp->seg_fd);
+		close(sp->seg_fd);   /* a read descriptor of its own was opened already */
 	sp->seg_fd = fd;
 	sp->seg_id++;
 	sp->seg_off = 0;
@@ -518,7 +540,11 @@ spool_message_done(struct spool *sp, struct msg *m, int rc)
 static void
 spool_copy_done(struct spool *sp, struct spool_rec *r)
 {
-	if (sp->batch_err == 0)
+	const struct index_entry *e = index_find(&sp->ix, r->copy_qid);
+	/* A message taken for delivery meanwhile stays where its readers were told it is; the
+	 * COPY is dead bytes then (recovery finds the same states either way) and a later round
+	 * copies it again. */
+	if (sp->batch_err == 0 && e != NULL && e->inflight == 0)
 		(void)index_relocate(&sp->ix, r->copy_qid, r->segment, r->offset, r->len,
 			r->copy_env_off);
 	free(r->copy);
@@ -592,7 +618,8 @@ spool_copy_pick(struct spool *sp)
 		live += e->size;
 		if (live > SPOOL_COPY_LIVE_MAX)
 			return 0;   /* mostly live: deliveries will empty it sooner than copies */
-		if (e->size > SPOOL_COPY_RECORD_MAX || n == SPOOL_COPY_BATCH
+		/* In flight: an agent may be reading its body where it is (spool_body_where). */
+		if (e->inflight > 0 || e->size > SPOOL_COPY_RECORD_MAX || n == SPOOL_COPY_BATCH
 			|| bytes + e->size > SPOOL_COPY_BYTES_MAX)
 			continue;
 		sp->copies[n++] = (struct spool_copy){ .qid = e->qid, .size = e->size };
@@ -640,7 +667,7 @@ spool_copy_encode(struct spool *sp, const struct spool_copy *c, uint32_t *len, u
 	const struct index_entry *e = index_find(&sp->ix, c->qid);
 	uint64_t off = 0, skipped = 0, end = 0;
 	struct record_view r;
-	if (e == NULL || e->segment != sp->copy_seg
+	if (e == NULL || e->segment != sp->copy_seg || e->inflight > 0
 		|| record_scan_next(slice_make(c->buf, c->size), &off, &r, &skipped, &end) != 1
 		|| r.queue_id != c->qid || r.size != c->size)
 		return NULL;   /* delivered meanwhile, or unreadable: it stays where it is */
@@ -892,16 +919,8 @@ spool_read_fd(struct spool *sp, uint32_t seg)
 	if (seg < sp->oldest_seg || seg > sp->seg_id)
 		return -ENOENT;
 	uint32_t i = seg - sp->oldest_seg;
-	if (i >= sp->read_fd_count) {
-		uint32_t count = sp->seg_id - sp->oldest_seg + 1;
-		int *grown = realloc(sp->read_fds, count * sizeof(*grown));
-		if (grown == NULL)
-			return -ENOMEM;
-		for (uint32_t j = sp->read_fd_count; j < count; j++)
-			grown[j] = -1;
-		sp->read_fds = grown;
-		sp->read_fd_count = count;
-	}
+	if (i >= sp->read_fd_count && spool_read_fds_cover(sp) != 0)
+		return -ENOMEM;
 	if (sp->read_fds[i] < 0) {
 		char name[SEGMENT_NAME_LEN + 1];
 		recover_segment_name(seg, name);
@@ -953,6 +972,25 @@ spool_read(struct spool *sp, uint64_t qid, uint64_t off, void *buf, uint32_t len
 	io_uring_prep_read(sqe, fd, buf, len, e->offset + spool_message_start(e) + off);
 	sqe->flags |= sqe_flags;
 	io_uring_sqe_set_data64(sqe, ud);
+	return 0;
+}
+
+int
+spool_body_where(struct spool *sp, uint64_t qid, uint64_t body_off, int *fd, uint64_t *off,
+	uint64_t *len)
+{
+	const struct index_entry *e = index_find(&sp->ix, qid);
+	if (e == NULL)
+		return -ENOENT;
+	uint64_t size = e->size - spool_message_start(e);
+	if (body_off > size)
+		return -EINVAL;
+	int rc = spool_read_fd(sp, e->segment);
+	if (rc < 0)
+		return rc;
+	*fd = rc;
+	*off = e->offset + spool_message_start(e) + body_off;
+	*len = size - body_off;
 	return 0;
 }
 

@@ -111,6 +111,17 @@ int spool_read(struct spool *sp, uint64_t qid, uint64_t off, void *buf, uint32_t
  * reads checked this way cannot fail halfway through being queued. */
 int spool_read_check(struct spool *sp, uint64_t qid, uint64_t off, uint64_t len) MUST_USE;
 
+/* Where the body of live message qid is, for a reader on any shard: *fd is a descriptor of its
+ * segment (descriptors are process-wide: another shard reads it through its own ring), *off the
+ * absolute offset in that file of the octet body_off of the message (as spool_read counts: the
+ * envelope's length is where the body starts), *len the octets from there to the end. Valid while
+ * a recipient of qid is in flight: the spool then does not copy the message forward, and never
+ * closes a segment's descriptor while a message in it is live. The body is one contiguous
+ * stretch today; a reader must not assume more than this call says. Returns 0, -ENOENT (not
+ * live), -EINVAL (body_off past the end) or -errno (the segment could not be opened). */
+int spool_body_where(struct spool *sp, uint64_t qid, uint64_t body_off, int *fd, uint64_t *off,
+	uint64_t *len) MUST_USE;
+
 /* Outcomes of an attempt (recipients in flight, or any live one for the queue commands). */
 void spool_rcpt_delivered(struct spool *sp, uint64_t qid, uint32_t rcpt);
 void spool_rcpt_bounced(struct spool *sp, uint64_t qid, uint32_t rcpt);
