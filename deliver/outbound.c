@@ -481,15 +481,24 @@ outbound_dest_kick(struct outbound *ob, struct ob_dest *d)
 	ob->work_head = d;
 }
 
+/* The reason given to recipients deferred without connecting. */
+static void
+outbound_dest_suspended_text(const struct ob_dest *d, char *out, size_t cap)
+{
+	snprintf(out, cap, "destination suspended after failed connections: %.400s", d->last_error);
+}
+
 static void
 outbound_dest_defer_all(struct outbound *ob, struct ob_dest *d)
 {
+	char reason[OUTBOUND_REPLY_MAX];
+	outbound_dest_suspended_text(d, reason, sizeof(reason));
 	struct outbound_req *req;
 	while ((req = d->q_head) != NULL) {
 		d->q_head = req->priv.owner_next;
 		d->q_count--;
 		outbound_req_resolve_rest(ob, req, req->priv.next_rcpt, OUTBOUND_DEFERRED,
-			d->last_status, d->last_error, d->last_relay);
+			d->last_status, reason, d->last_relay);
 	}
 	d->q_tail = NULL;
 }
@@ -509,8 +518,10 @@ outbound_owner_accept(struct outbound *ob, struct outbound_req *req)
 		return;
 	}
 	if (outbound_sched_suspended(&d->sched, ob->ring->now_ms)) {
-		outbound_req_resolve_rest(ob, req, 0, OUTBOUND_DEFERRED, d->last_status,
-			d->last_error, d->last_relay);
+		char reason[OUTBOUND_REPLY_MAX];
+		outbound_dest_suspended_text(d, reason, sizeof(reason));
+		outbound_req_resolve_rest(ob, req, 0, OUTBOUND_DEFERRED, d->last_status, reason,
+			d->last_relay);
 		return;
 	}
 	req->priv.owner_next = NULL;

@@ -227,8 +227,10 @@ uint32_t
 conn_write_ref_room(const struct conn *c)
 {
 	const struct conn_out *o = &c->out[c->out_active];
-	/* One is kept for a copied write in between. */
-	return o->seg_count + 1 >= CONN_SEGS_MAX ? 0 : CONN_SEGS_MAX - o->seg_count - 1;
+	/* One is kept for a copied write in between; octets copied before the first borrowed
+	 * ones become a stretch of their own. */
+	uint32_t used = o->seg_count + 1 + (o->seg_count == 0 && o->len > 0 ? 1u : 0u);
+	return used >= CONN_SEGS_MAX ? 0 : CONN_SEGS_MAX - used;
 }
 
 /* The iovecs of o's segments from octet `skip` on; returns how many. */
