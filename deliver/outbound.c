@@ -110,6 +110,10 @@ outbound_route_done(struct outbound *ob, struct outbound_req *req)
 	req->priv.dns_ms = (uint32_t)(ob->ring->now_ms - req->priv.submit_ms);
 	rt->hash = outbound_hash(rt->key, rt->key_len);
 	uint32_t owner = (uint32_t)(rt->hash % ob->p.shard_count);
+	if (ob->ring->stopping) {   /* the owner may be gone already: tried after the restart */
+		outbound_req_resolve_rest(ob, req, 0, OUTBOUND_UNTRIED, "", "", "");
+		return;
+	}
 	if (owner == ob->shard || ob->p.xshard == NULL) {
 		outbound_owner_accept(ob, req);
 		return;

@@ -160,7 +160,8 @@ struct outbound_stats {
 	uint64_t bounced;
 	uint64_t sent_away;                   /* requests handed to another shard */
 	uint64_t owned;                       /* requests this shard delivered as owner */
-	uint64_t body_copied;                 /* body octets copied in user space */
+	uint64_t body_bytes;                  /* body octets handed to the output, all borrowed
+	                                       * (conn_write_ref): none is copied in user space */
 	uint64_t suspensions;
 };
 

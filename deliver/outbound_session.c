@@ -805,6 +805,7 @@ ob_session_body_pump(struct ob_session *s)
 				conn_abort(s->conn);
 				return;
 			}
+			s->ob->stats.body_bytes += acts.items[i].data.len;
 		}
 		if (s->smtp.state != SMTP_CLIENT_STATE_BODY) {
 			s->body_on = false;   /* all of it is out: the reply is awaited */

@@ -292,7 +292,7 @@ main_shard_stats(struct shard *sh, struct main_shard *ms)
 	log_line_u64(&l, "out_connections", o->connections);
 	log_line_u64(&l, "out_transactions", o->transactions);
 	log_line_u64(&l, "out_delivered", o->delivered);
-	log_line_u64(&l, "out_body_copied", o->body_copied);
+	log_line_u64(&l, "out_body_bytes", o->body_bytes);   /* all sent borrowed, none copied */
 	log_write(buf, log_line_end(&l));
 }
 
