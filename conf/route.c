@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "conf/config.h"
+#include "proto/smtp_server.h"
 
 #define ROUTE_FILE_SIZE_MAX (16u << 20)   /* 100000 lines of about 160 octets */
 #define ROUTE_LINE_LEN_MAX  4096u
@@ -150,7 +151,7 @@ route_limits_parse(struct slice rest, struct route_limits *out, char *why, size_
 	static const struct { const char *key; size_t off; uint32_t max; } keys[] = {
 		{ "concurrency", offsetof(struct route_limits, concurrency),
 			CONFIG_DEST_CONCURRENCY_MAX },
-		{ "recipients", offsetof(struct route_limits, recipients), 1000u },
+		{ "recipients", offsetof(struct route_limits, recipients), SMTP_RCPT_COUNT_MAX },
 		{ "messages_per_connection", offsetof(struct route_limits, messages_per_connection),
 			CONFIG_REUSE_LIMIT_MAX },
 		{ "rate", offsetof(struct route_limits, rate), ROUTE_RATE_MAX },

@@ -626,6 +626,13 @@ outbound_dest_turn(struct outbound *ob, struct ob_dest *d)
 		if (outbound_session_open(ob, d) != 0)
 			break;
 	}
+	/* At the shard's connection share, a destination with work and no session takes the place
+	 * of one that only idles (connection caches must not starve new destinations). */
+	if (d->q_head != NULL && d->sessions == 0 && ob->live >= ob->conn_limit
+		&& now >= d->evicted_ms + OUTBOUND_EVICT_WAIT_MS
+		&& outbound_sched_may_connect(&d->sched, now, 0, ob->conn_limit)
+		&& outbound_session_evict(ob, d))
+		d->evicted_ms = now;
 	if (ob->ring->stopping) {
 		while (d->idle_head != NULL)
 			outbound_session_quit(d->idle_head);

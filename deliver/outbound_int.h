@@ -18,6 +18,7 @@
 #define OUTBOUND_BODY_ROUNDS_MAX 4096u         /* smtp_client_body calls per pump */
 #define OUTBOUND_ADDR_DOWN_MS    60000u        /* an address that failed is tried last */
 #define OUTBOUND_ROUTE_TTL_MS    60000u        /* a destination takes a newer route after */
+#define OUTBOUND_EVICT_WAIT_MS     100u        /* a destination evicts one idle session per */
 #define OUTBOUND_DEST_BUCKETS    (1u << 16)
 #define OUTBOUND_TXN_RCPTS_MAX   SMTP_CLIENT_RCPT_COUNT_MAX
 #define OUTBOUND_TIMEOUTS_MAX    6u            /* distinct client timeouts: greeting, cmd,
@@ -47,6 +48,7 @@ struct ob_dest {
 	struct ob_dest *work_next;
 	struct ob_dest *hash_next;
 	uint64_t idle_since_ms;
+	uint64_t evicted_ms;                    /* when it last made an idle session QUIT */
 	/* Why the last session failed, for recipients deferred without connecting. */
 	char last_error[OUTBOUND_REPLY_MAX];
 	char last_status[OUTBOUND_STATUS_MAX];
@@ -91,6 +93,7 @@ struct outbound {
 	uint32_t live;                          /* sessions alive */
 	uint32_t conn_limit;                    /* this shard's share of outbound_connection_limit */
 	struct ob_session *reconnect;           /* sessions to move to their next address */
+	struct ob_session *idle_oldest, *idle_newest;   /* every idle session, oldest first */
 	struct outbound_stats stats;
 };
 
@@ -109,6 +112,9 @@ int outbound_session_open(struct outbound *ob, struct ob_dest *d) MUST_USE;
 /* An idle READY session of d takes req (or the next queued one). */
 void outbound_session_give(struct ob_session *s, struct outbound_req *req);
 void outbound_session_quit(struct ob_session *s);
+/* The shard is at its connection share and d needs one: the session idle the longest (of
+ * another destination) QUITs to make room. Returns whether one did. */
+bool outbound_session_evict(struct outbound *ob, const struct ob_dest *d);
 void outbound_sessions_turn(struct outbound *ob);
 void outbound_sessions_init(struct outbound *ob);
 void outbound_sessions_fini(struct outbound *ob);

@@ -52,6 +52,7 @@ struct ob_session {
 	uint64_t up_ms;                            /* the connection came up */
 	uint32_t setup_ms;                         /* connect + greeting + EHLO, first txn only */
 	struct ob_session *idle_next, *reconnect_next;
+	struct ob_session *gidle_prev, *gidle_next;   /* the shard's list of idle sessions */
 	bool on_reconnect;
 	char relay[OUTBOUND_RELAY_MAX];
 	char error[OUTBOUND_REPLY_MAX];            /* why the last address failed */
@@ -302,6 +303,16 @@ ob_session_idle_remove(struct ob_session *s)
 		p = &(*p)->idle_next;
 	*p = s->idle_next;
 	s->idle = false;
+	struct outbound *ob = s->ob;
+	if (s->gidle_prev != NULL)
+		s->gidle_prev->gidle_next = s->gidle_next;
+	else
+		ob->idle_oldest = s->gidle_next;
+	if (s->gidle_next != NULL)
+		s->gidle_next->gidle_prev = s->gidle_prev;
+	else
+		ob->idle_newest = s->gidle_prev;
+	s->gidle_prev = s->gidle_next = NULL;
 }
 
 static void
@@ -484,6 +495,14 @@ ob_session_set_idle(struct ob_session *s)
 	s->idle = true;
 	s->idle_next = s->d->idle_head;
 	s->d->idle_head = s;
+	struct outbound *ob = s->ob;
+	s->gidle_next = NULL;
+	s->gidle_prev = ob->idle_newest;
+	if (ob->idle_newest != NULL)
+		ob->idle_newest->gidle_next = s;
+	else
+		ob->idle_oldest = s;
+	ob->idle_newest = s;
 	conn_idle(s->conn, s->ob->idle_class);
 }
 
@@ -494,6 +513,18 @@ outbound_session_quit(struct ob_session *s)
 	struct smtp_client_actions acts = { .count = 0 };
 	smtp_client_quit(&s->smtp, &acts);
 	ob_session_actions(s, &acts);
+}
+
+bool
+outbound_session_evict(struct outbound *ob, const struct ob_dest *d)
+{
+	struct ob_session *s = ob->idle_oldest;
+	while (s != NULL && s->d == d)
+		s = s->gidle_next;
+	if (s == NULL)
+		return false;
+	outbound_session_quit(s);   /* its slot is free once the QUIT is answered */
+	return true;
 }
 
 /* READY: the next transaction, or idle, or QUIT at the reuse limit. */

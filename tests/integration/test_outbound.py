@@ -393,6 +393,26 @@ def test_relayhost_and_transport_maps(_d):
         d.cleanup()
 
 
+def test_idle_connection_gives_way_at_the_connection_limit(_d):
+    """One outbound connection for the shard: a destination with work takes the place of one
+    that only idles (connection_idle_time is long), instead of waiting for it."""
+    a, b = W.fake("127.0.0.55"), W.fake("127.0.0.56")
+    d = W.daemon({"outbound_connection_limit": "1", "connection_idle_time": "60"})
+    d.options["shards"] = "1"
+    try:
+        d.start()
+        send(d, "x@d15.out.test")
+        wait_status(d, "x@d15.out.test", "delivered")
+        t = time.monotonic()
+        send(d, "y@d16.out.test")
+        wait_status(d, "y@d16.out.test", "delivered", timeout=10)
+        assert time.monotonic() - t < 5, time.monotonic() - t
+        assert len(a.accepted()) == 1 and len(b.accepted()) == 1
+        assert "QUIT" in a.commands, a.commands
+    finally:
+        d.cleanup()
+
+
 def main():
     need("nsd", "unbound")
     global W
