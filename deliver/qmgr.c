@@ -168,6 +168,9 @@ qmgr_outcome_ex(struct qmgr *q, struct qmgr_msg *m, uint32_t i, enum qmgr_outcom
 	if (o == QMGR_SENT) {
 		spool_rcpt_delivered(sp, m->qid, i);
 		q->stats.delivered++;
+		uint64_t now = q->ring->now_real_ms;
+		hist_add(&q->stats.delivery_latency,
+			(now > m->v.arrival_ms ? now - m->v.arrival_ms : 0) * 1000u);
 		qmgr_log(q, m, r.path, LOG_STATUS_DELIVERED, status, detail, res);
 		/* RFC 3461 6.2.1.3: a receiver that took the DSN parameters reports success itself;
 		 * to one that did not, the mail was "relayed". */

@@ -17,6 +17,7 @@
 #define RINGMTA_DELIVER_QMGR_H
 #include <stdint.h>
 
+#include "base/hist.h"
 #include "base/ring.h"
 
 struct config;
@@ -40,6 +41,7 @@ struct qmgr_params {
 
 struct qmgr_stats {
 	uint64_t delivered;
+	struct hist delivery_latency;   /* arrival to delivery, of each delivered recipient */
 	uint64_t deferred;
 	uint64_t bounced;
 	uint64_t expired;
