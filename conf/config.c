@@ -77,6 +77,7 @@ static const struct config_key config_keys[] = {
 	CONFIG_LIST("listen", CONFIG_KIND_ADDRS, listen, 1),
 	CONFIG_LIST("submission_listen", CONFIG_KIND_ADDRS, submission_listen, 0),
 	CONFIG_LIST("smtps_listen", CONFIG_KIND_ADDRS, smtps_listen, 0),
+	CONFIG_LIST("metrics_listen", CONFIG_KIND_ADDRS, metrics_listen, 0),
 	CONFIG_VALUE("myhostname", CONFIG_KIND_HOSTNAME, myhostname, 0, 0),
 	{ "local_domains", CONFIG_KIND_DOMAINS, CONFIG_F(local_domains),
 		CONFIG_F(local_domain_count), 0, 0 },
@@ -1190,6 +1191,14 @@ config_check(const struct config *cfg, char *err, size_t err_len)
 			cfg->submission_listen_count))
 			goto twice;
 	}
+	for (uint32_t i = 0; i < cfg->metrics_listen_count; i++) {
+		if (config_addr_listed(&cfg->metrics_listen[i], cfg->listen, cfg->listen_count)
+			|| config_addr_listed(&cfg->metrics_listen[i], cfg->submission_listen,
+			cfg->submission_listen_count)
+			|| config_addr_listed(&cfg->metrics_listen[i], cfg->smtps_listen,
+			cfg->smtps_listen_count))
+			goto twice;
+	}
 	if (cfg->minimal_backoff_s > cfg->maximal_backoff_s) {
 		snprintf(err, err_len, "minimal_backoff_time is above maximal_backoff_time");
 		return -1;
@@ -1201,7 +1210,7 @@ config_check(const struct config *cfg, char *err, size_t err_len)
 	return 0;
 twice:
 	snprintf(err, err_len,
-		"listen, submission_listen, smtps_listen: an address is in two lists");
+		"listen, submission_listen, smtps_listen, metrics_listen: an address is in two lists");
 	return -1;
 }
 
@@ -1233,19 +1242,27 @@ config_line_addrs(struct log_line *l, const char *key, const struct config_addr 
 	size_t len = 0;
 	text[0] = '\0';
 	for (uint32_t i = 0; i < count; i++) {
-		char host[INET6_ADDRSTRLEN];
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)&addrs[i].sa;
-		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&addrs[i].sa;
-		bool v4 = addrs[i].sa.ss_family == AF_INET;
-		inet_ntop(addrs[i].sa.ss_family, v4 ? (const void *)&sin->sin_addr
-			: (const void *)&sin6->sin6_addr, host, sizeof(host));
-		int n = snprintf(text + len, sizeof(text) - len, v4 ? "%s%s:%u" : "%s[%s]:%u",
-			i > 0 ? "," : "", host, ntohs(v4 ? sin->sin_port : sin6->sin6_port));
+		char addr[CONFIG_ADDR_TEXT_MAX];
+		config_addr_format(&addrs[i], addr, sizeof(addr));
+		int n = snprintf(text + len, sizeof(text) - len, "%s%s", i > 0 ? "," : "", addr);
 		if (n < 0 || (size_t)n >= sizeof(text) - len)
 			break;
 		len += (size_t)n;
 	}
 	log_line_str(l, key, text);
+}
+
+void
+config_addr_format(const struct config_addr *a, char *buf, size_t cap)
+{
+	char host[INET6_ADDRSTRLEN];
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)&a->sa;
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&a->sa;
+	bool v4 = a->sa.ss_family == AF_INET;
+	inet_ntop(a->sa.ss_family, v4 ? (const void *)&sin->sin_addr
+		: (const void *)&sin6->sin6_addr, host, sizeof(host));
+	snprintf(buf, cap, v4 ? "%s:%u" : "[%s]:%u", host,
+		ntohs(v4 ? sin->sin_port : sin6->sin6_port));
 }
 
 size_t
@@ -1260,6 +1277,7 @@ config_format_started(char *buf, size_t cap, uint64_t now_ms, const struct confi
 	config_line_addrs(&l, "submission_listen", cfg->submission_listen,
 		cfg->submission_listen_count);
 	config_line_addrs(&l, "smtps_listen", cfg->smtps_listen, cfg->smtps_listen_count);
+	config_line_addrs(&l, "metrics_listen", cfg->metrics_listen, cfg->metrics_listen_count);
 	log_line_str(&l, "spool_dir", cfg->spool_dir);
 	return log_line_end(&l);
 }

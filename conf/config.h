@@ -97,6 +97,8 @@ struct config {
 	uint32_t submission_listen_count;
 	struct config_addr smtps_listen[CONFIG_LISTEN_MAX];
 	uint32_t smtps_listen_count;
+	struct config_addr metrics_listen[CONFIG_LISTEN_MAX];   /* the Prometheus endpoint */
+	uint32_t metrics_listen_count;
 
 	char myhostname[256];
 	char local_domains[CONFIG_DOMAINS_MAX][256];   /* lower case */
@@ -181,6 +183,10 @@ int config_check(const struct config *cfg, char *err, size_t err_len);
 /* Prints the effective configuration as a loadable `key = value` file: every key, in a form that
  * config_load_file reads back to an identical struct config. */
 void config_print(const struct config *cfg, FILE *f);
+/* "127.0.0.1:25" or "[::1]:25" into buf (cut to cap, which CONFIG_ADDR_TEXT_MAX fits). */
+#define CONFIG_ADDR_TEXT_MAX (INET6_ADDRSTRLEN + 8)
+void config_addr_format(const struct config_addr *a, char *buf, size_t cap);
+
 /* The "started" log line: shards, myhostname, the listen lists and spool_dir. Returns its length
  * (cap >= LOG_LINE_MIN). */
 size_t config_format_started(char *buf, size_t cap, uint64_t now_ms, const struct config *cfg,

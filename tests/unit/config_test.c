@@ -242,6 +242,22 @@ Test(config, listen_takes_ipv4_and_ipv6_lists)
 	expect_addr(&cfg.smtps_listen[1], AF_INET, "127.0.0.2", 2465);
 }
 
+Test(config, metrics_listen_is_off_by_default_and_takes_a_list)
+{
+	expect_ok("");
+	cr_assert_eq(cfg.metrics_listen_count, 0);
+	expect_ok("metrics_listen = 127.0.0.1:9125, [::1]:9125\n");
+	cr_assert_eq(cfg.metrics_listen_count, 2);
+	expect_addr(&cfg.metrics_listen[1], AF_INET6, "::1", 9125);
+}
+
+static void expect_check_err(const char *text, const char *want);
+
+Test(config, metrics_listen_must_not_share_an_smtp_address)
+{
+	expect_check_err("listen = 127.0.0.1:2525\nmetrics_listen = 127.0.0.1:2525\n", "two lists");
+}
+
 Test(config, listen_must_not_be_empty_but_the_submission_lists_may)
 {
 	expect_value_err("listen", "");
@@ -875,7 +891,7 @@ Test(config, print_writes_every_key_once)
 		"maildir_sync", "dns_timeout", "dns_attempts", "dns_cache_max", "inet_protocols",
 		"minimal_backoff_time", "maximal_backoff_time", "delay_warning_time",
 		"tls_eccert_file", "tls_eckey_file", "tls_server_sni_file", "smtp_tls_security_level",
-		"smtp_tls_ca_file",
+		"smtp_tls_ca_file", "metrics_listen",
 	};
 	config_default(&cfg);
 	char *text = print_config(&cfg);
@@ -982,5 +998,5 @@ Test(config, started_line_names_shards_host_listeners_and_spool)
 	line[n] = '\0';
 	cr_assert_str_eq(line, "2024-05-01T12:34:56.789Z event=started shards=4 "
 		"myhostname=mx.example listen=127.0.0.1:2525,[::1]:2525 submission_listen= "
-		"smtps_listen= spool_dir=./var/spool\n");
+		"smtps_listen= metrics_listen= spool_dir=./var/spool\n");
 }
