@@ -19,6 +19,7 @@
 
 #include "base/hist.h"
 #include "base/ring.h"
+#include "base/tally.h"
 
 struct config;
 struct policy;
@@ -53,4 +54,14 @@ int qmgr_init(struct ring *r, const struct qmgr_params *p, struct qmgr **out);
 void qmgr_fini(struct qmgr *q);
 
 const struct qmgr_stats *qmgr_stats(const struct qmgr *q);
+
+/* The same outcomes by recipient domain, for the busiest domains (base/tally.h). */
+enum qmgr_dest_kind {
+	QMGR_DEST_DELIVERED,
+	QMGR_DEST_DEFERRED,
+	QMGR_DEST_BOUNCED,
+	QMGR_DEST_EXPIRED,
+};
+_Static_assert(QMGR_DEST_EXPIRED < TALLY_KINDS, "a tally kind per outcome");
+const struct tally *qmgr_destinations(const struct qmgr *q);
 #endif

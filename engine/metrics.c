@@ -26,6 +26,7 @@ struct metrics {
 	struct metrics_slot *slots;
 	struct metrics_shard *last;     /* the reader's last good copy of each slot */
 	struct metrics_shard sum;       /* the reader's scratch */
+	struct tally_entry *merged;     /* shard_count * METRICS_DESTINATIONS_MAX: its scratch */
 };
 
 int
@@ -39,7 +40,8 @@ metrics_create(uint32_t shard_count, const char *const *listener_names,
 		return -ENOMEM;
 	m->slots = aligned_alloc(64, sizeof(*m->slots) * shard_count);
 	m->last = calloc(shard_count, sizeof(*m->last));
-	if (m->slots == NULL || m->last == NULL) {
+	m->merged = calloc((size_t)shard_count * METRICS_DESTINATIONS_MAX, sizeof(*m->merged));
+	if (m->slots == NULL || m->last == NULL || m->merged == NULL) {
 		metrics_destroy(m);
 		return -ENOMEM;
 	}
@@ -57,6 +59,7 @@ metrics_destroy(struct metrics *m)
 {
 	free(m->slots);
 	free(m->last);
+	free(m->merged);
 	free(m);
 }
 
@@ -251,6 +254,69 @@ metrics_render_messages(struct metrics *m, struct metrics_out *o)
 		"Time from arrival to delivery of each delivered recipient.", &t->delivery_latency);
 }
 
+static uint64_t
+metrics_dest_total(const struct tally_entry *e)
+{
+	uint64_t sum = 0;
+	for (uint32_t k = 0; k < METRICS_OUTCOMES; k++)
+		sum += e->counts[k];
+	return sum;
+}
+
+static int
+metrics_dest_cmp(const void *a, const void *b)
+{
+	uint64_t x = metrics_dest_total(a), y = metrics_dest_total(b);
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* The shards' busiest destinations merged by name; returns how many distinct ones. */
+static uint32_t
+metrics_dest_merge(struct metrics *m)
+{
+	uint32_t n = 0;
+	for (uint32_t s = 0; s < m->shard_count; s++) {
+		const struct metrics_shard *x = &m->last[s];
+		uint64_t count = x->destination_count < METRICS_DESTINATIONS_MAX
+			? x->destination_count : METRICS_DESTINATIONS_MAX;
+		for (uint32_t i = 0; i < count; i++) {
+			const struct tally_entry *e = &x->destinations[i];
+			if (tally_entry_name(e)[0] == '\0')
+				continue;   /* <postmaster>: no domain */
+			uint32_t j = 0;
+			while (j < n && strcmp(tally_entry_name(&m->merged[j]), tally_entry_name(e)) != 0)
+				j++;
+			if (j == n)
+				m->merged[n++] = (struct tally_entry){ 0 };
+			memcpy(m->merged[j].name_words, e->name_words, sizeof(e->name_words));
+			for (uint32_t k = 0; k < METRICS_OUTCOMES; k++)
+				m->merged[j].counts[k] += e->counts[k];
+		}
+	}
+	qsort(m->merged, n, sizeof(*m->merged), metrics_dest_cmp);
+	return n;
+}
+
+static void
+metrics_render_destinations(struct metrics *m, struct metrics_out *o)
+{
+	static const char *const outcome[METRICS_OUTCOMES] = { "delivered", "deferred", "bounced",
+		"expired" };
+	uint32_t n = metrics_dest_merge(m);
+	if (n > METRICS_DESTINATIONS_MAX)
+		n = METRICS_DESTINATIONS_MAX;
+	metrics_family(o, "ringmta_destination_deliveries_total", "counter",
+		"Delivery attempts by outcome for the busiest recipient domains only.");
+	for (uint32_t i = 0; i < n; i++) {
+		for (uint32_t k = 0; k < METRICS_OUTCOMES; k++) {
+			metrics_printf(o, "ringmta_destination_deliveries_total{destination=\"");
+			metrics_label_value(o, tally_entry_name(&m->merged[i]));
+			metrics_printf(o, "\",status=\"%s\"} %llu\n", outcome[k],
+				(unsigned long long)m->merged[i].counts[k]);
+		}
+	}
+}
+
 static void
 metrics_render_spool_dns(struct metrics *m, struct metrics_out *o)
 {
@@ -304,6 +370,7 @@ metrics_render(struct metrics *m, char *buf, size_t cap)
 	metrics_sum(m);
 	metrics_render_connections(m, &o);
 	metrics_render_messages(m, &o);
+	metrics_render_destinations(m, &o);
 	metrics_render_spool_dns(m, &o);
 	metrics_render_loops(m, &o);
 	return o.full ? 0 : o.len;

@@ -7,7 +7,9 @@
  * The shard that serves the endpoint (engine/httpd) reads every slot with metrics_render, which
  * retries a slot being written at most METRICS_READ_TRIES_MAX times and otherwise keeps the copy
  * it read last, sums the shards and writes the Prometheus text exposition format (version
- * 0.0.4). Created by main before the shards start, destroyed after they stopped; one writer per
+ * 0.0.4). Outcomes by destination (the recipient's domain) are exported only for the
+ * METRICS_DESTINATIONS_MAX busiest over all shards, so the series stay few whatever the mail.
+ * Created by main before the shards start, destroyed after they stopped; one writer per
  * slot (its shard), one reader (the serving shard).
  *
  * Not exported: TLS handshakes (the TLS stage is not wired into the transport yet). */
@@ -17,6 +19,7 @@
 #include <stdint.h>
 
 #include "base/hist.h"
+#include "base/tally.h"
 #include "engine/listen.h"
 #include "queue/spool.h"
 
@@ -24,8 +27,9 @@
 #define METRICS_READ_TRIES_MAX     64u        /* reads of a slot being written, then its old copy */
 #define METRICS_TEXT_MAX    (256u << 10)      /* the exposition text; longer: an error */
 #define METRICS_LISTENER_NAME_MAX  64u
+#define METRICS_DESTINATIONS_MAX   10u        /* destinations with series of their own */
 
-enum metrics_outcome {              /* one per event=delivery log line */
+enum metrics_outcome {              /* one per event=delivery log line; the tally's kinds */
 	METRICS_DELIVERED,
 	METRICS_DEFERRED,
 	METRICS_BOUNCED,
@@ -53,6 +57,8 @@ struct metrics_shard {
 	uint64_t loop_turns;
 	uint64_t loop_completions;
 	uint64_t loop_busy_ns;
+	uint64_t destination_count;             /* used entries of destinations */
+	struct tally_entry destinations[METRICS_DESTINATIONS_MAX];   /* the shard's busiest */
 };
 _Static_assert(sizeof(struct metrics_shard) % sizeof(uint64_t) == 0, "copied as words");
 

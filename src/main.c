@@ -217,6 +217,11 @@ main_world_init(struct main_world *w, const struct config *cfg, const struct pol
 	}
 }
 
+_Static_assert((int)QMGR_DEST_DELIVERED == (int)METRICS_DELIVERED
+	&& (int)QMGR_DEST_DEFERRED == (int)METRICS_DEFERRED
+	&& (int)QMGR_DEST_BOUNCED == (int)METRICS_BOUNCED
+	&& (int)QMGR_DEST_EXPIRED == (int)METRICS_EXPIRED, "the tally's kinds are the outcomes");
+
 /* What this shard's modules counted, into its metrics slot (see engine/metrics.h). */
 static void
 main_metrics_publish(struct shard *sh, struct main_shard *ms)
@@ -241,6 +246,8 @@ main_metrics_publish(struct shard *sh, struct main_shard *ms)
 		.loop_busy_ns = sh->stats.busy_ns,
 	};
 	memcpy(x->accepted, ls->accepted_by, sizeof(x->accepted));
+	x->destination_count = tally_top(qmgr_destinations(ms->qmgr), x->destinations,
+		METRICS_DESTINATIONS_MAX);
 	spool_census(ms->spool, sh->ring.now_real_ms, &x->queue);
 	if (ms->resolver != NULL) {
 		struct dns_resolver_stats d;

@@ -163,6 +163,10 @@ def test_exposition_counts_what_happened():
         assert sample(text, 'ringmta_deliveries_total{status="delivered"}') == 3
         assert sample(text, 'ringmta_deliveries_total{status="deferred"}') >= 1
         assert sample(text, 'ringmta_queue_messages{state="deferred",age="0-5m"}') == 1
+        assert sample(text, 'ringmta_destination_deliveries_total{destination="localhost",'
+                            'status="delivered"}') == 3
+        assert sample(text, 'ringmta_destination_deliveries_total{destination="remote.example",'
+                            'status="deferred"}') >= 1
         accepted = sample(text, 'ringmta_connections_accepted_total{listener="127.0.0.1:%d"}'
                           % d.port)
         assert accepted >= 5, accepted   # 4 messages, and the harness's start-up probe

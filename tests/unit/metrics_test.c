@@ -106,3 +106,38 @@ Test(metrics, a_text_that_does_not_fit_renders_nothing)
 	cr_assert_eq(metrics_render(m, text, 100), 0);
 	metrics_destroy(m);
 }
+
+static struct tally_entry
+dest(const char *name, uint64_t delivered, uint64_t deferred)
+{
+	struct tally_entry e = { .counts = { delivered, deferred } };
+	memcpy(e.name_words, name, strlen(name) + 1);
+	return e;
+}
+
+/* Only the METRICS_DESTINATIONS_MAX busiest over all shards get series, merged by name. */
+Test(metrics, destinations_are_merged_over_shards_and_only_the_busiest_exported)
+{
+	struct metrics *m = make(2);
+	static struct metrics_shard a, b;
+	for (uint32_t i = 0; i < METRICS_DESTINATIONS_MAX; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "d%u.test", i);
+		a.destinations[i] = dest(name, 100 + i, 0);
+	}
+	a.destination_count = METRICS_DESTINATIONS_MAX;
+	b.destinations[0] = dest("d0.test", 5, 2);
+	b.destinations[1] = dest("small.test", 1, 0);   /* 11th busiest: no series */
+	b.destination_count = 2;
+	metrics_publish(m, 0, &a);
+	metrics_publish(m, 1, &b);
+	const char *t = render(m);
+	expect_line(t, "ringmta_destination_deliveries_total"
+		"{destination=\"d0.test\",status=\"delivered\"} 105");
+	expect_line(t, "ringmta_destination_deliveries_total"
+		"{destination=\"d0.test\",status=\"deferred\"} 2");
+	expect_line(t, "ringmta_destination_deliveries_total"
+		"{destination=\"d9.test\",status=\"delivered\"} 109");
+	cr_assert(strstr(t, "small.test") == NULL);
+	metrics_destroy(m);
+}
