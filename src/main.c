@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "base/log_sink.h"
 #include "conf/config.h"
 #include "conf/policy.h"
 #include "deliver/maildir.h"
@@ -160,6 +161,7 @@ struct main_shard {
 	struct listeners *listeners;
 	struct maildir *maildir;
 	struct qmgr *qmgr;
+	struct log_sink *log;
 };
 
 static void
@@ -217,6 +219,10 @@ main_shard_setup(struct shard *sh, void *ctx)
 	rc = qmgr_init(r, &qp, &ms->qmgr);
 	if (rc < 0)
 		return rc;
+	/* From here on this thread's log lines leave through the ring, once per turn. */
+	rc = log_sink_open(r, &ms->log);
+	if (rc < 0)
+		return rc;
 	uint32_t failed = 0;
 	rc = listeners_open(r, ms->smtpd, w->listen, w->listen_count, &ms->listeners, &failed);
 	if (rc < 0)
@@ -246,6 +252,8 @@ main_shard_stats(struct shard *sh, struct main_shard *ms)
 	log_line_u64(&l, "turns", sh->stats.turns);
 	log_line_u64(&l, "completions", sh->stats.completions);
 	log_line_u64(&l, "busy_us", sh->stats.busy_ns / 1000u);
+	log_line_u64(&l, "log_writes", log_sink_stats(ms->log)->writes);
+	log_line_u64(&l, "log_dropped", log_sink_stats(ms->log)->dropped);
 	log_write(buf, log_line_end(&l));
 }
 
@@ -259,6 +267,7 @@ main_shard_teardown(struct shard *sh, void *ctx)
 	maildir_fini(ms->maildir);
 	smtpd_fini(ms->smtpd);
 	spool_close(ms->spool);
+	log_sink_close(ms->log);   /* last: writes the stats line and whatever the rest logged */
 }
 
 static uint64_t
