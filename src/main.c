@@ -13,6 +13,7 @@
 
 #include "base/log.h"
 #include "base/queue_id.h"
+#include "base/log_sink.h"
 #include "conf/config.h"
 #include "conf/policy.h"
 #include "conf/route.h"
@@ -189,6 +190,7 @@ struct main_shard {
 	struct listeners *metrics_listeners;
 	uint64_t metrics_due_ms;              /* the next publication */
 	struct metrics_shard snap;            /* scratch of the publication */
+	struct log_sink *log;
 };
 
 static void
@@ -375,6 +377,10 @@ main_shard_setup(struct shard *sh, void *ctx)
 	rc = qmgr_init(r, &qp, &ms->qmgr);
 	if (rc < 0)
 		return rc;
+	/* From here on this thread's log lines leave through the ring, once per turn. */
+	rc = log_sink_open(r, &ms->log);
+	if (rc < 0)
+		return rc;
 	uint32_t failed = 0;
 	rc = listeners_open(r, smtpd_accept, ms->smtpd, w->listen, w->listen_count, &ms->listeners,
 		&failed);
@@ -415,6 +421,8 @@ main_shard_stats(struct shard *sh, struct main_shard *ms)
 	log_line_u64(&l, "out_transactions", o->transactions);
 	log_line_u64(&l, "out_delivered", o->delivered);
 	log_line_u64(&l, "out_body_bytes", o->body_bytes);   /* all sent borrowed, none copied */
+	log_line_u64(&l, "log_writes", log_sink_stats(ms->log)->writes);
+	log_line_u64(&l, "log_dropped", log_sink_stats(ms->log)->dropped);
 	log_write(buf, log_line_end(&l));
 }
 
@@ -434,6 +442,7 @@ main_shard_teardown(struct shard *sh, void *ctx)
 	maildir_fini(ms->maildir);
 	smtpd_fini(ms->smtpd);
 	spool_close(ms->spool);
+	log_sink_close(ms->log);   /* last: writes the stats line and whatever the rest logged */
 }
 
 static uint64_t
