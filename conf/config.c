@@ -55,6 +55,7 @@ enum config_kind {
 	CONFIG_KIND_RELAYHOST,
 	CONFIG_KIND_DNS,
 	CONFIG_KIND_MAILDIR_SYNC, /* fsync | syncfs */
+	CONFIG_KIND_LOG_FORMAT,  /* uint32_t enum log_format: text | json */
 	CONFIG_KIND_INET,        /* all, ipv4, ipv6, "ipv4, ipv6" (Postfix inet_protocols) */
 	CONFIG_KIND_TLS_LEVEL,   /* uint8_t enum config_tls_level */
 };
@@ -140,6 +141,7 @@ static const struct config_key config_keys[] = {
 	CONFIG_VALUE("delay_warning_time", CONFIG_KIND_LIFETIME, delay_warning_s, 0,
 		CONFIG_QUEUE_LIFETIME_MAX_S),
 	CONFIG_VALUE("log_file", CONFIG_KIND_PATH, log_file, 0, 0),
+	CONFIG_VALUE("log_format", CONFIG_KIND_LOG_FORMAT, log_format, 0, 0),
 	CONFIG_VALUE("maildir_sync", CONFIG_KIND_MAILDIR_SYNC, maildir_sync, 0, 0),
 };
 
@@ -147,6 +149,11 @@ static const char *const config_maildir_sync_names[] = {
 	[CONFIG_MAILDIR_SYNC_AUTO] = "auto",
 	[CONFIG_MAILDIR_SYNC_FSYNC] = "fsync",
 	[CONFIG_MAILDIR_SYNC_SYNCFS] = "syncfs",
+};
+
+static const char *const config_log_formats[] = {
+	[LOG_FORMAT_TEXT] = "text",
+	[LOG_FORMAT_JSON] = "json",
 };
 
 static const char *const config_tls_levels[] = {
@@ -866,6 +873,15 @@ config_set_value(struct config *cfg, const struct config_key *k, struct slice va
 		}
 		config_why(why, value, " is not auto, fsync or syncfs");
 		return -1;
+	case CONFIG_KIND_LOG_FORMAT:
+		for (size_t i = 0; i < ARRAY_LEN(config_log_formats); i++) {
+			if (slice_eq(value, config_cstr(config_log_formats[i]))) {
+				cfg->log_format = (uint32_t)i;
+				return 0;
+			}
+		}
+		config_why(why, value, " is not text or json");
+		return -1;
 	case CONFIG_KIND_INET:
 		return config_parse_inet(cfg, value, why);
 	case CONFIG_KIND_TLS_LEVEL:
@@ -925,6 +941,9 @@ config_print_value(FILE *f, const struct config *cfg, const struct config_key *k
 		break;
 	case CONFIG_KIND_MAILDIR_SYNC:
 		fputs(config_maildir_sync_names[cfg->maildir_sync], f);
+		break;
+	case CONFIG_KIND_LOG_FORMAT:
+		fputs(config_log_formats[cfg->log_format], f);
 		break;
 	case CONFIG_KIND_INET:
 		fputs(config_inet_name(*(const uint32_t *)field), f);

@@ -147,6 +147,7 @@ struct config {
 	uint32_t maximal_backoff_s;      /* the longest */
 	uint32_t delay_warning_s;        /* a "delayed" notice after this long (0: never) */
 	char log_file[CONFIG_STR_MAX];   /* empty: stderr */
+	uint32_t log_format;             /* enum log_format (base/log.h): text or json */
 	enum config_maildir_sync maildir_sync;
 
 	/* Parsed forms of dns_servers and relayhost (the text fields above keep the normalised

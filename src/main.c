@@ -589,6 +589,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "ringmta: %s\n", err);
 		return 2;
 	}
+	log_set_format((enum log_format)cfg.log_format);
 	if (log_open(cfg.log_file, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ringmta: %s\n", err);
 		return 2;

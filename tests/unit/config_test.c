@@ -242,6 +242,16 @@ Test(config, listen_takes_ipv4_and_ipv6_lists)
 	expect_addr(&cfg.smtps_listen[1], AF_INET, "127.0.0.2", 2465);
 }
 
+Test(config, log_format_is_text_or_json)
+{
+	expect_ok("");
+	cr_assert_eq(cfg.log_format, LOG_FORMAT_TEXT);
+	expect_value_ok("log_format", "json");
+	cr_assert_eq(cfg.log_format, LOG_FORMAT_JSON);
+	expect_value_err("log_format", "JSON");
+	expect_value_err("log_format", "syslog");
+}
+
 Test(config, metrics_listen_is_off_by_default_and_takes_a_list)
 {
 	expect_ok("");
@@ -891,7 +901,7 @@ Test(config, print_writes_every_key_once)
 		"maildir_sync", "dns_timeout", "dns_attempts", "dns_cache_max", "inet_protocols",
 		"minimal_backoff_time", "maximal_backoff_time", "delay_warning_time",
 		"tls_eccert_file", "tls_eckey_file", "tls_server_sni_file", "smtp_tls_security_level",
-		"smtp_tls_ca_file", "metrics_listen",
+		"smtp_tls_ca_file", "metrics_listen", "log_format",
 	};
 	config_default(&cfg);
 	char *text = print_config(&cfg);
