@@ -189,6 +189,7 @@ struct main_shard {
 	struct httpd *httpd;                  /* shard 0 only, with metrics_listen */
 	struct listeners *metrics_listeners;
 	uint64_t metrics_due_ms;              /* the next publication */
+	uint64_t census_due_ms;               /* the next count of the queue */
 	struct metrics_shard snap;            /* scratch of the publication */
 	struct log_sink *log;
 };
@@ -233,6 +234,16 @@ main_metrics_publish(struct shard *sh, struct main_shard *ms)
 	const struct qmgr_stats *q = qmgr_stats(ms->qmgr);
 	const struct spool_stats *sp = spool_stats(ms->spool);
 	const struct outbound_stats *o = outbound_stats(ms->outbound);
+	struct spool_census queue = x->queue;   /* kept from the last count */
+	if (sh->ring.now_ms >= ms->census_due_ms) {
+		spool_census(ms->spool, sh->ring.now_real_ms, &queue);
+		/* The walk is O(queued messages): spaced out in proportion, so that it costs
+		 * about the same share of the shard whatever the depth. */
+		uint64_t every = spool_live(ms->spool) / METRICS_CENSUS_MESSAGES_PER_MS;
+		every = every < METRICS_PUBLISH_MS ? METRICS_PUBLISH_MS
+			: every > METRICS_CENSUS_MAX_MS ? METRICS_CENSUS_MAX_MS : every;
+		ms->census_due_ms = sh->ring.now_ms + every;
+	}
 	*x = (struct metrics_shard){
 		.connections = conn_pool_live(&sh->conns),
 		.received = smtpd_stats(ms->smtpd)->messages_committed,
@@ -246,11 +257,11 @@ main_metrics_publish(struct shard *sh, struct main_shard *ms)
 		.loop_turns = sh->stats.turns,
 		.loop_completions = sh->stats.completions,
 		.loop_busy_ns = sh->stats.busy_ns,
+		.queue = queue,
 	};
 	memcpy(x->accepted, ls->accepted_by, sizeof(x->accepted));
 	x->destination_count = tally_top(qmgr_destinations(ms->qmgr), x->destinations,
 		METRICS_DESTINATIONS_MAX);
-	spool_census(ms->spool, sh->ring.now_real_ms, &x->queue);
 	if (ms->resolver != NULL) {
 		struct dns_resolver_stats d;
 		dns_resolver_get_stats(ms->resolver, &d);
