@@ -500,13 +500,20 @@ conn_slot_alloc(struct conn_pool *p)
 		c->pool = p;
 		p->slots[p->slot_count++] = c;
 	}
-	/* Everything but the slot's identity and its output buffers starts afresh. */
+	/* Everything but the slot's identity, its output buffers and its place on the turn list
+	 * starts afresh. A slot freed by a completion may still be on the list when an accept in
+	 * the same batch reuses it: forgetting that would put it on the list a second time and
+	 * make the list a cycle that the end of the turn never leaves. */
 	uint32_t slot = c->slot, gen = c->gen;
 	struct conn_out out0 = c->out[0], out1 = c->out[1];
+	bool in_turn = c->in_turn;
+	struct conn *turn_next = c->turn_next;
 	memset(c, 0, sizeof(*c));
 	c->pool = p;
 	c->slot = slot;
 	c->gen = gen;
+	c->in_turn = in_turn;
+	c->turn_next = turn_next;
 	c->out[0] = (struct conn_out){ .data = out0.data, .cap = out0.cap };
 	c->out[1] = (struct conn_out){ .data = out1.data, .cap = out1.cap };
 	c->idle_class = CONN_TIMEOUT_NONE;

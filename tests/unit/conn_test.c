@@ -268,3 +268,58 @@ Test(conn, a_full_pool_refuses_a_connect)
 	for (uint32_t i = 0; i < 200 && conn_pool_live(&pool) > 0; i++)
 		turn(20);
 }
+
+/* A session whose `closed` takes a new connection into the freed slot at once, as an accept
+ * completing in the same batch does, and greets it. */
+struct reuse_probe {
+	struct probe p;
+	int fd;                 /* adopted from `closed` */
+	struct conn *adopted;
+	struct probe adopted_probe;
+};
+
+static void
+reuse_closed(void *s, struct conn *c, int res)
+{
+	struct reuse_probe *r = s;
+	r->p.closed = 1 + res;
+	r->adopted = conn_adopt(&pool, r->fd, 0, &probe_ops, &r->adopted_probe);
+	cr_assert_not_null(r->adopted);
+	cr_assert_eq(conn_write(r->adopted, SLICE_LIT("220 hello\r\n")), 0);
+}
+
+static const struct conn_session_ops reuse_ops = {
+	.input = probe_input,
+	.connected = probe_connected,
+	.timeout = probe_timeout,
+	.closed = reuse_closed,
+};
+
+Test(conn, a_slot_reused_while_on_the_turn_list_is_served_once, .timeout = 10)
+{
+	struct sockaddr_in to;
+	int lfd = listener(&to, 16);
+	int pair[2];
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+	struct reuse_probe r = { .fd = pair[0] };
+	int err;
+	struct conn *c = conn_connect(&pool, (struct sockaddr *)&to, sizeof(to), NULL, 0, 2000,
+		&reuse_ops, &r, &err);
+	cr_assert_not_null(c);
+	turns_until(&r.p.connected, 100);
+	cr_assert_eq(r.p.connected, 1);
+	int sfd = accept(lfd, NULL, NULL);
+	close(sfd);   /* the peer leaves: the slot is freed by the recv completion, mid-batch */
+	turns_until(&r.p.closed, 100);   /* hangs in the end-of-turn hook if the list loops */
+	cr_assert_eq(r.p.closed, 1);
+	cr_assert_eq((void *)r.adopted, (void *)c, "the freed slot was reused");
+	char buf[32] = { 0 };
+	struct timeval tv = { .tv_sec = 5 };
+	setsockopt(pair[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	cr_assert_eq(recv(pair[1], buf, sizeof(buf), 0), 11);
+	cr_assert_str_eq(buf, "220 hello\r\n");
+	conn_abort(r.adopted);
+	turns_until(&r.adopted_probe.closed, 100);
+	close(pair[1]);
+	close(lfd);
+}
