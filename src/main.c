@@ -172,8 +172,6 @@ main_world_init(struct main_world *w, const struct config *cfg, const struct pol
 		.max_message_size = cfg->max_message_size,
 		.max_recipients = cfg->max_recipients,
 		.bad_cmd_max = cfg->bad_cmd_max,
-		.cmd_timeout_ms = cfg->cmd_timeout_ms,
-		.data_timeout_ms = cfg->data_timeout_ms,
 		.starttls_offered = false,
 	};
 	for (uint32_t i = 0; i < cfg->listen_count; i++) {
