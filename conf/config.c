@@ -63,12 +63,13 @@ struct config_key {
 	size_t count_offset;     /* lists: of their uint32_t count */
 	uint64_t min;
 	uint64_t max;
+	const char *max_why;     /* numbers: why max is the bound, for the message (or NULL) */
 };
 
 #define CONFIG_F(field) offsetof(struct config, field)
 #define CONFIG_LIST(name, kind, field, least) \
-	{ name, kind, CONFIG_F(field), CONFIG_F(field##_count), least, 0 }
-#define CONFIG_VALUE(name, kind, field, min, max) { name, kind, CONFIG_F(field), 0, min, max }
+	{ name, kind, CONFIG_F(field), CONFIG_F(field##_count), least, 0, NULL }
+#define CONFIG_VALUE(name, kind, field, min, max) { name, kind, CONFIG_F(field), 0, min, max, NULL }
 
 static const struct config_key config_keys[] = {
 	CONFIG_LIST("listen", CONFIG_KIND_ADDRS, listen, 1),
@@ -76,19 +77,20 @@ static const struct config_key config_keys[] = {
 	CONFIG_LIST("smtps_listen", CONFIG_KIND_ADDRS, smtps_listen, 0),
 	CONFIG_VALUE("myhostname", CONFIG_KIND_HOSTNAME, myhostname, 0, 0),
 	{ "local_domains", CONFIG_KIND_DOMAINS, CONFIG_F(local_domains),
-		CONFIG_F(local_domain_count), 0, 0 },
+		CONFIG_F(local_domain_count), 0, 0, NULL },
 	CONFIG_VALUE("local_users_file", CONFIG_KIND_PATH, local_users_file, 0, 0),
 	CONFIG_VALUE("maildir_root", CONFIG_KIND_PATH, maildir_root, 0, 0),
 	CONFIG_VALUE("spool_dir", CONFIG_KIND_PATH, spool_dir, 0, 0),
 	{ "relay_networks", CONFIG_KIND_NETWORKS, CONFIG_F(relay_networks),
-		CONFIG_F(relay_network_count), 0, 0 },
+		CONFIG_F(relay_network_count), 0, 0, NULL },
 	CONFIG_VALUE("tls_cert_file", CONFIG_KIND_PATH, tls_cert_file, 0, 0),
 	CONFIG_VALUE("tls_key_file", CONFIG_KIND_PATH, tls_key_file, 0, 0),
 	CONFIG_VALUE("auth_users_file", CONFIG_KIND_PATH, auth_users_file, 0, 0),
-	CONFIG_VALUE("max_message_size", CONFIG_KIND_SIZE, max_message_size,
-		CONFIG_MESSAGE_SIZE_MIN, CONFIG_MESSAGE_SIZE_MAX),
+	{ "max_message_size", CONFIG_KIND_SIZE, CONFIG_F(max_message_size), 0,
+		CONFIG_MESSAGE_SIZE_MIN, CONFIG_MESSAGE_SIZE_MAX,
+		"a spool record holds 1 GiB, envelope and Received: header included" },
 	CONFIG_VALUE("max_recipients", CONFIG_KIND_COUNT, max_recipients, 1, SMTP_RCPT_COUNT_MAX),
-	{ "dns_servers", CONFIG_KIND_DNS, CONFIG_F(dns), CONFIG_F(dns_server_count), 0, 0 },
+	{ "dns_servers", CONFIG_KIND_DNS, CONFIG_F(dns), CONFIG_F(dns_server_count), 0, 0, NULL },
 	CONFIG_VALUE("remote_smtp_port", CONFIG_KIND_PORT, remote_smtp_port, 1, 65535),
 	CONFIG_VALUE("relayhost", CONFIG_KIND_RELAYHOST, relayhost, 0, 0),
 	CONFIG_VALUE("shards", CONFIG_KIND_SHARDS, shards, 1, CONFIG_SHARDS_MAX),
@@ -257,12 +259,14 @@ config_print_scaled(FILE *f, uint64_t v, const struct config_unit *units, size_t
 }
 
 static int
-config_range(struct slice value, uint64_t v, uint64_t min, uint64_t max, char *why)
+config_range(const struct config_key *k, struct slice value, uint64_t v, char *why)
 {
-	if (v >= min && v <= max)
+	if (v >= k->min && v <= k->max)
 		return 0;
-	char tail[64];
-	snprintf(tail, sizeof(tail), " is out of range %" PRIu64 "..%" PRIu64, min, max);
+	char tail[CONFIG_WHY_MAX / 2];
+	int n = snprintf(tail, sizeof(tail), " is out of range %" PRIu64 "..%" PRIu64, k->min, k->max);
+	if (v > k->max && k->max_why != NULL && n > 0 && (size_t)n < sizeof(tail))
+		snprintf(tail + n, sizeof(tail) - (size_t)n, " (%s)", k->max_why);
 	config_why(why, value, tail);
 	return -1;
 }
@@ -287,7 +291,7 @@ config_parse_number(const struct config_key *k, struct slice value, uint64_t *ou
 			: " is not a number");
 		return -1;
 	}
-	return config_range(value, *out, k->min, k->max, why);
+	return config_range(k, value, *out, why);
 }
 
 static uint32_t

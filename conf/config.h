@@ -27,7 +27,9 @@
 /* Ranges of the numeric keys, checked at load (each tested at and past its bounds). The
  * defaults of max_recipients, bad_cmd_max and the timeouts are proto/smtp_server.h's. */
 #define CONFIG_MESSAGE_SIZE_MIN         1024ull
-#define CONFIG_MESSAGE_SIZE_MAX         (2ull << 30)    /* 2 GiB */
+/* 1000 MiB: a spool record holds 1 GiB (queue/record.h RECORD_PAYLOAD_MAX), the envelope (at
+ * most 8.2 MB) and the Received: header included; queue/record.c checks this at compile time. */
+#define CONFIG_MESSAGE_SIZE_MAX         (1000ull << 20)
 #define CONFIG_MESSAGE_SIZE_DEFAULT     (50ull << 20)   /* 50 MiB */
 #define CONFIG_CONNECTIONS_MAX          100000u         /* per shard */
 #define CONFIG_CONNECTIONS_DEFAULT      10000u

@@ -37,6 +37,7 @@ struct conn;
 #define CONN_PENDING_HARD_MAX 262144u   /* cannot be reached with reading stopped; else close */
 #define CONN_OUTPUT_SOFT_MAX   65536u   /* unsent output above this stops offering input */
 #define CONN_OUTPUT_HARD_MAX  (1u << 20) /* conn_write refuses past this */
+_Static_assert(CONN_OUTPUT_HARD_MAX <= RING_RW_MAX, "a send is never cut by the kernel");
 #define CONN_TIMEOUT_CLASSES_MAX 8u     /* distinct idle timeouts per pool */
 #define CONN_PEER_TEXT_MAX     64u      /* printable address, no port */
 #define CONN_TIMEOUT_NONE      UINT32_MAX

@@ -450,12 +450,13 @@ Test(config, max_message_size_bounds_and_suffixes)
 	cr_assert_eq(cfg.max_message_size, 1024);
 	expect_value_ok("max_message_size", "10M");
 	cr_assert_eq(cfg.max_message_size, 10u << 20);
-	expect_value_ok("max_message_size", "2g");
-	cr_assert_eq(cfg.max_message_size, 2ull << 30);
-	expect_value_ok("max_message_size", "2147483648");
-	expect_value_err("max_message_size", "2147483649");
-	expect_value_err("max_message_size", "2049m");
-	expect_value_err("max_message_size", "3g");
+	expect_value_ok("max_message_size", "1000m");           /* the most a spool record holds */
+	cr_assert_eq(cfg.max_message_size, 1000ull << 20);
+	expect_value_ok("max_message_size", "1048576000");
+	expect_value_err("max_message_size", "1048576001");
+	expect_value_err("max_message_size", "1001m");
+	expect_value_err("max_message_size", "1g");             /* the record itself, no room left */
+	expect_value_err("max_message_size", "2g");
 	expect_value_err("max_message_size", "0");
 	expect_value_err("max_message_size", "");
 	expect_value_err("max_message_size", "k");
@@ -471,7 +472,21 @@ Test(config, max_message_size_message_names_the_range)
 {
 	cr_assert_eq(load("max_message_size = 3g\n"), -1);
 	cr_assert_str_eq(err, "ringmta.conf:1: max_message_size: 3g is out of range "
-		"1024..2147483648");
+		"1024..1048576000 (a spool record holds 1 GiB, envelope and Received: header included)");
+	cr_assert_eq(load("max_message_size = 1000\n"), -1);   /* below: no word about the spool */
+	cr_assert_str_eq(err, "ringmta.conf:1: max_message_size: 1000 is out of range "
+		"1024..1048576000");
+}
+
+Test(config, max_message_size_is_checked_for_an_override_too)
+{
+	char e[CONFIG_ERR_MAX];
+	struct config c;
+	config_default(&c);
+	cr_assert_eq(config_set(&c, "max_message_size=1000m", e, sizeof(e)), 0);
+	cr_assert_eq(config_set(&c, "max_message_size=1001m", e, sizeof(e)), -1);
+	cr_assert(strstr(e, "a spool record holds 1 GiB") != NULL, "%s", e);
+	cr_assert_eq(c.max_message_size, 1000ull << 20, "unchanged after the refusal");
 }
 
 Test(config, max_recipients_bounds)
@@ -761,7 +776,7 @@ Test(config, print_round_trips_every_key)
 		"max_connections = 7\nbad_cmd_max = 4\ncmd_timeout = 90\ndata_timeout = 1h\n"
 		"queue_lifetime = 3601\nlog_file = /var/log/ringmta.log\n");
 	expect_round_trip(&cfg);
-	expect_ok("max_message_size = 2g\ncmd_timeout = 1\nqueue_lifetime = 365d\n"
+	expect_ok("max_message_size = 1000m\ncmd_timeout = 1\nqueue_lifetime = 365d\n"
 		"relayhost = example.com:25\nlocal_domains =\nmyhostname = localhost\n");
 	expect_round_trip(&cfg);
 }
