@@ -21,7 +21,6 @@
 #include "proto/received.h"
 #include "queue/spool.h"
 
-#define MAILDIR_BOXES_MAX   (2u * MAILDIR_JOBS_MAX)   /* open mailbox directories kept */
 #define MAILDIR_HELPER_SLOT MAILDIR_JOBS_MAX          /* user_data slot of helper results */
 #define MAILDIR_REQS_MAX    (MAILDIR_JOBS_MAX + 1u)   /* a request per job, and the sync */
 _Static_assert(MAILDIR_BOXES_MAX > MAILDIR_JOBS_MAX, "an unused mailbox can always be evicted");

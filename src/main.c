@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -22,6 +23,14 @@
 
 #define MAIN_OVERRIDES_MAX 64u
 #define MAIN_STOP_GRACE_MS 10000u   /* after SIGTERM: finish commits and deliveries */
+
+/* File descriptors, besides one per connection (RLIMIT_NOFILE is raised to what these need). */
+#define MAIN_FDS_PROCESS        16u   /* stdio, the log, the spool lock, the stop ring, start-up */
+#define MAIN_FDS_SPOOL           2u   /* per shard: the spool directory and the active segment */
+#define MAIN_FDS_SPOOL_SEGMENTS 64u   /* per shard: older segments with live mail, open for reads
+                                       * (64 x 64 MiB; more only with a queue of over 4 GiB) */
+#define MAIN_FDS_HEADROOM       64u   /* per shard: accepted sockets waiting for their 421, and
+                                       * descriptors closed through the ring but not yet gone */
 
 static void
 main_usage(FILE *f)
@@ -313,6 +322,70 @@ main_run(struct main_world *w)
 	return rc == 0 ? 0 : 1;
 }
 
+/* Descriptors one shard holds besides its connections: its ring, its listeners, its spool, the
+ * Maildir agent's (deliver/maildir.h MAILDIR_FDS_MAX) and some headroom. */
+static uint64_t
+main_fds_per_shard(const struct config *cfg)
+{
+	return 1u + cfg->listen_count + cfg->submission_listen_count + cfg->smtps_listen_count
+		+ MAIN_FDS_SPOOL + MAIN_FDS_SPOOL_SEGMENTS + MAILDIR_FDS_MAX + MAIN_FDS_HEADROOM;
+}
+
+/* One line when max_connections had to be lowered to fit the descriptor limit. */
+static void
+main_log_fd_limit(uint64_t nofile, uint64_t needed, uint32_t fit, uint32_t configured)
+{
+	char buf[LOG_LINE_MAX];
+	struct log_line l;
+	log_line_begin(&l, buf, sizeof(buf), main_clock_real_ms(), "fd_limit");
+	log_line_u64(&l, "nofile", nofile);
+	log_line_u64(&l, "needed", needed);
+	log_line_u64(&l, "max_connections", fit);
+	log_line_u64(&l, "configured", configured);
+	log_write(buf, log_line_end(&l));
+}
+
+/* Raises the soft RLIMIT_NOFILE to what the shards need (at most to the hard limit); if that is
+ * not enough, lowers max_connections to fit and logs it. Each shard's registered file table
+ * (SHARD_FILES_MAX slots) also needs the soft limit at least that high. Returns 0, or -1 with a
+ * message when not even the shards' fixed needs and one connection each fit. */
+static int
+main_fd_limit(struct config *cfg)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+		fprintf(stderr, "ringmta: RLIMIT_NOFILE: %s\n", strerror(errno));
+		return -1;
+	}
+	uint64_t fixed = MAIN_FDS_PROCESS + (uint64_t)cfg->shards * main_fds_per_shard(cfg);
+	uint64_t needed = fixed + (uint64_t)cfg->shards * cfg->max_connections;
+	uint64_t least = fixed + cfg->shards > SHARD_FILES_MAX ? fixed + cfg->shards
+		: SHARD_FILES_MAX;
+	uint64_t want = needed < (uint64_t)rl.rlim_max ? needed : (uint64_t)rl.rlim_max;
+	if ((uint64_t)rl.rlim_cur < want) {
+		rl.rlim_cur = (rlim_t)want;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+			fprintf(stderr, "ringmta: RLIMIT_NOFILE to %llu: %s\n", (unsigned long long)want,
+				strerror(errno));
+			return -1;
+		}
+	}
+	uint64_t nofile = rl.rlim_cur;
+	if (needed <= nofile)
+		return 0;
+	if (nofile < least) {
+		fprintf(stderr, "ringmta: RLIMIT_NOFILE: the hard limit of %llu descriptors is below the "
+			"%llu that %u shards need with one connection each (raise it with ulimit -Hn, or "
+			"lower shards)\n", (unsigned long long)rl.rlim_max, (unsigned long long)least,
+			cfg->shards);
+		return -1;
+	}
+	uint32_t fit = (uint32_t)((nofile - fixed) / cfg->shards);
+	main_log_fd_limit(nofile, needed, fit, cfg->max_connections);
+	cfg->max_connections = fit;
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -338,6 +411,8 @@ main(int argc, char **argv)
 		fprintf(stderr, "ringmta: %s\n", err);
 		return 2;
 	}
+	if (main_fd_limit(&cfg) != 0)
+		return 2;
 	if (main_lock_spool(cfg.spool_dir) < 0)
 		return 2;
 	int rc = main_mkdirs(cfg.maildir_root);

@@ -30,7 +30,8 @@ def free_port():
 class Daemon:
     """One ringmta process: start(), stop() (SIGTERM), kill() (SIGKILL), restart()."""
 
-    def __init__(self, shards=2, users=None, extra=None, keep_dir=None):
+    def __init__(self, shards=2, users=None, extra=None, keep_dir=None, preexec_fn=None,
+                 pass_fds=()):
         self.dir = keep_dir or tempfile.mkdtemp(prefix="ringmta-it-")
         self.port = free_port()
         self.maildir = os.path.join(self.dir, "mail")
@@ -50,6 +51,8 @@ class Daemon:
                 f.write("\n".join(users) + "\n")
             self.options["local_users_file"] = path
         self.options.update(extra or {})
+        self.preexec_fn = preexec_fn   # runs in the child before exec (resource limits)
+        self.pass_fds = pass_fds       # descriptors the daemon inherits
         self.proc = None
 
     def argv(self):
@@ -60,7 +63,8 @@ class Daemon:
 
     def start(self, timeout=10.0):
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.argv(), stdout=self.log, stderr=self.log)
+        self.proc = subprocess.Popen(self.argv(), stdout=self.log, stderr=self.log,
+                                     preexec_fn=self.preexec_fn, pass_fds=self.pass_fds)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -118,6 +122,12 @@ class Daemon:
                 return files
             time.sleep(0.02)
         return self.mailbox_files(user)
+
+    def cpu_seconds(self):
+        """User plus system CPU time the daemon has used so far (/proc/PID/stat)."""
+        with open("/proc/%d/stat" % self.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def cleanup(self):
         self.kill()
