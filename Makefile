@@ -12,7 +12,9 @@ FUZZ_TARGETS := smtp_server_fuzz data_scan_fuzz smtp_addr_fuzz record_fuzz confi
 
 all: build
 
-# Installs only what is missing; apt-get update runs once, and only when something is.
+# Installs only what is missing; apt-get update runs once, and only when something is. As root,
+# also creates MAIL_OWNER, the system user ringmta runs as once it has bound its ports.
+MAIL_OWNER ?= ringmta
 deps:
 	@missing=""; for p in $(PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
@@ -20,6 +22,10 @@ deps:
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	@if [ "$$(id -u)" = 0 ] && ! getent passwd $(MAIL_OWNER) >/dev/null; then \
+		echo "creating the system user $(MAIL_OWNER)"; \
+		useradd --system --no-create-home --shell /usr/sbin/nologin $(MAIL_OWNER); \
 	fi
 
 $(BUILD)/build.ninja:

@@ -38,13 +38,15 @@ static const char config_default_text[] =
 	"listen = 127.0.0.1:2525\n"
 	"spool_dir = ./var/spool\n"
 	"maildir_root = ./var/mail\n"
-	"local_domains = localhost\n";
+	"local_domains = localhost\n"
+	"mail_owner = " CONFIG_MAIL_OWNER_DEFAULT "\n";
 
 enum config_kind {
 	CONFIG_KIND_ADDRS,       /* listen lists: ip:port, [ipv6]:port; min is the least count */
 	CONFIG_KIND_HOSTNAME,
 	CONFIG_KIND_DOMAINS,
 	CONFIG_KIND_PATH,
+	CONFIG_KIND_USER,        /* a user name, as getpwnam takes it */
 	CONFIG_KIND_NETWORKS,
 	CONFIG_KIND_SIZE,        /* uint64_t octets, k/m/g suffix */
 	CONFIG_KIND_COUNT,       /* uint32_t */
@@ -81,6 +83,7 @@ static const struct config_key config_keys[] = {
 	CONFIG_VALUE("local_users_file", CONFIG_KIND_PATH, local_users_file, 0, 0),
 	CONFIG_VALUE("maildir_root", CONFIG_KIND_PATH, maildir_root, 0, 0),
 	CONFIG_VALUE("spool_dir", CONFIG_KIND_PATH, spool_dir, 0, 0),
+	CONFIG_VALUE("mail_owner", CONFIG_KIND_USER, mail_owner, 0, 0),
 	{ "relay_networks", CONFIG_KIND_NETWORKS, CONFIG_F(relay_networks),
 		CONFIG_F(relay_network_count), 0, 0, NULL },
 	CONFIG_VALUE("tls_cert_file", CONFIG_KIND_PATH, tls_cert_file, 0, 0),
@@ -678,6 +681,26 @@ config_parse_path(char *field, struct slice value, char *why)
 	return 0;
 }
 
+/* A user name as useradd makes them: 1..CONFIG_USER_LEN_MAX of letters, digits, '_', '-', '.',
+ * not starting with '-' or '.'. Whether the user exists is checked at start, not here. */
+static int
+config_parse_user(char *field, struct slice value, char *why)
+{
+	bool ok = value.len > 0 && value.len <= CONFIG_USER_LEN_MAX && value.ptr[0] != '-'
+		&& value.ptr[0] != '.';
+	for (size_t i = 0; ok && i < value.len; i++) {
+		uint8_t ch = value.ptr[i];
+		ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')
+			|| ch == '_' || ch == '-' || ch == '.';
+	}
+	if (!ok) {
+		config_why(why, value, " is not a user name");
+		return -1;
+	}
+	(void)config_copy(field, CONFIG_USER_LEN_MAX + 1, value);   /* fits: length checked */
+	return 0;
+}
+
 /* Postfix syntax: "[host]:port" or "[host]" (no MX lookup; host may be an IP address), or
  * "host:port" or "host" (MX lookup), or empty (MX lookup of each destination). */
 static int
@@ -761,6 +784,8 @@ config_set_value(struct config *cfg, const struct config_key *k, struct slice va
 		return config_parse_domains(cfg, value, why);
 	case CONFIG_KIND_PATH:
 		return config_parse_path(field, value, why);
+	case CONFIG_KIND_USER:
+		return config_parse_user(field, value, why);
 	case CONFIG_KIND_NETWORKS:
 		return config_parse_networks(cfg, value, why);
 	case CONFIG_KIND_RELAYHOST:
@@ -798,6 +823,7 @@ config_print_value(FILE *f, const struct config *cfg, const struct config_key *k
 		break;
 	case CONFIG_KIND_HOSTNAME:
 	case CONFIG_KIND_PATH:
+	case CONFIG_KIND_USER:
 	case CONFIG_KIND_RELAYHOST:
 		fputs(field, f);
 		break;

@@ -23,6 +23,7 @@
 #define CONFIG_ERR_MAX          512u
 #define CONFIG_DNS_SERVERS_MAX    8u
 #define CONFIG_FILE_SIZE_MAX   (1u << 20)   /* a larger configuration file is refused */
+#define CONFIG_USER_LEN_MAX      32u   /* a user name (useradd's limit) */
 
 /* Ranges of the numeric keys, checked at load (each tested at and past its bounds). The
  * defaults of max_recipients, bad_cmd_max and the timeouts are proto/smtp_server.h's. */
@@ -41,6 +42,7 @@
 #define CONFIG_MAXIMAL_BACKOFF_DEFAULT_S 4000u          /* Postfix's maximal_backoff_time */
 #define CONFIG_REMOTE_SMTP_PORT_DEFAULT 25u
 #define CONFIG_DNS_PORT_DEFAULT         53u
+#define CONFIG_MAIL_OWNER_DEFAULT       "ringmta"
 
 struct config_addr {
 	struct sockaddr_storage sa;     /* AF_INET or AF_INET6, port set */
@@ -67,6 +69,7 @@ struct config {
 	char local_users_file[CONFIG_STR_MAX];          /* empty: every local part exists */
 	char maildir_root[CONFIG_STR_MAX];
 	char spool_dir[CONFIG_STR_MAX];
+	char mail_owner[CONFIG_USER_LEN_MAX + 1];      /* started as root: the user to run as */
 	struct config_network relay_networks[CONFIG_NETWORKS_MAX];
 	uint32_t relay_network_count;
 
@@ -100,7 +103,8 @@ struct config {
 };
 
 /* Fills cfg with the embedded default: SMTP on 127.0.0.1:2525, spool ./var/spool, Maildir
- * ./var/mail, local domain localhost, no relay networks, shards = online CPUs. */
+ * ./var/mail, local domain localhost, no relay networks, shards = online CPUs, mail_owner
+ * ringmta. */
 void config_default(struct config *cfg);
 
 /* Applies a file of `key = value` lines over cfg. A line whose first non-blank character is '#'

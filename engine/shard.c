@@ -103,6 +103,10 @@ shard_main(void *arg)
 	(void)!write(sh->ready_fd, &one, sizeof(one));
 	if (sh->start_rc < 0)
 		return NULL;
+	uint64_t go;
+	while (read(sh->serve_fd, &go, sizeof(go)) < 0 && errno == EINTR)
+		;
+	close(sh->serve_fd);
 	shard_loop(sh);
 	/* Closing the ring cancels what is still in flight. After an unclean stop (the grace
 	 * period ran out) the kernel may still be finishing requests into the modules' memory, so
@@ -125,17 +129,33 @@ shard_start(struct shard *sh, uint32_t index, const struct shard_params *p)
 	sh->ready_fd = eventfd(0, EFD_CLOEXEC);
 	if (sh->ready_fd < 0)
 		return -errno;
+	sh->serve_fd = eventfd(0, EFD_CLOEXEC);
+	if (sh->serve_fd < 0) {
+		int rc = -errno;
+		close(sh->ready_fd);
+		return rc;
+	}
 	int rc = pthread_create(&sh->thread, NULL, shard_main, sh);
 	if (rc != 0) {
 		close(sh->ready_fd);
+		close(sh->serve_fd);
 		return -rc;
 	}
 	uint64_t v;
 	(void)!read(sh->ready_fd, &v, sizeof(v));
 	close(sh->ready_fd);
-	if (sh->start_rc < 0)
+	if (sh->start_rc < 0) {
 		pthread_join(sh->thread, NULL);
+		close(sh->serve_fd);
+	}
 	return sh->start_rc;
+}
+
+void
+shard_serve(struct shard *sh)
+{
+	uint64_t one = 1;
+	(void)!write(sh->serve_fd, &one, sizeof(one));
 }
 
 int

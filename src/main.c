@@ -20,6 +20,7 @@
 #include "engine/shard.h"
 #include "engine/smtpd.h"
 #include "queue/spool.h"
+#include "src/privilege.h"
 
 #define MAIN_OVERRIDES_MAX 64u
 #define MAIN_STOP_GRACE_MS 10000u   /* after SIGTERM: finish commits and deliveries */
@@ -155,6 +156,7 @@ main_check_supported(const struct config *cfg, char *err, size_t err_len)
 struct main_world {
 	const struct config *cfg;
 	const struct policy *policy;
+	const struct privilege *privilege;   /* whom to become once the shards are set up */
 	struct smtp_server_config profile;       /* port 25 style: the only profile so far */
 	struct listen_spec listen[CONFIG_LISTEN_MAX];
 	uint32_t listen_count;
@@ -172,10 +174,12 @@ struct main_shard {
 };
 
 static void
-main_world_init(struct main_world *w, const struct config *cfg, const struct policy *policy)
+main_world_init(struct main_world *w, const struct config *cfg, const struct policy *policy,
+	const struct privilege *privilege)
 {
 	w->cfg = cfg;
 	w->policy = policy;
+	w->privilege = privilege;
 	w->profile = (struct smtp_server_config){
 		.hostname = slice_make(cfg->myhostname, strlen(cfg->myhostname)),
 		.max_message_size = cfg->max_message_size,
@@ -277,6 +281,21 @@ main_clock_real_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* The shards are set up (listeners bound, spool open, as root if started so): the spool and the
+ * Maildir root go to mail_owner, and the process becomes it. Nothing has been served yet, so a
+ * failure ends the process at once. */
+static void
+main_give_up_root(const struct main_world *w)
+{
+	char err[CONFIG_ERR_MAX];
+	if (privilege_chown_tree(w->privilege, w->cfg->spool_dir, err, sizeof(err)) != 0
+		|| privilege_chown_tree(w->privilege, w->cfg->maildir_root, err, sizeof(err)) != 0
+		|| privilege_drop(w->privilege, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ringmta: %s\n", err);
+		exit(2);
+	}
+}
+
 /* Runs the shards until SIGTERM or SIGINT, then stops them cleanly. */
 static int
 main_run(struct main_world *w)
@@ -298,6 +317,10 @@ main_run(struct main_world *w)
 			break;
 		}
 	}
+	if (rc == 0)
+		main_give_up_root(w);
+	for (uint32_t i = 0; i < started; i++)
+		shard_serve(&shards[i]);
 	if (rc == 0) {
 		char line[LOG_LINE_MAX];
 		log_write(line, config_format_started(line, sizeof(line), main_clock_real_ms(), cfg,
@@ -402,6 +425,11 @@ main(int argc, char **argv)
 		fprintf(stderr, "ringmta: %s\n", err);
 		return 2;
 	}
+	static struct privilege privilege;
+	if (privilege_resolve(cfg.mail_owner, &privilege, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ringmta: %s\n", err);
+		return 2;
+	}
 	static struct policy policy;
 	if (policy_init(&policy, &cfg, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ringmta: %s\n", err);
@@ -428,7 +456,7 @@ main(int argc, char **argv)
 	sigaddset(&set, SIGPIPE);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	static struct main_world world;
-	main_world_init(&world, &cfg, &policy);
+	main_world_init(&world, &cfg, &policy, &privilege);
 	rc = main_run(&world);
 	policy_fini(&policy);
 	return rc;

@@ -4,6 +4,7 @@ Every test gets its own directory (spool, Maildir, log) and its own port, so tes
 state. Only 127.0.0.1 and ::1 are used.
 """
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -33,6 +34,9 @@ class Daemon:
     def __init__(self, shards=2, users=None, extra=None, keep_dir=None, preexec_fn=None,
                  pass_fds=()):
         self.dir = keep_dir or tempfile.mkdtemp(prefix="ringmta-it-")
+        # Run as root, the daemon becomes mail_owner: it must be able to reach its directories
+        # (mkdtemp makes them 0700).
+        os.chmod(self.dir, 0o755)
         self.port = free_port()
         self.maildir = os.path.join(self.dir, "mail")
         self.spool = os.path.join(self.dir, "spool")
@@ -107,6 +111,17 @@ class Daemon:
                 return f.read().decode("utf-8", "replace")
         except OSError:
             return ""
+
+    def mailbox_dir(self, user):
+        """Makes <maildir_root>/<user> as an administrator would: owned by mail_owner when the
+        daemon starts as root (a tmpfs mounted on it hides it, and shows it again unmounted)."""
+        path = os.path.join(self.maildir, user)
+        os.makedirs(path, exist_ok=True)
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam(self.options.get("mail_owner", "ringmta"))
+            for p in (self.maildir, path):
+                os.chown(p, owner.pw_uid, owner.pw_gid)
+        return path
 
     def mailbox_files(self, user):
         new = os.path.join(self.maildir, user, "new")

@@ -71,8 +71,7 @@ class Load:
 
 def test_copy_forward_bounds_the_spool_and_survives_kill():
     d = Daemon(shards=1, extra={"minimal_backoff_time": "1s", "maximal_backoff_time": "2s"})
-    box = os.path.join(d.maildir, "alice")
-    os.makedirs(box, exist_ok=True)
+    box = d.mailbox_dir("alice")
     if os.geteuid() != 0 or subprocess.run(
             ["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=1", "tmpfs", box],
             capture_output=True).returncode != 0:

@@ -49,8 +49,7 @@ def wait_for(pred, timeout, what):
 
 def full_mailbox(d, user):
     """A mailbox directory on which nothing can be created: a tmpfs with no free inode."""
-    path = os.path.join(d.maildir, user)
-    os.makedirs(path, exist_ok=True)
+    path = d.mailbox_dir(user)
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=1", "tmpfs", path],
                       capture_output=True).returncode != 0:
         return None

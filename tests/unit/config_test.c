@@ -789,6 +789,7 @@ Test(config, print_writes_every_key_once)
 		"tls_key_file", "auth_users_file", "max_message_size", "max_recipients",
 		"dns_servers", "remote_smtp_port", "relayhost", "shards", "max_connections",
 		"bad_cmd_max", "cmd_timeout", "data_timeout", "queue_lifetime", "log_file",
+		"mail_owner",
 	};
 	config_default(&cfg);
 	char *text = print_config(&cfg);
@@ -803,7 +804,26 @@ Test(config, print_writes_every_key_once)
 	cr_assert(strstr(text, "queue_lifetime = 5d\n") != NULL, "%s", text);
 	cr_assert(strstr(text, "listen = 127.0.0.1:2525\n") != NULL, "%s", text);
 	cr_assert(strstr(text, "\nrelayhost =\n") != NULL, "no trailing blank:\n%s", text);
+	cr_assert(strstr(text, "\nmail_owner = ringmta\n") != NULL, "%s", text);
 	free(text);
+}
+
+Test(config, mail_owner_is_a_user_name)
+{
+	config_default(&cfg);
+	cr_assert_str_eq(cfg.mail_owner, "ringmta");          /* Postfix's name for the key */
+	expect_value_ok("mail_owner", "vmail");
+	cr_assert_str_eq(cfg.mail_owner, "vmail");
+	expect_value_ok("mail_owner", "a_b-c.d9");
+	expect_value_ok("mail_owner", "u2345678901234567890123456789012");   /* 32 octets */
+	expect_value_err("mail_owner", "u23456789012345678901234567890123");
+	expect_value_err("mail_owner", "");
+	expect_value_err("mail_owner", "-x");
+	expect_value_err("mail_owner", ".x");
+	expect_value_err("mail_owner", "a b");
+	expect_value_err("mail_owner", "a/b");
+	expect_value_err("mail_owner", "a:b");
+	expect_value_err("mail_owner", "0\xc3\xa9");
 }
 
 /* ---- cross-key checks ---- */
