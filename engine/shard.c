@@ -32,7 +32,16 @@ shard_done(struct shard *sh)
 		sh->clean_exit = true;
 		return true;
 	}
-	return sh->ring.now_ms >= sh->stop_deadline_ms;
+	if (sh->ring.now_ms < sh->stop_deadline_ms)
+		return false;
+	/* What is still under way stays in the spool for the next start. */
+	char buf[LOG_LINE_MAX];
+	struct log_line l;
+	log_line_begin(&l, buf, sizeof(buf), sh->ring.now_real_ms, "stop_unfinished");
+	log_line_u64(&l, "shard", sh->index);
+	log_line_u64(&l, "grace_ms", sh->p.stop_grace_ms);
+	log_write(buf, log_line_end(&l));
+	return true;
 }
 
 static uint64_t
