@@ -3,6 +3,7 @@
 Run by `make test` (meson test suite 'integration'); argument: the build directory.
 """
 import os
+import re
 import smtplib
 import socket
 import subprocess
@@ -215,11 +216,25 @@ def test_ipv6_listener(d):
 
 
 def test_logs_one_line_per_event(d):
+    # Its own message, whatever ran before: one accepted and one delivery line, by queue id.
+    with smtplib.SMTP("127.0.0.1", d.port) as s:
+        s.ehlo("logs.example")
+        s.mail("l@example.org")
+        s.rcpt("alice@localhost")
+        code, msg = s.data(b"Subject: log\r\n\r\nlogged\r\n")
+    assert code == 250, (code, msg)
+    qid = msg.rsplit(b" ", 1)[1].decode()
+    deadline = time.monotonic() + 10
+    while "qid=%s to=" % qid not in d.read_log() and time.monotonic() < deadline:
+        time.sleep(0.02)
     log = d.read_log()
-    accepted = [l for l in log.splitlines() if " accepted " in l or "event=accepted" in l]
-    delivered = [l for l in log.splitlines() if "status=delivered" in l]
-    assert accepted and all("qid=" in l for l in accepted), log[-2000:]
-    assert delivered and all("qid=" in l for l in delivered), log[-2000:]
+    mine = [l for l in log.splitlines() if "qid=%s " % qid in l]
+    accepted = [l for l in mine if " event=accepted " in l]
+    delivered = [l for l in mine if " event=delivery " in l and " status=delivered " in l]
+    assert len(accepted) == 1 and len(delivered) == 1 and len(mine) == 2, mine
+    assert " to=<alice@localhost> " in delivered[0], delivered
+    stamp = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z event=\w+ ")
+    assert all(stamp.match(l) for l in log.splitlines()), "a line that is not one event"
 
 
 def test_check_config():
