@@ -6,7 +6,7 @@ CONFIG     ?=
 PACKAGES   := meson ninja-build pkg-config gcc clang libclang-rt-14-dev liburing-dev \
               libcriterion-dev python3 swaks strace
 FUZZ_TARGETS := smtp_server_fuzz data_scan_fuzz smtp_addr_fuzz record_fuzz config_fuzz \
-                data_stuff_fuzz smtp_reply_fuzz smtp_client_fuzz
+                data_stuff_fuzz smtp_reply_fuzz smtp_client_fuzz received_fuzz
 
 .PHONY: all deps build run test unit fuzz fuzz-build bench clean
 
