@@ -304,7 +304,14 @@ main_run(struct main_world *w)
 	static struct main_shard ms[CONFIG_SHARDS_MAX];
 	const struct config *cfg = w->cfg;
 	uint32_t started = 0;
-	int rc = 0;
+	/* The ring that tells the shards to stop exists from the start: at SIGTERM the descriptor
+	 * table may be full (accepts wait for a free one), and the stop must not need one then. */
+	struct io_uring ring;
+	int rc = io_uring_queue_init(8, &ring, 0);
+	if (rc < 0) {
+		fprintf(stderr, "ringmta: io_uring: %s\n", strerror(-rc));
+		return 1;
+	}
 	w->started_real_ms = main_clock_real_ms();
 	for (; started < cfg->shards; started++) {
 		ms[started].w = w;
@@ -332,16 +339,11 @@ main_run(struct main_world *w)
 		int sig = 0;
 		(void)sigwait(&set, &sig);
 	}
-	struct io_uring ring;
-	int ring_rc = io_uring_queue_init(8, &ring, 0);
-	for (uint32_t i = 0; i < started; i++) {
-		if (ring_rc == 0)
-			(void)shard_request_stop(&ring, &shards[i]);
-	}
+	for (uint32_t i = 0; i < started; i++)
+		(void)shard_request_stop(&ring, &shards[i]);
 	for (uint32_t i = 0; i < started; i++)
 		shard_join(&shards[i]);
-	if (ring_rc == 0)
-		io_uring_queue_exit(&ring);
+	io_uring_queue_exit(&ring);
 	return rc == 0 ? 0 : 1;
 }
 

@@ -12,7 +12,6 @@ import os
 import resource
 import smtplib
 import socket
-import subprocess
 import time
 
 from harness import Daemon, Results
@@ -52,10 +51,9 @@ def test_soft_limit_is_raised_and_max_connections_fits():
 def test_a_hard_limit_too_low_is_a_start_up_error():
     d = Daemon(shards=1)
     try:
-        r = subprocess.run(d.argv(), capture_output=True, timeout=10,
-                           preexec_fn=lambda: resource.setrlimit(NOFILE, (64, 64)))
-        assert r.returncode == 2, (r.returncode, r.stderr)
-        assert b"RLIMIT_NOFILE: the hard limit of 64 descriptors" in r.stderr, r.stderr
+        rc, err = d.run_to_exit(preexec_fn=lambda: resource.setrlimit(NOFILE, (64, 64)))
+        assert rc == 2, (rc, err)
+        assert "RLIMIT_NOFILE: the hard limit of 64 descriptors" in err, err
     finally:
         d.cleanup()
 
@@ -128,6 +126,11 @@ def test_emfile_pauses_accepts_without_spinning():
             assert served, "%d connections still wait after others closed" % len(waiting)
             waiting = [s for s in waiting if s not in served]
         assert not waiting
+        # SIGTERM with the table full again: stopping must not need a descriptor.
+        socks += [socket.create_connection(("127.0.0.1", d.port), timeout=5)
+                  for _ in range(CLIENTS)]
+        time.sleep(0.5)
+        assert len(os.listdir("/proc/%d/fd" % d.proc.pid)) >= NOFILE_HARD - 1
         assert d.stop() == 0
     finally:
         for s in socks:
