@@ -613,18 +613,10 @@ config_domain_valid(struct slice d)
 	return true;
 }
 
-static struct slice
-config_strip_dot(struct slice d)
-{
-	if (d.len > 1 && d.ptr[d.len - 1] == '.')
-		d.len--;
-	return d;
-}
-
 static int
 config_parse_hostname(struct config *cfg, struct slice value, char *why)
 {
-	value = config_strip_dot(value);
+	value = slice_strip_final_dot(value);
 	if (!config_domain_valid(value)) {
 		config_why(why, value, value.len == 0 ? "an empty name is not allowed"
 			: " is not a host name (letters, digits, hyphens and dots)");
@@ -642,7 +634,7 @@ config_parse_domains(struct config *cfg, struct slice value, char *why)
 	struct slice item;
 	memset(cfg->local_domains, 0, sizeof(cfg->local_domains));
 	while (config_next_item(&value, &item)) {
-		item = config_strip_dot(item);
+		item = slice_strip_final_dot(item);
 		if (!config_domain_valid(item)) {
 			config_why(why, item, " is not a domain name");
 			return -1;
@@ -965,7 +957,7 @@ config_default_hostname(char *out, size_t cap)
 	if (gethostname(name, sizeof(name)) != 0)
 		name[0] = '\0';
 	name[sizeof(name) - 1] = '\0';
-	struct slice s = config_strip_dot(config_cstr(name));
+	struct slice s = slice_strip_final_dot(config_cstr(name));
 	if (!config_domain_valid(s))
 		s = SLICE_LIT("localhost");
 	bool fits = config_copy(out, cap, s);

@@ -6,15 +6,6 @@
 #define RCPT_DEDUP_FNV_OFFSET 2166136261u   /* FNV-1a, 32 bits */
 #define RCPT_DEDUP_FNV_PRIME    16777619u
 
-/* The domain as compared: without one trailing dot, as policy_domain_is_local sees it. */
-static struct slice
-rcpt_dedup_domain(struct slice domain)
-{
-	if (domain.len > 1 && domain.ptr[domain.len - 1] == '.')
-		domain.len--;
-	return domain;
-}
-
 static uint32_t
 rcpt_dedup_hash_bytes(uint32_t h, struct slice s, bool fold)
 {
@@ -26,20 +17,20 @@ rcpt_dedup_hash_bytes(uint32_t h, struct slice s, bool fold)
 }
 
 /* Equal recipients hash alike: the local part folded when the domain is local, the domain
- * always folded. */
+ * always folded and without its final dot (as policy_domain_is_local sees it). */
 static uint32_t
 rcpt_dedup_hash(const struct record_rcpt *r, bool local)
 {
 	uint32_t h = rcpt_dedup_hash_bytes(RCPT_DEDUP_FNV_OFFSET, r->local_part, local);
 	h = (h ^ (uint32_t)'@') * RCPT_DEDUP_FNV_PRIME;
-	return rcpt_dedup_hash_bytes(h, rcpt_dedup_domain(r->domain), true);
+	return rcpt_dedup_hash_bytes(h, slice_strip_final_dot(r->domain), true);
 }
 
 /* a and b have equal domains if they are the same, so `local` (a's) holds for both. */
 static bool
 rcpt_dedup_same(const struct record_rcpt *a, const struct record_rcpt *b, bool local)
 {
-	if (!slice_eq_nocase(rcpt_dedup_domain(a->domain), rcpt_dedup_domain(b->domain)))
+	if (!slice_eq_nocase(slice_strip_final_dot(a->domain), slice_strip_final_dot(b->domain)))
 		return false;
 	return local ? slice_eq_nocase(a->local_part, b->local_part)
 		: slice_eq(a->local_part, b->local_part);
