@@ -7,6 +7,7 @@ import os
 import pwd
 import shutil
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
@@ -84,6 +85,12 @@ class Daemon:
                 time.sleep(0.05)
         raise RuntimeError("ringmta did not start listening:\n" + self.read_log())
 
+    def run_to_exit(self, preexec_fn=None, timeout=10.0):
+        """Runs the daemon expecting it to refuse to start: (exit code, stderr)."""
+        r = subprocess.run(self.argv(), capture_output=True, timeout=timeout,
+                           preexec_fn=preexec_fn)
+        return r.returncode, r.stderr.decode("utf-8", "replace")
+
     def stop(self, timeout=15.0):
         if self.proc is None:
             return 0
@@ -147,6 +154,18 @@ class Daemon:
     def cleanup(self):
         self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def timed_sessions(port, user, count):
+    """count one-message sessions to user@localhost, one after the other: the slowest, in s."""
+    worst = 0.0
+    for i in range(count):
+        t0 = time.monotonic()
+        with smtplib.SMTP("127.0.0.1", port, timeout=5) as s:
+            s.sendmail("%s@example.org" % user, ["%s@localhost" % user],
+                       b"Subject: %d\r\n\r\nx\r\n" % i)
+        worst = max(worst, time.monotonic() - t0)
+    return worst
 
 
 def smtp_dialog(port, lines, read_final=True, timeout=10.0):

@@ -7,7 +7,6 @@ otherwise. The user ringmta is the default mail_owner (`make deps` creates it).
 import os
 import pwd
 import smtplib
-import subprocess
 import sys
 
 from harness import Daemon, Results
@@ -72,18 +71,13 @@ def test_root_serves_as_mail_owner():
         d.cleanup()
 
 
-def start_fails(d, **kwargs):
-    r = subprocess.run(d.argv(), capture_output=True, timeout=10, **kwargs)
-    return r.returncode, r.stderr.decode()
-
-
 def test_a_root_or_missing_mail_owner_is_a_start_up_error():
     d = Daemon(shards=1, extra={"mail_owner": "root"})
     try:
-        rc, err = start_fails(d)
+        rc, err = d.run_to_exit()
         assert rc == 2 and "mail_owner root: uid 0 gid 0: ringmta does not serve as root" in err, err
         d.options["mail_owner"] = "nosuchuser"
-        rc, err = start_fails(d)
+        rc, err = d.run_to_exit()
         assert rc == 2 and "mail_owner nosuchuser: no such user" in err, err
     finally:
         d.cleanup()

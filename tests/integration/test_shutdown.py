@@ -25,6 +25,23 @@ def body_for(mid):
             + b"id=" + mid.encode() + b"\r\n")
 
 
+def restart_and_check(d, acked):
+    """Starts d again: every acknowledged (message, user) is delivered, and nothing twice."""
+    d.start()
+    deadline = time.monotonic() + 60
+    while len(stored(d)) < len(acked) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    found = stored(d)
+    lost = [k for k in acked if k not in found]
+    dup = [k for k, n in found.items() if n > 1]
+    print("     after the restart: %d deliveries, %d lost, %d duplicated"
+          % (len(found), len(lost), len(dup)))
+    assert not lost, lost[:5]
+    assert not dup, dup[:5]
+    assert d.stop() == 0
+
+
 class Load:
     """Connections that pipeline GROUP transactions per write (bodies ahead of their 354, so
     no more than the daemon keeps while a commit is under way) and count the 250s."""
@@ -108,19 +125,7 @@ def test_sigterm_with_a_backlog_exits_0_and_resumes():
         assert rc == 0, d.read_log()[-3000:]
         assert not load.errors, load.errors[:3]
         assert at_exit < len(acked), "no backlog left at exit: the restart was not tested"
-        d.start()
-        deadline = time.monotonic() + 60
-        while len(stored(d)) < len(acked) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(1.0)
-        found = stored(d)
-        lost = [m for m in acked if m not in found]
-        dup = [m for m, n in found.items() if n > 1]
-        print("     after the restart: %d deliveries, %d lost, %d duplicated"
-              % (len(found), len(lost), len(dup)))
-        assert not lost, lost[:5]
-        assert not dup, dup[:5]
-        assert d.stop() == 0
+        restart_and_check(d, acked)
     finally:
         d.cleanup()
 
@@ -171,19 +176,7 @@ def test_sigterm_with_deliveries_stuck_past_the_grace_period():
         print("     %d messages acknowledged; frozen past the grace period; exit %d%s"
               % (len(load.acked), rc, " once thawed" if stuck else ""))
         assert rc == 0, log[-3000:]
-        d.start()
-        deadline = time.monotonic() + 60
-        while len(stored(d)) < len(acked) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(1.0)
-        found = stored(d)
-        lost = [k for k in acked if k not in found]
-        dup = [k for k, n in found.items() if n > 1]
-        print("     after the restart: %d deliveries, %d lost, %d duplicated"
-              % (len(found), len(lost), len(dup)))
-        assert not lost, lost[:5]
-        assert not dup, dup[:5]
-        assert d.stop() == 0
+        restart_and_check(d, acked)
     finally:
         if frozen:
             sh("fsfreeze", "-u", d.maildir)
