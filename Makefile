@@ -4,9 +4,11 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 20
 CONFIG     ?=
 PACKAGES   := meson ninja-build pkg-config gcc clang libclang-rt-14-dev liburing-dev \
-              libcriterion-dev python3 swaks strace
+              libcriterion-dev python3 swaks strace libldns-dev android-libboringssl-dev \
+              nsd unbound ldnsutils fuse3 libfuse3-dev libcrypt-dev openssl ca-certificates
 FUZZ_TARGETS := smtp_server_fuzz data_scan_fuzz smtp_addr_fuzz record_fuzz config_fuzz \
-                data_stuff_fuzz smtp_reply_fuzz smtp_client_fuzz received_fuzz
+                data_stuff_fuzz smtp_reply_fuzz smtp_client_fuzz received_fuzz dns_answer_fuzz \
+                smtp_auth_fuzz tls_stage_fuzz
 
 .PHONY: all deps build run test unit fuzz fuzz-build bench clean
 

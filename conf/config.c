@@ -56,6 +56,9 @@ enum config_kind {
 	CONFIG_KIND_SHARDS,
 	CONFIG_KIND_RELAYHOST,
 	CONFIG_KIND_DNS,
+	CONFIG_KIND_MAILDIR_SYNC, /* fsync | syncfs */
+	CONFIG_KIND_INET,        /* all, ipv4, ipv6, "ipv4, ipv6" (Postfix inet_protocols) */
+	CONFIG_KIND_TLS_LEVEL,   /* uint8_t enum config_tls_level */
 };
 
 struct config_key {
@@ -88,14 +91,44 @@ static const struct config_key config_keys[] = {
 		CONFIG_F(relay_network_count), 0, 0, NULL },
 	CONFIG_VALUE("tls_cert_file", CONFIG_KIND_PATH, tls_cert_file, 0, 0),
 	CONFIG_VALUE("tls_key_file", CONFIG_KIND_PATH, tls_key_file, 0, 0),
+	CONFIG_VALUE("tls_eccert_file", CONFIG_KIND_PATH, tls_eccert_file, 0, 0),
+	CONFIG_VALUE("tls_eckey_file", CONFIG_KIND_PATH, tls_eckey_file, 0, 0),
+	CONFIG_VALUE("tls_server_sni_file", CONFIG_KIND_PATH, tls_server_sni_file, 0, 0),
+	CONFIG_VALUE("smtp_tls_security_level", CONFIG_KIND_TLS_LEVEL, smtp_tls_security_level,
+		0, 0),
+	CONFIG_VALUE("smtp_tls_ca_file", CONFIG_KIND_PATH, smtp_tls_ca_file, 0, 0),
 	CONFIG_VALUE("auth_users_file", CONFIG_KIND_PATH, auth_users_file, 0, 0),
 	{ "max_message_size", CONFIG_KIND_SIZE, CONFIG_F(max_message_size), 0,
 		CONFIG_MESSAGE_SIZE_MIN, CONFIG_MESSAGE_SIZE_MAX,
 		"a spool record holds 1 GiB, envelope and Received: header included" },
 	CONFIG_VALUE("max_recipients", CONFIG_KIND_COUNT, max_recipients, 1, SMTP_RCPT_COUNT_MAX),
 	{ "dns_servers", CONFIG_KIND_DNS, CONFIG_F(dns), CONFIG_F(dns_server_count), 0, 0, NULL },
+	CONFIG_VALUE("dns_timeout", CONFIG_KIND_TIMEOUT, dns_timeout_ms, 0,
+		CONFIG_DNS_TIMEOUT_MAX_S),
+	CONFIG_VALUE("dns_attempts", CONFIG_KIND_COUNT, dns_attempts, 0, CONFIG_DNS_ATTEMPTS_MAX),
+	CONFIG_VALUE("dns_cache_max", CONFIG_KIND_COUNT, dns_cache_max, 0,
+		CONFIG_DNS_CACHE_MAX_MAX),
+	CONFIG_VALUE("inet_protocols", CONFIG_KIND_INET, inet_protocols, 0, 0),
 	CONFIG_VALUE("remote_smtp_port", CONFIG_KIND_PORT, remote_smtp_port, 1, 65535),
 	CONFIG_VALUE("relayhost", CONFIG_KIND_RELAYHOST, relayhost, 0, 0),
+	CONFIG_VALUE("transport_maps", CONFIG_KIND_PATH, transport_maps, 0, 0),
+	CONFIG_VALUE("destination_policy_file", CONFIG_KIND_PATH, destination_policy_file, 0, 0),
+	CONFIG_VALUE("destination_concurrency_limit", CONFIG_KIND_COUNT, dest_concurrency_limit, 1,
+		CONFIG_DEST_CONCURRENCY_MAX),
+	CONFIG_VALUE("destination_recipient_limit", CONFIG_KIND_COUNT, dest_recipient_limit, 1,
+		SMTP_RCPT_COUNT_MAX),
+	CONFIG_VALUE("connection_reuse_limit", CONFIG_KIND_COUNT, connection_reuse_limit, 1,
+		CONFIG_REUSE_LIMIT_MAX),
+	CONFIG_VALUE("destination_rate_limit", CONFIG_KIND_COUNT, dest_rate_limit, 0,
+		CONFIG_DEST_RATE_MAX),
+	CONFIG_VALUE("outbound_connection_limit", CONFIG_KIND_COUNT, outbound_connection_limit, 1,
+		CONFIG_CONNECTIONS_MAX),
+	CONFIG_VALUE("connection_idle_time", CONFIG_KIND_TIMEOUT, connection_idle_ms, 0,
+		CONFIG_TIMEOUT_MAX_S),
+	CONFIG_VALUE("smtp_mx_address_limit", CONFIG_KIND_COUNT, smtp_mx_address_limit, 0,
+		CONFIG_MX_ADDRESS_LIMIT_MAX),
+	CONFIG_VALUE("smtp_connect_timeout", CONFIG_KIND_TIMEOUT, smtp_connect_timeout_ms, 1,
+		CONFIG_TIMEOUT_MAX_S),
 	CONFIG_VALUE("shards", CONFIG_KIND_SHARDS, shards, 1, CONFIG_SHARDS_MAX),
 	CONFIG_VALUE("max_connections", CONFIG_KIND_COUNT, max_connections, 1,
 		CONFIG_CONNECTIONS_MAX),
@@ -111,6 +144,18 @@ static const struct config_key config_keys[] = {
 	CONFIG_VALUE("delay_warning_time", CONFIG_KIND_LIFETIME, delay_warning_s, 0,
 		CONFIG_QUEUE_LIFETIME_MAX_S),
 	CONFIG_VALUE("log_file", CONFIG_KIND_PATH, log_file, 0, 0),
+	CONFIG_VALUE("maildir_sync", CONFIG_KIND_MAILDIR_SYNC, maildir_sync, 0, 0),
+};
+
+static const char *const config_maildir_sync_names[] = {
+	[CONFIG_MAILDIR_SYNC_AUTO] = "auto",
+	[CONFIG_MAILDIR_SYNC_FSYNC] = "fsync",
+	[CONFIG_MAILDIR_SYNC_SYNCFS] = "syncfs",
+};
+
+static const char *const config_tls_levels[] = {
+	[CONFIG_TLS_NONE] = "none", [CONFIG_TLS_MAY] = "may", [CONFIG_TLS_ENCRYPT] = "encrypt",
+	[CONFIG_TLS_VERIFY] = "verify",
 };
 
 /* A unit suffix of a size or a duration. */
@@ -749,7 +794,55 @@ config_parse_dns(struct config *cfg, struct slice value, char *why)
 	return 0;
 }
 
+/* Postfix's inet_protocols: "all", "ipv4", "ipv6", or both families listed. */
+static int
+config_parse_inet(struct config *cfg, struct slice value, char *why)
+{
+	uint32_t families = 0;
+	struct slice item;
+	struct slice rest = value;
+	while (config_next_item(&rest, &item)) {
+		if (slice_eq(item, SLICE_LIT("all")))
+			families |= CONFIG_INET_ALL;
+		else if (slice_eq(item, SLICE_LIT("ipv4")))
+			families |= CONFIG_INET_IPV4;
+		else if (slice_eq(item, SLICE_LIT("ipv6")))
+			families |= CONFIG_INET_IPV6;
+		else
+			families = UINT32_MAX;
+		if (families == UINT32_MAX)
+			break;
+	}
+	if (families == 0 || families == UINT32_MAX) {
+		config_why(why, value, " is not all, ipv4, ipv6 or \"ipv4, ipv6\"");
+		return -1;
+	}
+	cfg->inet_protocols = families;
+	return 0;
+}
+
+static const char *
+config_inet_name(uint32_t families)
+{
+	if (families == CONFIG_INET_IPV4)
+		return "ipv4";
+	return families == CONFIG_INET_IPV6 ? "ipv6" : "all";
+}
+
 /* ---- the table ---- */
+
+static int
+config_parse_tls_level(uint8_t *field, struct slice value, char *why)
+{
+	for (size_t i = 0; i < ARRAY_LEN(config_tls_levels); i++) {
+		if (slice_eq(value, config_cstr(config_tls_levels[i]))) {
+			*field = (uint8_t)i;
+			return 0;
+		}
+	}
+	config_why(why, value, " is not none, may, encrypt or verify");
+	return -1;
+}
 
 static const struct config_key *
 config_key_find(struct slice name)
@@ -784,6 +877,19 @@ config_set_value(struct config *cfg, const struct config_key *k, struct slice va
 		return config_parse_relayhost(cfg, value, why);
 	case CONFIG_KIND_DNS:
 		return config_parse_dns(cfg, value, why);
+	case CONFIG_KIND_MAILDIR_SYNC:
+		for (size_t i = 0; i < ARRAY_LEN(config_maildir_sync_names); i++) {
+			if (slice_eq(value, config_cstr(config_maildir_sync_names[i]))) {
+				cfg->maildir_sync = (enum config_maildir_sync)i;
+				return 0;
+			}
+		}
+		config_why(why, value, " is not auto, fsync or syncfs");
+		return -1;
+	case CONFIG_KIND_INET:
+		return config_parse_inet(cfg, value, why);
+	case CONFIG_KIND_TLS_LEVEL:
+		return config_parse_tls_level((uint8_t *)field, value, why);
 	case CONFIG_KIND_SIZE:
 	case CONFIG_KIND_COUNT:
 	case CONFIG_KIND_PORT:
@@ -837,6 +943,16 @@ config_print_value(FILE *f, const struct config *cfg, const struct config_key *k
 	case CONFIG_KIND_COUNT:
 	case CONFIG_KIND_SHARDS:
 		fprintf(f, "%u", *(const uint32_t *)field);
+		break;
+	case CONFIG_KIND_MAILDIR_SYNC:
+		fputs(config_maildir_sync_names[cfg->maildir_sync], f);
+		break;
+	case CONFIG_KIND_INET:
+		fputs(config_inet_name(*(const uint32_t *)field), f);
+		break;
+	case CONFIG_KIND_TLS_LEVEL:
+		ASSERT(*(const uint8_t *)field < ARRAY_LEN(config_tls_levels));
+		fputs(config_tls_levels[*(const uint8_t *)field], f);
 		break;
 	}
 }
@@ -984,6 +1100,17 @@ config_default(struct config *cfg)
 	cfg->queue_lifetime_s = CONFIG_QUEUE_LIFETIME_DEFAULT_S;
 	cfg->minimal_backoff_s = CONFIG_MINIMAL_BACKOFF_DEFAULT_S;
 	cfg->maximal_backoff_s = CONFIG_MAXIMAL_BACKOFF_DEFAULT_S;
+	cfg->maildir_sync = CONFIG_MAILDIR_SYNC_DEFAULT;
+	cfg->dns_cache_max = CONFIG_DNS_CACHE_MAX_DEFAULT;
+	cfg->inet_protocols = CONFIG_INET_ALL;
+	cfg->smtp_tls_security_level = CONFIG_TLS_MAY;
+	cfg->dest_concurrency_limit = CONFIG_DEST_CONCURRENCY_DEFAULT;
+	cfg->dest_recipient_limit = CONFIG_DEST_RCPT_DEFAULT;
+	cfg->connection_reuse_limit = CONFIG_REUSE_LIMIT_DEFAULT;
+	cfg->outbound_connection_limit = CONFIG_OUT_CONNECTIONS_DEFAULT;
+	cfg->connection_idle_ms = CONFIG_IDLE_TIME_DEFAULT_MS;
+	cfg->smtp_mx_address_limit = CONFIG_MX_ADDRESS_LIMIT_DEFAULT;
+	cfg->smtp_connect_timeout_ms = CONFIG_CONNECT_TIMEOUT_DEFAULT_MS;
 }
 
 int
@@ -1050,18 +1177,29 @@ config_addr_listed(const struct config_addr *a, const struct config_addr *list, 
 int
 config_check(const struct config *cfg, char *err, size_t err_len)
 {
-	bool tls = cfg->tls_cert_file[0] != '\0' && cfg->tls_key_file[0] != '\0';
+	bool tls = (cfg->tls_cert_file[0] != '\0' && cfg->tls_key_file[0] != '\0')
+		|| (cfg->tls_eccert_file[0] != '\0' && cfg->tls_eckey_file[0] != '\0');
 	if ((cfg->tls_cert_file[0] != '\0') != (cfg->tls_key_file[0] != '\0')) {
 		snprintf(err, err_len, "tls_cert_file and tls_key_file: set both or neither");
 		return -1;
 	}
+	if ((cfg->tls_eccert_file[0] != '\0') != (cfg->tls_eckey_file[0] != '\0')) {
+		snprintf(err, err_len, "tls_eccert_file and tls_eckey_file: set both or neither");
+		return -1;
+	}
 	if (cfg->smtps_listen_count > 0 && !tls) {
-		snprintf(err, err_len, "smtps_listen needs tls_cert_file and tls_key_file");
+		snprintf(err, err_len, "smtps_listen needs tls_cert_file and tls_key_file "
+			"(or tls_eccert_file and tls_eckey_file)");
 		return -1;
 	}
 	if (cfg->submission_listen_count > 0 && (!tls || cfg->auth_users_file[0] == '\0')) {
 		snprintf(err, err_len, "submission_listen needs tls_cert_file, tls_key_file and "
 			"auth_users_file (AUTH is offered only over TLS)");
+		return -1;
+	}
+	if (cfg->tls_server_sni_file[0] != '\0' && !tls) {
+		snprintf(err, err_len, "tls_server_sni_file needs a default certificate "
+			"(tls_cert_file and tls_key_file, or tls_eccert_file and tls_eckey_file)");
 		return -1;
 	}
 	for (uint32_t i = 0; i < cfg->submission_listen_count; i++) {

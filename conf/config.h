@@ -43,6 +43,45 @@
 #define CONFIG_REMOTE_SMTP_PORT_DEFAULT 25u
 #define CONFIG_DNS_PORT_DEFAULT         53u
 #define CONFIG_MAIL_OWNER_DEFAULT       "ringmta"
+#define CONFIG_DNS_TIMEOUT_MAX_S        30u             /* glibc's RES_MAXRETRANS is 30 s too */
+#define CONFIG_DNS_ATTEMPTS_MAX         5u              /* glibc's RES_MAXRETRY */
+#define CONFIG_DNS_CACHE_MAX_MAX        1000000u        /* entries per shard */
+#define CONFIG_DNS_CACHE_MAX_DEFAULT    50000u
+/* Outbound delivery (deliver/outbound.h); names as in the issue, units as Postfix's. */
+#define CONFIG_DEST_CONCURRENCY_MAX     1000u           /* connections per destination */
+#define CONFIG_DEST_CONCURRENCY_DEFAULT 20u             /* Postfix's default too */
+#define CONFIG_DEST_RCPT_DEFAULT        50u             /* recipients per transaction */
+#define CONFIG_REUSE_LIMIT_MAX          100000u         /* messages per connection */
+#define CONFIG_REUSE_LIMIT_DEFAULT      100u
+#define CONFIG_DEST_RATE_MAX            100000u         /* messages per second; 0: no limit */
+#define CONFIG_OUT_CONNECTIONS_DEFAULT  1000u           /* outbound, all shards together */
+#define CONFIG_IDLE_TIME_DEFAULT_MS     2000u           /* an idle connection waits, then QUIT */
+#define CONFIG_MX_ADDRESS_LIMIT_MAX     16u             /* addresses tried per attempt */
+#define CONFIG_MX_ADDRESS_LIMIT_DEFAULT 5u              /* Postfix's smtp_mx_address_limit */
+#define CONFIG_CONNECT_TIMEOUT_DEFAULT_MS 30000u        /* Postfix's smtp_connect_timeout */
+
+/* inet_protocols (Postfix's key and values): the address families used for outbound mail. */
+enum config_inet {
+	CONFIG_INET_IPV4 = 1,
+	CONFIG_INET_IPV6 = 2,
+	CONFIG_INET_ALL = CONFIG_INET_IPV4 | CONFIG_INET_IPV6,
+};
+
+/* maildir_sync: how a Maildir delivery is made durable before it is marked delivered. */
+enum config_maildir_sync {
+	CONFIG_MAILDIR_SYNC_AUTO,        /* syncfs on ext4, xfs, btrfs; fsync anywhere else */
+	CONFIG_MAILDIR_SYNC_FSYNC,       /* fdatasync of each file, then fsync of each new/ */
+	CONFIG_MAILDIR_SYNC_SYNCFS,      /* one syncfs(2) of the whole file system per batch */
+};
+#define CONFIG_MAILDIR_SYNC_DEFAULT CONFIG_MAILDIR_SYNC_AUTO
+
+/* smtp_tls_security_level (Postfix's names): outbound TLS. */
+enum config_tls_level {
+	CONFIG_TLS_NONE,      /* never STARTTLS */
+	CONFIG_TLS_MAY,       /* STARTTLS when offered, certificate not checked; clear text otherwise */
+	CONFIG_TLS_ENCRYPT,   /* TLS or defer, certificate not checked */
+	CONFIG_TLS_VERIFY,    /* TLS or defer, certificate chain to smtp_tls_ca_file and MX name */
+};
 
 struct config_addr {
 	struct sockaddr_storage sa;     /* AF_INET or AF_INET6, port set */
@@ -73,12 +112,31 @@ struct config {
 	struct config_network relay_networks[CONFIG_NETWORKS_MAX];
 	uint32_t relay_network_count;
 
-	char tls_cert_file[CONFIG_STR_MAX];
+	char tls_cert_file[CONFIG_STR_MAX];             /* chain, leaf first: RSA or ECDSA */
 	char tls_key_file[CONFIG_STR_MAX];
+	char tls_eccert_file[CONFIG_STR_MAX];           /* a second pair: ECDSA (Postfix's eccert) */
+	char tls_eckey_file[CONFIG_STR_MAX];
+	char tls_server_sni_file[CONFIG_STR_MAX];       /* "name pem-file [pem-file]" lines */
+	char smtp_tls_ca_file[CONFIG_STR_MAX];          /* empty: the system store (ca-certificates) */
+	uint8_t smtp_tls_security_level;                /* enum config_tls_level, default may */
 	char auth_users_file[CONFIG_STR_MAX];
 	char dns_servers[CONFIG_STR_MAX];               /* empty: /etc/resolv.conf */
+	uint32_t dns_timeout_ms;         /* per query attempt; 0: resolv.conf's, else 5 s */
+	uint32_t dns_attempts;           /* rounds over the servers; 0: resolv.conf's, else 2 */
+	uint32_t dns_cache_max;          /* cached DNS answers per shard (0: no cache) */
+	uint32_t inet_protocols;         /* enum config_inet */
 	uint16_t remote_smtp_port;
 	char relayhost[CONFIG_STR_MAX];
+	char transport_maps[CONFIG_STR_MAX];            /* a file of "domain [host]:port" lines */
+	char destination_policy_file[CONFIG_STR_MAX];   /* per-destination limits */
+	uint32_t dest_concurrency_limit;  /* connections per destination at once */
+	uint32_t dest_recipient_limit;    /* recipients per transaction */
+	uint32_t connection_reuse_limit;  /* messages per connection */
+	uint32_t dest_rate_limit;         /* messages per second per destination, 0: none */
+	uint32_t outbound_connection_limit;   /* outbound connections, all shards together */
+	uint32_t connection_idle_ms;      /* an idle reusable connection waits this long */
+	uint32_t smtp_mx_address_limit;   /* addresses tried per attempt (0 in the file: the max) */
+	uint32_t smtp_connect_timeout_ms;
 
 	uint64_t max_message_size;       /* octets */
 	uint32_t max_recipients;
@@ -92,6 +150,7 @@ struct config {
 	uint32_t maximal_backoff_s;      /* the longest */
 	uint32_t delay_warning_s;        /* a "delayed" notice after this long (0: never) */
 	char log_file[CONFIG_STR_MAX];   /* empty: stderr */
+	enum config_maildir_sync maildir_sync;
 
 	/* Parsed forms of dns_servers and relayhost (the text fields above keep the normalised
 	 * text that config_print writes). */

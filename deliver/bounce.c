@@ -33,7 +33,8 @@ bounce_rcpt(struct slice sender)
 static struct msg *
 bounce_message(uint64_t qid, const struct dsn_out *out, uint64_t now_ms)
 {
-	struct msg *m = msg_new(qid, now_ms, out->head.len + out->original.len + out->tail.len);
+	struct msg *m = msg_new(qid, now_ms, out->head.len + out->original.len + out->tail.len,
+		NULL);
 	if (m == NULL)
 		return NULL;
 	/* copy: the notice is a new message; the original's bytes were read from the spool into
@@ -65,6 +66,7 @@ bounce_queue(struct spool *sp, struct slice myhostname, const struct bounce_orig
 			.status = slice_make(items[i].status, strlen(items[i].status)),
 			.diag_type = items[i].diag_type,
 			.diag = slice_make(items[i].diag, strlen(items[i].diag)),
+			.remote_mta = slice_make(items[i].remote_mta, strlen(items[i].remote_mta)),
 			.last_attempt_ms = now_ms, .retry_until_ms = items[i].retry_until_ms,
 		};
 	}

@@ -13,9 +13,13 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <linux/magic.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/vfs.h>
 #include <unistd.h>
+
+#include "base/log.h"
 
 #include "base/queue_id.h"
 #include "proto/received.h"
@@ -27,10 +31,11 @@ _Static_assert(MAILDIR_BOXES_MAX > MAILDIR_JOBS_MAX, "an unused mailbox can alwa
 _Static_assert(MAILDIR_CHUNK_SIZE <= RING_RW_MAX, "the kernel writes a whole chunk");
 
 enum maildir_step {
-	STEP_OPEN = 1, STEP_WRITE, STEP_READ, STEP_CLOSE,
+	STEP_OPEN = 1, STEP_WRITE, STEP_READ, STEP_FDATASYNC, STEP_CLOSE,
 	STEP_RENAME,                  /* last step of the final chain */
 	STEP_MORE,                    /* last step of a chain that leaves chunks for the next */
 };
+#define MAILDIR_DIRSYNC_SLOT (MAILDIR_HELPER_SLOT + 1u)   /* fsyncs of new/ (fsync mode) */
 
 enum maildir_req_kind { REQ_SYNC = 1, REQ_OPENBOX, REQ_CHECK };
 
@@ -40,6 +45,8 @@ struct maildir_req {
 	uint32_t job;                  /* slot, for REQ_OPENBOX and REQ_CHECK */
 	char mailbox[MAILDIR_MAILBOX_MAX];
 	char name[MAILDIR_NAME_MAX];
+	uint64_t size;                 /* REQ_CHECK: of the whole file, Return-Path included */
+	bool fsync_mode;               /* REQ_OPENBOX: make new names durable with fsyncs */
 	int tmp_fd, new_fd;            /* REQ_OPENBOX answer */
 };
 
@@ -82,8 +89,11 @@ struct maildir {
 	struct maildir_job *written;   /* in new/, waiting for the next syncfs */
 	uint32_t written_count;
 	uint64_t written_since_ms;
-	struct maildir_job *syncing;   /* covered by the syncfs in flight */
+	struct maildir_job *syncing;   /* covered by the sync in flight */
 	bool sync_busy;
+	bool fsync_mode;               /* maildir_sync, auto resolved: fsync, else syncfs */
+	uint32_t dirsync_wait;         /* fsync mode: new/ fsyncs in flight */
+	int dirsync_err;
 	/* The helper thread: blocking calls io_uring has no request for (syncfs, a safe mailbox
 	 * creation, a directory scan). The shard queues requests under the lock; the thread
 	 * answers through the shard's ring (IORING_OP_MSG_RING). */
@@ -131,6 +141,17 @@ maildir_openat2(int dir_fd, const char *path, uint64_t flags)
 	return fd < 0 ? -errno : (int)fd;
 }
 
+static int
+maildir_fsync_fd(int fd)
+{
+#ifdef RINGMTA_UNSAFE_SKIP_SYNC
+	(void)fd;   /* the power-cut test's self-check build: meson_options.txt */
+	return 0;
+#else
+	return fsync(fd);
+#endif
+}
+
 /* Opens (creating what is missing) <mailbox>/{tmp,new,cur} below the root without following a
  * link anywhere: a mailbox that is a symlink is refused with -ELOOP. */
 static int
@@ -147,6 +168,12 @@ maildir_helper_openbox(struct maildir *md, struct maildir_req *q)
 		if (mkdirat(box, subs[i], 0700) != 0 && errno != EEXIST)
 			rc = -errno;
 	}
+	/* fsync mode: the names <mailbox>, tmp, new and cur must be durable before a file in them
+	 * counts (syncfs mode: the group syncfs after the first delivery covers them). Also when
+	 * they existed already: a run that crashed may have made them without syncing. */
+	if (rc == 0 && q->fsync_mode && (maildir_fsync_fd(box) != 0
+		|| maildir_fsync_fd(md->root_fd) != 0))
+		rc = -errno;
 	q->tmp_fd = rc == 0 ? maildir_openat2(box, "tmp", O_RDONLY | O_DIRECTORY) : -1;
 	q->new_fd = rc == 0 ? maildir_openat2(box, "new", O_RDONLY | O_DIRECTORY) : -1;
 	if (rc == 0 && (q->tmp_fd < 0 || q->new_fd < 0))
@@ -174,7 +201,11 @@ maildir_helper_check(struct maildir *md, struct maildir_req *q)
 		return box;
 	char path[MAILDIR_NAME_MAX + 8];
 	snprintf(path, sizeof(path), "new/%s", q->name);
-	int found = faccessat(box, path, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+	/* Only a whole file counts: after a power cut a name can be durable without its data
+	 * (ext4 commits a rename with the next journal commit, before delayed data is written). */
+	struct stat st;
+	int found = fstatat(box, path, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode)
+		&& (uint64_t)st.st_size == q->size;
 	int cur = found ? -1 : maildir_openat2(box, "cur", O_RDONLY | O_DIRECTORY);
 	DIR *dir = cur >= 0 ? fdopendir(cur) : NULL;
 	if (dir == NULL && cur >= 0)
@@ -211,7 +242,11 @@ maildir_helper_main(void *arg)
 			int rc;
 			uint32_t slot = MAILDIR_JOBS_MAX;
 			if (q.kind == REQ_SYNC) {
+#ifdef RINGMTA_UNSAFE_SKIP_SYNC
+				rc = 0;   /* the power-cut test's self-check build: meson_options.txt */
+#else
 				rc = syncfs(md->root_fd) == 0 ? 0 : -errno;
+#endif
 			} else {
 				slot = q.job;
 				rc = q.kind == REQ_OPENBOX ? maildir_helper_openbox(md, &q)
@@ -327,21 +362,21 @@ maildir_tag(struct maildir *md, struct maildir_job *j, struct io_uring_sqe *sqe,
 }
 
 /* Read+write pairs moving the rest of the body, as many as one chain takes (the caller checked
- * with spool_read_check that the reads can be queued). Returns whether the body is then
+ * with spool_body_check that the reads can be queued). A read goes no further than the part of
+ * the body it starts in, so a pair may move less than a chunk. Returns whether the body is then
  * complete. */
 static bool
 maildir_submit_chunks(struct maildir *md, struct maildir_job *j, uint32_t fi)
 {
-	uint64_t end = j->d.body_len;
+	uint64_t end = j->d.body.len;
 	for (uint32_t k = 0; k < MAILDIR_CHAIN_CHUNKS && j->copied < end; k++) {
-		uint32_t n = end - j->copied < MAILDIR_CHUNK_SIZE ? (uint32_t)(end - j->copied)
-			: MAILDIR_CHUNK_SIZE;
+		uint64_t ud = ring_ud(md->op, maildir_slot(md, j), (j->gen << 8) | STEP_READ);
+		int64_t got = spool_body_read(md->spool, j->d.qid, &j->d.body, j->copied, j->chunk,
+			MAILDIR_CHUNK_SIZE, ud, IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS);
+		ASSERT(got > 0);
+		uint32_t n = (uint32_t)got;
 		bool last_chunk = j->copied + n == end;
 		bool chain_end = !last_chunk && k + 1 == MAILDIR_CHAIN_CHUNKS;
-		uint64_t ud = ring_ud(md->op, maildir_slot(md, j), (j->gen << 8) | STEP_READ);
-		int rc = spool_read(md->spool, j->d.qid, j->d.body_off + j->copied, j->chunk, n, ud,
-			IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS);
-		ASSERT(rc == 0);
 		struct io_uring_sqe *sqe = ring_sqe(md->ring);
 		io_uring_prep_write(sqe, (int)fi, j->chunk, n, j->rp_len + j->copied);
 		sqe->flags |= IOSQE_FIXED_FILE;
@@ -351,12 +386,36 @@ maildir_submit_chunks(struct maildir *md, struct maildir_job *j, uint32_t fi)
 	return j->copied == end;
 }
 
-/* The final steps: close the file, rename it into new/. */
+/* An fdatasync (or fsync) of fd, fixed or not; nothing in the power-cut test's self-check
+ * build (meson_options.txt: unsafe_skip_sync). */
+static void
+maildir_prep_fsync(struct io_uring_sqe *sqe, int fd, bool fixed, unsigned flags)
+{
+#ifdef RINGMTA_UNSAFE_SKIP_SYNC
+	(void)fd;
+	(void)fixed;
+	(void)flags;
+	io_uring_prep_nop(sqe);
+#else
+	io_uring_prep_fsync(sqe, fd, flags);
+	if (fixed)
+		sqe->flags |= IOSQE_FIXED_FILE;
+#endif
+}
+
+/* The final steps: (fsync mode: fdatasync the file,) close it, rename it into new/. */
 static void
 maildir_submit_finish(struct maildir *md, struct maildir_job *j, uint32_t fi)
 {
 	const struct maildir_box *b = &md->boxes[j->box];
-	struct io_uring_sqe *sqe = ring_sqe(md->ring);
+	struct io_uring_sqe *sqe;
+	if (md->fsync_mode) {
+		sqe = ring_sqe(md->ring);
+		maildir_prep_fsync(sqe, (int)fi, true, IORING_FSYNC_DATASYNC);
+		maildir_tag(md, j, sqe, STEP_FDATASYNC, false);
+		md->stats.file_syncs++;
+	}
+	sqe = ring_sqe(md->ring);
 	io_uring_prep_close_direct(sqe, fi);
 	maildir_tag(md, j, sqe, STEP_CLOSE, false);
 	sqe = ring_sqe(md->ring);
@@ -373,16 +432,16 @@ maildir_submit_first(struct maildir *md, struct maildir_job *j)
 {
 	uint32_t fi = md->file_base + maildir_slot(md, j);
 	const struct maildir_box *b = &md->boxes[j->box];
-	uint64_t rest = j->d.body_len - j->d.body_read.len;
+	uint64_t rest = j->d.body.len - j->d.body_read.len;
 	if (rest > 0 && j->chunk == NULL)
 		j->chunk = malloc(MAILDIR_CHUNK_SIZE);
 	int rc = rest == 0 ? 0 : j->chunk == NULL ? -ENOMEM
-		: spool_read_check(md->spool, j->d.qid, j->d.body_off + j->d.body_read.len, rest);
+		: spool_body_check(md->spool, j->d.qid, &j->d.body, j->d.body_read.len, rest);
 	if (rc < 0) {
 		maildir_job_done(md, j, rc);
 		return;
 	}
-	ring_sqe_reserve(md->ring, 4 + 2 * MAILDIR_CHAIN_CHUNKS);   /* one chain, one submission */
+	ring_sqe_reserve(md->ring, 5 + 2 * MAILDIR_CHAIN_CHUNKS);   /* one chain, one submission */
 	struct io_uring_sqe *sqe = ring_sqe(md->ring);
 	io_uring_prep_openat_direct(sqe, b->tmp_fd, j->name,
 		O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600, fi);
@@ -402,8 +461,8 @@ static void
 maildir_submit_more(struct maildir *md, struct maildir_job *j)
 {
 	uint32_t fi = md->file_base + maildir_slot(md, j);
-	int rc = spool_read_check(md->spool, j->d.qid, j->d.body_off + j->copied,
-		j->d.body_len - j->copied);
+	int rc = spool_body_check(md->spool, j->d.qid, &j->d.body, j->copied,
+		j->d.body.len - j->copied);
 	if (rc < 0) {   /* the message left the queue meanwhile (a queue command) */
 		struct io_uring_sqe *sqe = ring_sqe(md->ring);
 		io_uring_prep_close_direct(sqe, fi);
@@ -411,7 +470,7 @@ maildir_submit_more(struct maildir *md, struct maildir_job *j)
 		maildir_job_done(md, j, rc);
 		return;
 	}
-	ring_sqe_reserve(md->ring, 2 + 2 * MAILDIR_CHAIN_CHUNKS);
+	ring_sqe_reserve(md->ring, 3 + 2 * MAILDIR_CHAIN_CHUNKS);
 	if (maildir_submit_chunks(md, j, fi))
 		maildir_submit_finish(md, j, fi);
 }
@@ -449,7 +508,8 @@ maildir_job_go(struct maildir *md, struct maildir_job *j)
 {
 	md->boxes[j->box].users++;
 	if (j->d.arrival_ms < md->p.started_real_ms && !j->checked) {
-		struct maildir_req q = { .kind = REQ_CHECK, .job = maildir_slot(md, j) };
+		struct maildir_req q = { .kind = REQ_CHECK, .job = maildir_slot(md, j),
+			.size = j->rp_len + j->d.body.len };
 		snprintf(q.mailbox, sizeof(q.mailbox), "%s", j->mailbox);
 		snprintf(q.name, sizeof(q.name), "%s", j->name);
 		maildir_helper_ask(md, &q);
@@ -494,14 +554,38 @@ maildir_deliver(struct maildir *md, const struct maildir_delivery *d, uint64_t u
 		maildir_job_go(md, j);
 		return;
 	}
-	struct maildir_req q = { .kind = REQ_OPENBOX, .job = slot };
+	struct maildir_req q = { .kind = REQ_OPENBOX, .job = slot, .fsync_mode = md->fsync_mode };
 	snprintf(q.mailbox, sizeof(q.mailbox), "%s", j->mailbox);
 	maildir_helper_ask(md, &q);
 }
 
 /* ---- group sync ---- */
 
-/* Asks the helper for one syncfs covering every delivery written so far. */
+/* fsync mode: the files of md->syncing are fdatasync'ed (in their chains); their renames become
+ * durable with one fsync of each distinct mailbox's new/, all submitted at once. The jobs hold
+ * their mailbox entries, so the descriptors stay open until the fsyncs are done. */
+static void
+maildir_dirsync_start(struct maildir *md)
+{
+	uint64_t seen[(MAILDIR_BOXES_MAX + 63) / 64] = { 0 };
+	uint32_t n = 0;
+	for (const struct maildir_job *j = md->syncing; j != NULL; j = j->next) {
+		uint32_t b = j->box;
+		if (seen[b / 64] & (1ull << (b % 64)))
+			continue;
+		seen[b / 64] |= 1ull << (b % 64);
+		struct io_uring_sqe *sqe = ring_sqe(md->ring);
+		maildir_prep_fsync(sqe, md->boxes[b].new_fd, false, 0);
+		io_uring_sqe_set_data64(sqe, ring_ud(md->op, MAILDIR_DIRSYNC_SLOT, 0));
+		n++;
+	}
+	ASSERT(n > 0);
+	md->dirsync_wait = n;
+	md->dirsync_err = 0;
+	md->stats.syncs += n;
+}
+
+/* Asks for the sync covering every delivery written so far. */
 static void
 maildir_sync_start(struct maildir *md)
 {
@@ -516,6 +600,10 @@ maildir_sync_start(struct maildir *md)
 	md->written = NULL;
 	md->written_count = 0;
 	md->sync_busy = true;
+	if (md->fsync_mode) {
+		maildir_dirsync_start(md);
+		return;
+	}
 	md->stats.syncs++;
 	struct maildir_req q = { .kind = REQ_SYNC };
 	maildir_helper_ask(md, &q);
@@ -577,6 +665,15 @@ maildir_complete(void *ctx, const struct io_uring_cqe *cqe)
 		maildir_helper_done(md, gen, cqe->res);
 		return;
 	}
+	if (slot == MAILDIR_DIRSYNC_SLOT) {
+		ASSERT(md->sync_busy);
+		ASSERT(md->dirsync_wait > 0);
+		if (cqe->res < 0 && md->dirsync_err == 0)
+			md->dirsync_err = cqe->res;
+		if (--md->dirsync_wait == 0)
+			maildir_synced(md, md->dirsync_err);
+		return;
+	}
 	ASSERT(slot < MAILDIR_JOBS_MAX);
 	struct maildir_job *j = &md->jobs[slot];
 	ASSERT(j->busy);
@@ -635,12 +732,42 @@ static const struct ring_hooks maildir_hooks = {
 	.idle = maildir_idle,
 };
 
+/* maildir_sync = auto: syncfs where the kernel file system makes it durable and perf/RESULTS.md
+ * measured it cheaper (ext4, xfs, btrfs); fsync anywhere else, FUSE first of all: the kernel
+ * does not pass syncfs to a FUSE server (tests/powercut/README.md), nor to many others. */
+static int
+maildir_choose_sync(struct maildir *md)
+{
+	enum config_maildir_sync want = md->p.sync;
+	struct statfs sfs;
+	if (fstatfs(md->root_fd, &sfs) != 0)
+		return -errno;
+	if (want == CONFIG_MAILDIR_SYNC_AUTO)
+		want = sfs.f_type == EXT4_SUPER_MAGIC || sfs.f_type == XFS_SUPER_MAGIC
+			|| sfs.f_type == BTRFS_SUPER_MAGIC ? CONFIG_MAILDIR_SYNC_SYNCFS
+			: CONFIG_MAILDIR_SYNC_FSYNC;
+	md->fsync_mode = want == CONFIG_MAILDIR_SYNC_FSYNC;
+	char buf[LOG_LINE_MIN + 64];
+	char magic[24];
+	struct log_line l;
+	snprintf(magic, sizeof(magic), "0x%llx", (unsigned long long)sfs.f_type);
+	log_line_begin(&l, buf, sizeof(buf), md->ring->now_real_ms, "maildir_sync");
+	log_line_u64(&l, "shard", md->ring->shard);
+	log_line_str(&l, "strategy", md->fsync_mode ? "fsync" : "syncfs");
+	log_line_str(&l, "fs_magic", magic);
+	log_write(buf, log_line_end(&l));
+	return 0;
+}
+
 int
 maildir_init(struct ring *r, struct spool *sp, const struct maildir_params *p,
 	struct maildir **out)
 {
 	if (mkdir(p->root, 0700) != 0 && errno != EEXIST)
 		return -errno;
+	int prc = spool_sync_parent(p->root);   /* the name maildir_root itself */
+	if (prc < 0)
+		return prc;
 	struct maildir *md = calloc(1, sizeof(*md));
 	if (md == NULL)
 		return -ENOMEM;
@@ -655,6 +782,9 @@ maildir_init(struct ring *r, struct spool *sp, const struct maildir_params *p,
 		rc = -errno;
 		goto fail_free;
 	}
+	rc = maildir_choose_sync(md);
+	if (rc < 0)
+		goto fail_root;
 	md->efd = eventfd(0, EFD_CLOEXEC);
 	if (md->efd < 0) {
 		rc = -errno;

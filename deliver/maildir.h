@@ -3,11 +3,16 @@
  * A delivery is one linked chain of ring requests, with no blocking call on the shard's thread:
  * open <mailbox>/tmp/<name> into a registered file slot, write Return-Path: and the part of the
  * message the caller already read, then (for a larger message) read the rest from the spool
- * segment and write it, chunk by chunk through the job's own buffer, close, rename into
+ * (spool_body_read: its parts and its inline rest) and write it, chunk by chunk through the
+ * job's own buffer, close, rename into
  * <mailbox>/new/<name>. A missing mailbox is created first (mkdir of <mailbox>, tmp, new, cur).
- * Group sync: the deliveries written since the last one share one syncfs(2) of the Maildir file
- * system (io_uring has no syncfs: a per-shard thread makes the call and posts its result to the
- * ring with IORING_OP_MSG_RING); only after it returns is a delivery reported done.
+ * Durability (maildir_sync): with "syncfs" the deliveries written since the last one share one
+ * syncfs(2) of the Maildir file system (io_uring has no syncfs: the helper thread makes the call
+ * and posts its result to the ring with IORING_OP_MSG_RING); with "fsync" each file is
+ * fdatasync'ed in its own chain before its rename (the chains run in parallel), and one fsync of
+ * each mailbox's new/ per batch makes the renames durable. "auto" chooses syncfs on ext4, xfs
+ * and btrfs and fsync anywhere else: syncfs never reaches a FUSE server, for one
+ * (tests/powercut/README.md). Only after the sync returns is a delivery reported done.
  *
  * The file name is <arrival seconds>.R<queue id>Q<recipient index>.<myhostname>: unique (the
  * queue id is) and the same on every attempt, so a delivery repeated after a crash replaces the
@@ -22,6 +27,8 @@
 
 #include "base/ring.h"
 #include "base/slice.h"
+#include "conf/config.h"
+#include "queue/spool.h"
 
 struct spool;
 struct maildir;
@@ -43,6 +50,7 @@ struct maildir_params {
 	const char *root;               /* maildir_root */
 	const char *myhostname;
 	uint64_t started_real_ms;       /* messages older than this may be half-delivered */
+	enum config_maildir_sync sync;  /* auto, fsync or syncfs */
 };
 
 /* One recipient's delivery. The slices must stay valid until the result. */
@@ -53,13 +61,13 @@ struct maildir_delivery {
 	const char *mailbox;            /* directory under root (conf/policy's mailbox name) */
 	struct slice mail_from;         /* the reverse path, empty for <> */
 	struct slice body_read;         /* the body's first octets, already read by the caller */
-	uint64_t body_off;              /* where the body starts in the record */
-	uint64_t body_len;              /* the whole body */
+	struct spool_body body;         /* where the rest is (copied: the job keeps its cursor) */
 };
 
 struct maildir_stats {
 	uint64_t deliveries;
-	uint64_t syncs;                 /* syncfs calls of the group sync */
+	uint64_t syncs;                 /* syncfs calls, or new/ fsyncs, of the group sync */
+	uint64_t file_syncs;            /* fdatasyncs of delivered files (maildir_sync = fsync) */
 };
 
 /* Opens root (creating it), starts the sync thread, registers ops and hooks on r, and takes

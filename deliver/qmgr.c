@@ -13,6 +13,7 @@
 #include "base/queue_id.h"
 #include "deliver/bounce.h"
 #include "deliver/maildir.h"
+#include "deliver/outbound.h"
 #include "queue/record.h"
 #include "queue/spool.h"
 
@@ -30,10 +31,13 @@ struct qmgr_msg {
 	uint64_t qid;
 	uint8_t *buf;                   /* QMGR_BUF_SIZE from the slab, or a larger malloc'd one */
 	uint32_t buf_cap;
-	uint32_t want;                  /* octets asked of the read in flight */
+	uint32_t want;                  /* octets asked of the read in flight, then read */
 	struct record_envelope_view v;
-	uint64_t body_off;              /* in the message (envelope, then body), as the spool reads */
-	uint64_t body_len;
+	struct spool_body body;         /* its parts and rest (borrows buf) */
+	uint8_t *head;                  /* the body's first octets: in buf, or malloc'd (PARTS) */
+	uint32_t head_len;              /* read so far */
+	uint32_t head_cap;
+	bool head_owned;
 	uint32_t next_rcpt;             /* dispatch cursor over the envelope's recipients */
 	uint32_t outstanding;           /* agent jobs running */
 	struct bounce_item *reports;    /* v.rcpt_count entries, allocated at the first report */
@@ -41,14 +45,20 @@ struct qmgr_msg {
 	bool bouncing;                  /* the DSN is being committed */
 	bool waiting;                   /* on the list of messages waiting for agent slots */
 	struct qmgr_msg *next_wait;
+	bool remote_done;               /* its remote recipients went to the outbound agent */
+	struct outbound_req *oreqs;     /* one per recipient domain, until their results */
+	struct outbound_rcpt *orcpts;
+	struct spool_extent *oext;      /* where the body is, for the outbound sessions */
 };
 
 struct qmgr {
 	struct ring *ring;
 	struct qmgr_params p;
 	uint8_t op_read;
+	uint8_t op_head;
 	uint8_t op_result;
 	uint8_t op_bounce;
+	uint8_t op_remote;
 	uint8_t *slab;                  /* QMGR_MSGS_MAX buffers, touched only when used */
 	struct qmgr_msg msgs[QMGR_MSGS_MAX];
 	uint32_t busy;
@@ -62,12 +72,44 @@ qmgr_slot(const struct qmgr *q, const struct qmgr_msg *m)
 	return (uint32_t)(m - q->msgs);
 }
 
+/* The line of a remote attempt: relay=host[ip]:port, and delays=a/b/c/d as Postfix's: queue
+ * wait, routing and DNS, connection set-up, transmission. */
+static void
+qmgr_log_remote(struct qmgr *q, struct qmgr_msg *m, struct slice to, enum log_status st,
+	const char *dsn, const struct outbound_result *res, uint64_t delay)
+{
+	static const char *const names[] = { [LOG_STATUS_DELIVERED] = "delivered",
+		[LOG_STATUS_DEFERRED] = "deferred", [LOG_STATUS_BOUNCED] = "bounced",
+		[LOG_STATUS_EXPIRED] = "expired" };
+	char buf[LOG_LINE_MAX];
+	char delays[96];
+	struct log_line l;
+	uint64_t parts = (uint64_t)res->dns_ms + res->connect_ms + res->xmit_ms;
+	uint64_t wait = delay > parts ? delay - parts : 0;
+	snprintf(delays, sizeof(delays), "%.3f/%.3f/%.3f/%.3f", (double)wait / 1000.0,
+		res->dns_ms / 1000.0, res->connect_ms / 1000.0, res->xmit_ms / 1000.0);
+	log_line_begin(&l, buf, sizeof(buf), q->ring->now_real_ms, "delivery");
+	log_line_qid(&l, m->qid);
+	log_line_path(&l, "to", to);
+	log_line_str(&l, "status", names[st]);
+	log_line_seconds(&l, "delay", delay);
+	log_line_str(&l, "dsn", dsn);
+	log_line_quoted(&l, "detail", slice_make(res->reply, strlen(res->reply)));
+	log_line_str(&l, "relay", res->relay[0] != '\0' ? res->relay : "none");
+	log_line_str(&l, "delays", delays);
+	log_write(buf, log_line_end(&l));
+}
+
 static void
 qmgr_log(struct qmgr *q, struct qmgr_msg *m, struct slice to, enum log_status st,
-	const char *dsn, const char *detail)
+	const char *dsn, const char *detail, const struct outbound_result *res)
 {
 	uint64_t now = q->ring->now_real_ms;
 	uint64_t delay = now > m->v.arrival_ms ? now - m->v.arrival_ms : 0;
+	if (res != NULL) {
+		qmgr_log_remote(q, m, to, st, dsn, res, delay);
+		return;
+	}
 	log_delivery(now, m->qid, to, st, delay, slice_make(dsn, strlen(dsn)),
 		slice_make(detail, strlen(detail)));
 }
@@ -76,7 +118,8 @@ qmgr_log(struct qmgr *q, struct qmgr_msg *m, struct slice to, enum log_status st
  * Returns whether it will be reported. */
 static bool
 qmgr_report(struct qmgr_msg *m, uint32_t rcpt, enum dsn_action action, const char *status,
-	const char *diag, bool mark_bounced, uint64_t retry_until_ms)
+	const char *diag, bool mark_bounced, uint64_t retry_until_ms,
+	const struct outbound_result *res)
 {
 	if (!bounce_due(&m->v, rcpt, action))
 		return false;
@@ -89,27 +132,35 @@ qmgr_report(struct qmgr_msg *m, uint32_t rcpt, enum dsn_action action, const cha
 	struct bounce_item *b = &m->reports[m->report_count++];
 	b->rcpt = rcpt;
 	b->action = action;
-	b->diag_type = DSN_DIAG_LOCAL;
+	b->diag_type = res != NULL && res->remote ? DSN_DIAG_SMTP : DSN_DIAG_LOCAL;
 	b->mark_bounced = mark_bounced;
 	b->retry_until_ms = retry_until_ms;
 	snprintf(b->status, sizeof(b->status), "%s", status);
 	snprintf(b->diag, sizeof(b->diag), "%s", diag);
+	b->remote_mta[0] = '\0';
+	if (b->diag_type == DSN_DIAG_SMTP) {   /* "mx.example.com[192.0.2.1]:25": the name */
+		const char *br = strchr(res->relay, '[');
+		size_t n = br != NULL ? (size_t)(br - res->relay) : strlen(res->relay);
+		snprintf(b->remote_mta, sizeof(b->remote_mta), "%.*s", (int)n, res->relay);
+	}
 	return true;
 }
 
 /* A recipient failed for good: bounced once its notice is durable, at once if none is due. */
 static void
 qmgr_failed(struct qmgr *q, struct qmgr_msg *m, uint32_t i, const char *status,
-	const char *detail)
+	const char *detail, const struct outbound_result *res)
 {
-	if (!qmgr_report(m, i, DSN_ACTION_FAILED, status, detail, true, 0))
+	if (!qmgr_report(m, i, DSN_ACTION_FAILED, status, detail, true, 0, res))
 		spool_rcpt_bounced(q->p.spool, m->qid, i);
 }
 
-/* One recipient's attempt is over: record it in the spool, log it, remember what to report. */
+/* One recipient's attempt is over: record it in the spool, log it, remember what to report.
+ * res: the outbound agent's result for a remote recipient (relay, delays, the reply), or
+ * NULL. */
 static void
-qmgr_outcome(struct qmgr *q, struct qmgr_msg *m, uint32_t i, enum qmgr_outcome o,
-	const char *status, const char *detail)
+qmgr_outcome_ex(struct qmgr *q, struct qmgr_msg *m, uint32_t i, enum qmgr_outcome o,
+	const char *status, const char *detail, const struct outbound_result *res)
 {
 	struct record_rcpt r;
 	int rc = record_envelope_rcpt(&m->v, i, &r);
@@ -118,8 +169,12 @@ qmgr_outcome(struct qmgr *q, struct qmgr_msg *m, uint32_t i, enum qmgr_outcome o
 	if (o == QMGR_SENT) {
 		spool_rcpt_delivered(sp, m->qid, i);
 		q->stats.delivered++;
-		qmgr_log(q, m, r.path, LOG_STATUS_DELIVERED, status, detail);
-		(void)qmgr_report(m, i, DSN_ACTION_DELIVERED, status, detail, false, 0);
+		qmgr_log(q, m, r.path, LOG_STATUS_DELIVERED, status, detail, res);
+		/* RFC 3461 6.2.1.3: a receiver that took the DSN parameters reports success itself;
+		 * to one that did not, the mail was "relayed". */
+		if (res == NULL || !res->dsn_passed)
+			(void)qmgr_report(m, i, res == NULL ? DSN_ACTION_DELIVERED : DSN_ACTION_RELAYED,
+				status, detail, false, 0, res);
 		return;
 	}
 	if (o == QMGR_TEMPFAIL) {
@@ -127,21 +182,28 @@ qmgr_outcome(struct qmgr *q, struct qmgr_msg *m, uint32_t i, enum qmgr_outcome o
 		bool warn = false;
 		if (spool_rcpt_defer(sp, m->qid, i, &next, &warn) == 0) {
 			q->stats.deferred++;
-			qmgr_log(q, m, r.path, LOG_STATUS_DEFERRED, status, detail);
+			qmgr_log(q, m, r.path, LOG_STATUS_DEFERRED, status, detail, res);
 			if (warn)
 				(void)qmgr_report(m, i, DSN_ACTION_DELAYED, status, detail, false,
-					m->v.arrival_ms + (uint64_t)q->p.cfg->queue_lifetime_s * 1000u);
+					m->v.arrival_ms + (uint64_t)q->p.cfg->queue_lifetime_s * 1000u, res);
 			return;
 		}
 		/* RFC 3463 4.4.7: delivery time expired; the diagnostic is the last reason. */
 		q->stats.expired++;
-		qmgr_log(q, m, r.path, LOG_STATUS_EXPIRED, "4.4.7", detail);
-		qmgr_failed(q, m, i, "4.4.7", detail);
+		qmgr_log(q, m, r.path, LOG_STATUS_EXPIRED, "4.4.7", detail, res);
+		qmgr_failed(q, m, i, "4.4.7", detail, res);
 		return;
 	}
 	q->stats.bounced++;
-	qmgr_log(q, m, r.path, LOG_STATUS_BOUNCED, status, detail);
-	qmgr_failed(q, m, i, status, detail);
+	qmgr_log(q, m, r.path, LOG_STATUS_BOUNCED, status, detail, res);
+	qmgr_failed(q, m, i, status, detail, res);
+}
+
+static void
+qmgr_outcome(struct qmgr *q, struct qmgr_msg *m, uint32_t i, enum qmgr_outcome o,
+	const char *status, const char *detail)
+{
+	qmgr_outcome_ex(q, m, i, o, status, detail, NULL);
 }
 
 static void
@@ -165,10 +227,21 @@ qmgr_msg_free(struct qmgr *q, struct qmgr_msg *m)
 	ASSERT(!m->waiting);
 	if (m->buf_cap > QMGR_BUF_SIZE)
 		free(m->buf);
+	if (m->head_owned)
+		free(m->head);
 	m->buf = NULL;
+	m->head = NULL;
+	m->head_owned = false;
 	free(m->reports);
 	m->reports = NULL;
 	m->report_count = 0;
+	free(m->oreqs);
+	free(m->orcpts);
+	free(m->oext);
+	m->oreqs = NULL;
+	m->orcpts = NULL;
+	m->oext = NULL;
+	m->remote_done = false;
 	m->bouncing = false;
 	m->busy = false;
 	m->gen = (m->gen + 1) & 0xffffffu;
@@ -217,10 +290,8 @@ qmgr_msg_end(struct qmgr *q, struct qmgr_msg *m)
 		return;
 	}
 	const struct config *cfg = q->p.cfg;
-	uint64_t size = m->body_off + m->body_len;
 	struct bounce_original o = { .qid = m->qid, .v = &m->v,
-		.message = slice_make(m->buf + m->body_off, m->want - m->body_off),
-		.whole = m->want == size };
+		.message = slice_make(m->head, m->head_len), .whole = m->head_len == m->body.len };
 	uint64_t dsn_qid = 0;
 	int rc = bounce_queue(q->p.spool, slice_make(cfg->myhostname, strlen(cfg->myhostname)),
 		&o, m->reports, m->report_count, q->ring->now_real_ms,
@@ -267,21 +338,152 @@ qmgr_to_maildir(struct qmgr *q, struct qmgr_msg *m, uint32_t i, const struct rec
 	}
 	if (!maildir_can_start(q->p.maildir) || ring_post_reserve(q->ring, 1) != 0)
 		return false;
-	size_t in_buf = m->want > m->body_off ? m->want - m->body_off : 0;
 	struct maildir_delivery d = {
 		.qid = m->qid,
 		.rcpt = i,
 		.arrival_ms = m->v.arrival_ms,
 		.mailbox = mailbox,
 		.mail_from = m->v.mail_from,
-		.body_read = slice_make(m->buf + m->body_off, in_buf),
-		.body_off = m->body_off,
-		.body_len = m->body_len,
+		.body_read = slice_make(m->head, m->head_len),
+		.body = m->body,
 	};
 	m->outstanding++;
 	maildir_deliver(q->p.maildir, &d,
 		ring_ud(q->op_result, (qmgr_slot(q, m) << QMGR_RCPT_BITS) | i, m->gen));
 	return true;
+}
+
+static bool
+qmgr_is_remote(struct qmgr *q, const struct record_rcpt *r)
+{
+	return r->domain.len > 0 && !policy_domain_is_local(q->p.policy, r->domain);
+}
+
+/* The remote recipients in flight of m, or how many (out NULL). */
+static uint32_t
+qmgr_remote_list(struct qmgr *q, struct qmgr_msg *m, uint32_t *out)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < m->v.rcpt_count; i++) {
+		struct record_rcpt r;
+		int rc = record_envelope_rcpt(&m->v, i, &r);
+		ASSERT(rc == 0);
+		if (qmgr_is_remote(q, &r) && spool_rcpt_state(q->p.spool, m->qid, i)
+			== INDEX_RCPT_INFLIGHT) {
+			if (out != NULL)
+				out[n] = i;
+			n++;
+		}
+	}
+	return n;
+}
+
+/* One request for the recipients of `list` (indices into the envelope) of one domain. */
+static void
+qmgr_remote_req(struct qmgr *q, struct qmgr_msg *m, struct outbound_req *req,
+	struct outbound_rcpt *rcpts, struct slice domain, const struct outbound_body *body)
+{
+	*req = (struct outbound_req){ .qid = m->qid, .domain = domain, .mail_from = m->v.mail_from,
+		.body_type = m->v.body_type, .smtputf8 = m->v.smtputf8, .dsn_ret = m->v.dsn_ret,
+		.dsn_envid = m->v.dsn_envid, .body = *body, .rcpts = rcpts };
+	(void)q;
+}
+
+/* Groups the remote recipients in flight by domain (case-insensitive) into requests for the
+ * outbound agent. The requests and their recipients live in m until the results. */
+static void
+qmgr_dispatch_remote(struct qmgr *q, struct qmgr_msg *m)
+{
+	if (q->p.outbound == NULL || m->remote_done)
+		return;
+	m->remote_done = true;
+	uint32_t n = qmgr_remote_list(q, m, NULL);
+	if (n == 0)
+		return;
+	uint32_t *list = malloc(n * sizeof(*list));
+	m->oreqs = calloc(n, sizeof(*m->oreqs));
+	m->orcpts = calloc(n, sizeof(*m->orcpts));
+	m->oext = calloc(m->body.parts + 1, sizeof(*m->oext));
+	struct outbound_body body = { .ext = m->oext, .len = m->body.len,
+		.head = slice_make(m->head, m->head_len) };
+	int rc = list == NULL || m->oreqs == NULL || m->orcpts == NULL || m->oext == NULL ? -ENOMEM
+		: spool_body_extents(q->p.spool, m->qid, &m->body, m->oext, m->body.parts + 1);
+	if (rc >= 0) {
+		body.ext_count = (uint32_t)rc;
+		rc = 0;
+		(void)qmgr_remote_list(q, m, list);
+	}
+	uint32_t used = 0, groups = 0;
+	for (uint32_t k = 0; k < n && rc == 0; k++) {
+		if (list[k] == UINT32_MAX)
+			continue;
+		struct record_rcpt r;
+		(void)record_envelope_rcpt(&m->v, list[k], &r);
+		struct outbound_req *req = &m->oreqs[groups];
+		qmgr_remote_req(q, m, req, &m->orcpts[used], r.domain, &body);
+		for (uint32_t j = k; j < n; j++) {
+			struct record_rcpt o;
+			if (list[j] == UINT32_MAX)
+				continue;
+			(void)record_envelope_rcpt(&m->v, list[j], &o);
+			if (!slice_eq_nocase(o.domain, r.domain))
+				continue;
+			m->orcpts[used++] = (struct outbound_rcpt){ .path = o.path, .orcpt = o.orcpt,
+				.notify = o.notify, .index = list[j] };
+			req->rcpt_count++;
+			list[j] = UINT32_MAX;
+		}
+		if (q->ring->stopping || outbound_submit(q->p.outbound, req,
+			ring_ud(q->op_remote, (qmgr_slot(q, m) << QMGR_RCPT_BITS) | groups, m->gen)) != 0) {
+			for (uint32_t i = 0; i < req->rcpt_count; i++) {
+				if (q->ring->stopping)
+					spool_rcpt_release(q->p.spool, m->qid, req->rcpts[i].index);
+				else
+					qmgr_outcome(q, m, req->rcpts[i].index, QMGR_TEMPFAIL, "4.3.0",
+						"outbound agent busy");
+			}
+		} else {
+			m->outstanding++;
+		}
+		groups++;
+	}
+	if (rc != 0) {
+		for (uint32_t i = 0; i < m->v.rcpt_count; i++) {
+			struct record_rcpt r;
+			(void)record_envelope_rcpt(&m->v, i, &r);
+			if (qmgr_is_remote(q, &r)
+				&& spool_rcpt_state(q->p.spool, m->qid, i) == INDEX_RCPT_INFLIGHT)
+				qmgr_outcome(q, m, i, QMGR_TEMPFAIL, "4.3.0", strerror(-rc));
+		}
+	}
+	free(list);
+}
+
+/* The outbound agent's results for one request of a message (a posted event). */
+static void
+qmgr_remote_result(void *ctx, const struct io_uring_cqe *cqe)
+{
+	struct qmgr *q = ctx;
+	uint32_t slot = ring_ud_slot(cqe->user_data);
+	struct qmgr_msg *m = &q->msgs[slot >> QMGR_RCPT_BITS];
+	uint32_t g = slot & ((1u << QMGR_RCPT_BITS) - 1);
+	ASSERT(m->busy);
+	ASSERT(m->gen == ring_ud_gen(cqe->user_data));
+	ASSERT(m->outstanding > 0);
+	m->outstanding--;
+	const struct outbound_req *req = &m->oreqs[g];
+	for (uint32_t k = 0; k < req->rcpt_count; k++) {
+		const struct outbound_rcpt *r = &req->rcpts[k];
+		const struct outbound_result *res = &r->result;
+		if (res->outcome == OUTBOUND_UNTRIED) {
+			spool_rcpt_release(q->p.spool, m->qid, r->index);
+			continue;
+		}
+		enum qmgr_outcome o = res->outcome == OUTBOUND_DELIVERED ? QMGR_SENT
+			: res->outcome == OUTBOUND_BOUNCED ? QMGR_PERMFAIL : QMGR_TEMPFAIL;
+		qmgr_outcome_ex(q, m, r->index, o, res->status, res->reply, res);
+	}
+	qmgr_msg_end(q, m);
 }
 
 /* Hands the message's recipients in flight to their agents, as far as agents take them. */
@@ -305,10 +507,11 @@ qmgr_dispatch(struct qmgr *q, struct qmgr_msg *m)
 				qmgr_wait(q, m);
 				return;
 			}
-		} else {
+		} else if (q->p.outbound == NULL) {
 			qmgr_outcome(q, m, i, QMGR_TEMPFAIL, "4.4.0", "no outbound transport");
 		}
 	}
+	qmgr_dispatch_remote(q, m);
 	qmgr_msg_end(q, m);
 }
 
@@ -327,30 +530,85 @@ qmgr_msg_abandon(struct qmgr *q, struct qmgr_msg *m, uint32_t rcpt_count, int er
 	qmgr_msg_free(q, m);
 }
 
+/* Reads the message's first `want` octets (at most all of it) into m->buf, which grows past
+ * its slab place when an envelope or a table of parts is larger. */
 static int
-qmgr_read(struct qmgr *q, struct qmgr_msg *m, uint32_t len)
+qmgr_read(struct qmgr *q, struct qmgr_msg *m, uint64_t want)
 {
-	m->want = len;
-	return spool_read(q->p.spool, m->qid, 0, m->buf, len,
+	uint64_t size = spool_message_size(q->p.spool, m->qid);
+	if (want > size)
+		want = size;
+	if (want > UINT32_MAX)
+		return -EFBIG;
+	if (want > m->buf_cap) {
+		uint8_t *big = malloc(want);
+		if (big == NULL)
+			return -ENOMEM;
+		if (m->buf_cap > QMGR_BUF_SIZE)
+			free(m->buf);
+		m->buf = big;
+		m->buf_cap = (uint32_t)want;
+	}
+	m->want = (uint32_t)want;
+	return spool_read(q->p.spool, m->qid, 0, m->buf, m->want,
 		ring_ud(q->op_read, qmgr_slot(q, m), m->gen), 0);
 }
 
-/* The envelope does not fit the first read: read again into a buffer that holds it. */
-static int
-qmgr_read_more(struct qmgr *q, struct qmgr_msg *m, uint32_t env_len, uint64_t size)
+/* Reads the next stretch of the body's first octets (a PARTS body: they are elsewhere). */
+static void
+qmgr_read_head(struct qmgr *q, struct qmgr_msg *m)
 {
-	uint64_t want = (uint64_t)env_len + QMGR_BUF_SIZE;
-	if (want > size)
-		want = size;
-	uint8_t *big = malloc(want);
-	if (big == NULL)
-		return -ENOMEM;
-	m->buf = big;
-	m->buf_cap = (uint32_t)want;
-	return qmgr_read(q, m, (uint32_t)want);
+	if (m->head_len == m->head_cap) {
+		qmgr_dispatch(q, m);
+		return;
+	}
+	int64_t n = spool_body_read(q->p.spool, m->qid, &m->body, m->head_len,
+		m->head + m->head_len, m->head_cap - m->head_len,
+		ring_ud(q->op_head, qmgr_slot(q, m), m->gen), 0);
+	if (n < 0)
+		qmgr_msg_abandon(q, m, 0, (int)n);
+	else
+		m->want = (uint32_t)n;
 }
 
-/* The start of the record is in m->buf: decode it and dispatch. */
+static void
+qmgr_head_done(void *ctx, const struct io_uring_cqe *cqe)
+{
+	struct qmgr *q = ctx;
+	struct qmgr_msg *m = &q->msgs[ring_ud_slot(cqe->user_data)];
+	ASSERT(m->busy);
+	ASSERT(m->gen == ring_ud_gen(cqe->user_data));
+	if (cqe->res != (int)m->want) {
+		qmgr_msg_abandon(q, m, 0, cqe->res < 0 ? cqe->res : -EIO);
+		return;
+	}
+	m->head_len += m->want;
+	qmgr_read_head(q, m);
+}
+
+/* The envelope and the body's map are known: find the body's first octets, then dispatch. */
+static void
+qmgr_body_ready(struct qmgr *q, struct qmgr_msg *m)
+{
+	m->next_rcpt = 0;
+	if (m->body.parts == 0) {
+		m->head = m->buf + m->body.rest_off;
+		m->head_len = m->want > m->body.rest_off ? m->want - (uint32_t)m->body.rest_off : 0;
+		qmgr_dispatch(q, m);
+		return;
+	}
+	m->head_cap = m->body.len < QMGR_BUF_SIZE ? (uint32_t)m->body.len : QMGR_BUF_SIZE;
+	m->head = malloc(m->head_cap > 0 ? m->head_cap : 1);
+	if (m->head == NULL) {
+		qmgr_msg_abandon(q, m, 0, -ENOMEM);
+		return;
+	}
+	m->head_owned = true;
+	m->head_len = 0;
+	qmgr_read_head(q, m);
+}
+
+/* The start of the record is in m->buf: decode it, then the body's map. */
 static void
 qmgr_read_done(void *ctx, const struct io_uring_cqe *cqe)
 {
@@ -366,24 +624,24 @@ qmgr_read_done(void *ctx, const struct io_uring_cqe *cqe)
 	uint64_t size = spool_message_size(q->p.spool, m->qid);
 	struct slice payload = slice_make(m->buf, m->want);
 	uint32_t env_len;
-	if (record_envelope_length(payload, &env_len) != 0) {
-		qmgr_msg_abandon(q, m, 0, -EBADMSG);
-		return;
-	}
-	if (env_len > payload.len && m->want < size) {
-		int rc = qmgr_read_more(q, m, env_len, size);
+	uint64_t need = 0;
+	int rc = record_envelope_length(payload, &env_len);
+	if (rc == 0 && env_len > payload.len && m->want < size)
+		need = env_len;
+	if (rc == 0 && need == 0)
+		rc = spool_body_open(q->p.spool, m->qid, payload, env_len, &m->body, &need);
+	if (rc == -EAGAIN || (rc == 0 && need > 0)) {
+		rc = qmgr_read(q, m, need + QMGR_BUF_SIZE);   /* the envelope or the table is bigger */
 		if (rc < 0)
 			qmgr_msg_abandon(q, m, 0, rc);
 		return;
 	}
-	if (record_envelope_decode(payload, &m->v) != 0 || m->v.rcpt_count != e->rcpt_count) {
+	if (rc != 0 || record_envelope_decode(payload, &m->v) != 0
+		|| m->v.rcpt_count != e->rcpt_count) {
 		qmgr_msg_abandon(q, m, 0, -EBADMSG);   /* cannot happen to a record we wrote */
 		return;
 	}
-	m->body_off = env_len;
-	m->body_len = size - m->body_off;
-	m->next_rcpt = 0;
-	qmgr_dispatch(q, m);
+	qmgr_body_ready(q, m);
 }
 
 static void
@@ -401,9 +659,9 @@ qmgr_take(struct qmgr *q, uint64_t qid)
 	m->outstanding = 0;
 	m->report_count = 0;
 	m->bouncing = false;
-	uint64_t size = spool_message_size(q->p.spool, qid);
-	uint32_t len = size < QMGR_BUF_SIZE ? (uint32_t)size : QMGR_BUF_SIZE;
-	int rc = qmgr_read(q, m, len);
+	m->head = NULL;
+	m->head_owned = false;
+	int rc = qmgr_read(q, m, QMGR_BUF_SIZE);
 	if (rc < 0)
 		qmgr_msg_abandon(q, m, 0, rc);
 }
@@ -492,8 +750,10 @@ qmgr_init(struct ring *r, const struct qmgr_params *p, struct qmgr **out)
 	q->ring = r;
 	q->p = *p;
 	q->op_read = ring_op_register(r, qmgr_read_done, q);
+	q->op_head = ring_op_register(r, qmgr_head_done, q);
 	q->op_result = ring_op_register(r, qmgr_result, q);
 	q->op_bounce = ring_op_register(r, qmgr_bounce_done, q);
+	q->op_remote = ring_op_register(r, qmgr_remote_result, q);
 	ring_hooks_register(r, &qmgr_hooks, q);
 	*out = q;
 	return 0;
@@ -505,7 +765,12 @@ qmgr_fini(struct qmgr *q)
 	for (uint32_t i = 0; i < QMGR_MSGS_MAX; i++) {
 		if (q->msgs[i].buf_cap > QMGR_BUF_SIZE)
 			free(q->msgs[i].buf);
+		if (q->msgs[i].head_owned)
+			free(q->msgs[i].head);
 		free(q->msgs[i].reports);
+		free(q->msgs[i].oreqs);
+		free(q->msgs[i].orcpts);
+		free(q->msgs[i].oext);
 	}
 	munmap(q->slab, (size_t)QMGR_MSGS_MAX * QMGR_BUF_SIZE);
 	free(q);

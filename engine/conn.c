@@ -13,10 +13,23 @@
 #define CONN_LINGER_MS      10000u   /* a closing connection waits this long for its output */
 #define CONN_OUT_FIRST_CAP   1024u
 
+/* A stretch of output: own octets (ptr NULL: data[off, off + len)) or borrowed ones. */
+struct conn_seg {
+	const uint8_t *ptr;
+	uint32_t off;
+	uint32_t len;
+};
+
+/* Output collected for one send. With no segment it is data[0, len); once something is
+ * borrowed (conn_write_ref) it is the segments in order. */
 struct conn_out {
 	uint8_t *data;
 	uint32_t len;
 	uint32_t cap;
+	struct conn_seg *segs;
+	uint32_t seg_count;
+	uint32_t seg_cap;
+	uint32_t total;                      /* octets of output, own and borrowed */
 };
 
 struct conn {
@@ -49,6 +62,8 @@ struct conn {
 	struct conn_out out[2];              /* out[active] collects, the other one is in flight */
 	uint32_t out_active;
 	uint32_t send_off;
+	struct iovec *iov;                   /* CONN_SEGS_MAX, for a send of segments */
+	struct msghdr msg;
 	struct sockaddr_storage peer_sa;
 	struct sockaddr_storage local_sa;
 	struct __kernel_timespec connect_ts; /* read by the kernel when the connect is submitted */
@@ -126,6 +141,33 @@ conn_cancel_recv(struct conn *c)
 }
 
 static int
+conn_out_seg(struct conn_out *o, struct conn_seg seg)
+{
+	if (o->seg_count == o->seg_cap) {
+		uint32_t cap = o->seg_cap ? o->seg_cap * 2 : 64u;
+		if (cap > CONN_SEGS_MAX)
+			cap = CONN_SEGS_MAX;
+		if (cap == o->seg_count)
+			return -ENOBUFS;
+		struct conn_seg *grown = realloc(o->segs, cap * sizeof(*grown));
+		if (grown == NULL)
+			return -ENOBUFS;
+		o->segs = grown;
+		o->seg_cap = cap;
+	}
+	o->segs[o->seg_count++] = seg;
+	return 0;
+}
+
+static void
+conn_out_reset(struct conn_out *o)
+{
+	o->len = 0;
+	o->seg_count = 0;
+	o->total = 0;
+}
+
+static int
 conn_out_append(struct conn_out *o, struct slice data)
 {
 	if (data.len > o->cap - o->len) {
@@ -138,16 +180,92 @@ conn_out_append(struct conn_out *o, struct slice data)
 		o->data = grown;
 		o->cap = cap;
 	}
+	if (o->seg_count > 0) {   /* segments are in use: these octets are one more, or extend */
+		struct conn_seg *last = &o->segs[o->seg_count - 1];
+		bool extends = last->ptr == NULL && last->off + last->len == o->len;
+		if (!extends && conn_out_seg(o, (struct conn_seg){ .off = o->len }) != 0)
+			return -ENOBUFS;
+		o->segs[o->seg_count - 1].len += (uint32_t)data.len;
+	}
 	/* copy: the session's reply buffer is reused by its next call. */
 	memcpy(o->data + o->len, data.ptr, data.len);
 	o->len += (uint32_t)data.len;
+	o->total += (uint32_t)data.len;
 	return 0;
 }
 
 uint32_t
 conn_unsent(const struct conn *c)
 {
-	return c->out[0].len + c->out[1].len - (c->send_busy ? c->send_off : 0);
+	return c->out[0].total + c->out[1].total - (c->send_busy ? c->send_off : 0);
+}
+
+int
+conn_write_ref(struct conn *c, struct slice data)
+{
+	struct conn_out *o = &c->out[c->out_active];
+	if (c->closing || data.len > CONN_OUTPUT_HARD_MAX - conn_unsent(c))
+		return -ENOBUFS;
+	if (data.len == 0)
+		return 0;
+	if (c->iov == NULL) {
+		c->iov = malloc(CONN_SEGS_MAX * sizeof(*c->iov));
+		if (c->iov == NULL)
+			return -ENOBUFS;
+	}
+	if (o->seg_count == 0 && o->len > 0
+		&& conn_out_seg(o, (struct conn_seg){ .off = 0, .len = o->len }) != 0)
+		return -ENOBUFS;
+	if (conn_out_seg(o, (struct conn_seg){ .ptr = data.ptr, .len = (uint32_t)data.len }) != 0)
+		return -ENOBUFS;
+	o->total += (uint32_t)data.len;
+	conn_want_turn(c);
+	return 0;
+}
+
+uint32_t
+conn_write_ref_room(const struct conn *c)
+{
+	const struct conn_out *o = &c->out[c->out_active];
+	/* One is kept for a copied write in between; octets copied before the first borrowed
+	 * ones become a stretch of their own. */
+	uint32_t used = o->seg_count + 1 + (o->seg_count == 0 && o->len > 0 ? 1u : 0u);
+	return used >= CONN_SEGS_MAX ? 0 : CONN_SEGS_MAX - used;
+}
+
+/* The iovecs of o's segments from octet `skip` on; returns how many. */
+static uint32_t
+conn_iov_build(struct conn *c, const struct conn_out *o, uint32_t skip)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < o->seg_count; i++) {
+		const struct conn_seg *g = &o->segs[i];
+		if (skip >= g->len) {
+			skip -= g->len;
+			continue;
+		}
+		const uint8_t *p = g->ptr != NULL ? g->ptr : o->data + g->off;
+		c->iov[n++] = (struct iovec){ .iov_base = (void *)(p + skip), .iov_len = g->len - skip };
+		skip = 0;
+	}
+	return n;
+}
+
+/* Sends the rest of the output in flight, from send_off on. */
+static void
+conn_send_out(struct conn *c, const struct conn_out *o)
+{
+	struct io_uring_sqe *sqe = ring_sqe(c->pool->ring);
+	if (o->seg_count == 0) {
+		io_uring_prep_send(sqe, c->fd, o->data + c->send_off, o->len - c->send_off,
+			MSG_NOSIGNAL);
+	} else {
+		memset(&c->msg, 0, sizeof(c->msg));
+		c->msg.msg_iov = c->iov;
+		c->msg.msg_iovlen = conn_iov_build(c, o, c->send_off);
+		io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+	}
+	io_uring_sqe_set_data64(sqe, conn_ud(c, c->pool->op_send));
 }
 
 int
@@ -167,14 +285,12 @@ conn_send_next(struct conn *c)
 	if (c->send_busy || c->cancelled)
 		return;
 	struct conn_out *o = &c->out[c->out_active];
-	if (o->len == 0)
+	if (o->total == 0)
 		return;
 	c->out_active ^= 1u;   /* new output collects in the other buffer while this one flies */
 	c->send_off = 0;
 	c->send_busy = true;
-	struct io_uring_sqe *sqe = ring_sqe(c->pool->ring);
-	io_uring_prep_send(sqe, c->fd, o->data, o->len, MSG_NOSIGNAL);
-	io_uring_sqe_set_data64(sqe, conn_ud(c, c->pool->op_send));
+	conn_send_out(c, o);
 }
 
 /* Cancels whatever is in flight; the slot is freed when the completions are in. */
@@ -361,13 +477,14 @@ conn_recv_done(struct conn *c, const struct io_uring_cqe *cqe)
 {
 	if (!(cqe->flags & IORING_CQE_F_MORE))
 		c->recv_armed = false;
-	if (cqe->res > 0 && !c->closing) {
+	if (cqe->res > 0) {
 		uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-		conn_input(c, slice_make(bufring_buf(c->pool->bufs, bid), (size_t)cqe->res));
-		bufring_return(c->pool->bufs, bid);
-		conn_want_turn(c);
-	} else if (cqe->res > 0) {
-		bufring_return(c->pool->bufs, (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT));
+		bufring_taken(c->pool->bufs, bid);
+		if (!c->closing) {
+			conn_input(c, slice_make(bufring_buf(c->pool->bufs, bid), (size_t)cqe->res));
+			conn_want_turn(c);
+		}
+		bufring_release(c->pool->bufs, bid);   /* a session that kept a slice holds its own */
 	} else if (cqe->res == 0) {
 		conn_begin_close(c, 0, true);   /* the peer left */
 	} else if (cqe->res != -ENOBUFS && cqe->res != -ECANCELED) {
@@ -385,20 +502,17 @@ conn_send_done(struct conn *c, int res)
 	struct conn_out *o = &c->out[c->out_active ^ 1u];
 	c->send_busy = false;
 	if (res < 0) {
-		o->len = 0;
+		conn_out_reset(o);
 		conn_begin_close(c, res, true);
 		return;
 	}
 	c->send_off += (uint32_t)res;
-	if (c->send_off < o->len && !c->cancelled) {
+	if (c->send_off < o->total && !c->cancelled) {
 		c->send_busy = true;
-		struct io_uring_sqe *sqe = ring_sqe(c->pool->ring);
-		io_uring_prep_send(sqe, c->fd, o->data + c->send_off, o->len - c->send_off,
-			MSG_NOSIGNAL);
-		io_uring_sqe_set_data64(sqe, conn_ud(c, c->pool->op_send));
+		conn_send_out(c, o);
 		return;
 	}
-	o->len = 0;
+	conn_out_reset(o);
 	c->send_off = 0;
 	conn_want_turn(c);
 	if (c->closing)
@@ -435,8 +549,11 @@ conn_complete(void *ctx, const struct io_uring_cqe *cqe)
 	struct conn *c = conn_lookup(p, cqe->user_data);
 	uint8_t op = ring_ud_op(cqe->user_data);
 	if (c == NULL) {
-		if (op == p->op_recv && (cqe->flags & IORING_CQE_F_BUFFER))
-			bufring_return(p->bufs, (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT));
+		if (op == p->op_recv && (cqe->flags & IORING_CQE_F_BUFFER)) {
+			uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+			bufring_taken(p->bufs, bid);
+			bufring_release(p->bufs, bid);
+		}
 		return;
 	}
 	if (op == p->op_recv)
@@ -464,7 +581,9 @@ conn_slot_free(struct conn *c)
 static void
 conn_maybe_free(struct conn *c)
 {
-	if (!c->live || !c->closing || c->recv_armed || c->send_busy || c->connecting)
+	/* Not while on the end-of-turn list: a slot freed there could be reused by an accept in
+	 * the same turn and join the list a second time (a loop). The turn frees it. */
+	if (!c->live || !c->closing || c->recv_armed || c->send_busy || c->connecting || c->in_turn)
 		return;
 	if (!c->cancelled && conn_unsent(c) > 0)
 		return;   /* a graceful close: the send of the rest starts at the end of the turn */
@@ -476,8 +595,8 @@ conn_maybe_free(struct conn *c)
 	c->pending = NULL;
 	c->pending_len = 0;
 	c->pending_cap = 0;
-	c->out[0].len = 0;
-	c->out[1].len = 0;
+	conn_out_reset(&c->out[0]);
+	conn_out_reset(&c->out[1]);
 	const struct conn_session_ops *ops = c->ops;
 	void *s = c->s;
 	int res = c->close_res;
@@ -508,16 +627,20 @@ conn_slot_alloc(struct conn_pool *p)
 	 * make the list a cycle that the end of the turn never leaves. */
 	uint32_t slot = c->slot, gen = c->gen;
 	struct conn_out out0 = c->out[0], out1 = c->out[1];
+	struct iovec *iov = c->iov;
 	bool in_turn = c->in_turn;
 	struct conn *turn_next = c->turn_next;
 	memset(c, 0, sizeof(*c));
 	c->pool = p;
 	c->slot = slot;
 	c->gen = gen;
+	c->iov = iov;
 	c->in_turn = in_turn;
 	c->turn_next = turn_next;
-	c->out[0] = (struct conn_out){ .data = out0.data, .cap = out0.cap };
-	c->out[1] = (struct conn_out){ .data = out1.data, .cap = out1.cap };
+	c->out[0] = (struct conn_out){ .data = out0.data, .cap = out0.cap, .segs = out0.segs,
+		.seg_cap = out0.seg_cap };
+	c->out[1] = (struct conn_out){ .data = out1.data, .cap = out1.cap, .segs = out1.segs,
+		.seg_cap = out1.seg_cap };
 	c->idle_class = CONN_TIMEOUT_NONE;
 	c->live = true;
 	p->live++;
@@ -721,6 +844,9 @@ conn_pool_fini(struct conn_pool *p)
 		free(c->pending);
 		free(c->out[0].data);
 		free(c->out[1].data);
+		free(c->out[0].segs);
+		free(c->out[1].segs);
+		free(c->iov);
 		free(c);
 	}
 	free(p->slots);

@@ -19,7 +19,7 @@
 #include <stdint.h>
 
 #include "base/ring.h"
-#include "engine/bufring.h"
+#include "base/bufring.h"
 #include "engine/conn.h"
 
 #define SHARD_RING_ENTRIES      4096u
@@ -45,6 +45,7 @@ struct shard_params {
 	uint32_t stop_grace_ms;         /* after SIGTERM: finish commits and deliveries */
 	shard_setup_fn setup;
 	shard_teardown_fn teardown;
+	shard_teardown_fn loop_end;     /* may be NULL: after the loop, before the ring closes */
 	void *ctx;
 };
 

@@ -97,8 +97,10 @@ smtpd_slot_free(struct smtpd_session *ss)
 static void
 smtpd_msg_drop(struct smtpd_session *ss)
 {
-	if (ss->msg != NULL)
-		msg_unref(ss->msg);
+	if (ss->msg == NULL)
+		return;
+	spool_body_abandon(ss->d->p.spool, ss->msg);
+	msg_unref(ss->msg);
 	ss->msg = NULL;
 }
 
@@ -122,7 +124,8 @@ smtpd_msg_begin(struct smtpd_session *ss)
 	const struct config *cfg = d->p.cfg;
 	smtpd_msg_drop(ss);
 	uint64_t qid = spool_next_qid(d->p.spool);
-	ss->msg = msg_new(qid, d->ring->now_real_ms, cfg->max_message_size + RECEIVED_LEN_MAX);
+	ss->msg = msg_new(qid, d->ring->now_real_ms, cfg->max_message_size + RECEIVED_LEN_MAX,
+		d->p.conns->bufs);
 	if (ss->msg == NULL)
 		return;   /* the commit fails with 451 below */
 	const struct smtp_envelope *env = smtp_server_envelope(&ss->smtp);
@@ -143,12 +146,13 @@ smtpd_msg_begin(struct smtpd_session *ss)
 		smtpd_msg_drop(ss);
 }
 
+/* A body slice, straight from the receive buffer it is in: the spool keeps it there and writes
+ * it from there (no copy), or copies it aside if too little comes in a turn. */
 static void
 smtpd_msg_append(struct smtpd_session *ss, struct slice data)
 {
-	if (ss->msg != NULL && msg_append(ss->msg, data) != 0)
-		smtpd_msg_drop(ss);   /* out of memory: the commit answers 451 */
-	ss->d->stats.body_copied += data.len;
+	if (ss->msg != NULL)
+		(void)spool_body_append(ss->d->p.spool, ss->msg, data);   /* a failure fails COMMIT */
 }
 
 static void smtpd_actions(struct smtpd_session *ss, const struct smtp_actions *acts);
@@ -198,6 +202,8 @@ smtpd_msg_commit(struct smtpd_session *ss)
 	ss->commit_qid = m->qid;
 	ss->commit_rcpt_count = rcpt_count;
 	int rc = spool_commit(d->p.spool, m, &renv, ring_ud(d->op_commit, ss->slot, ss->gen));
+	if (rc < 0)
+		spool_body_abandon(d->p.spool, m);
 	msg_unref(m);   /* the spool holds its own reference while it needs one */
 	if (rc < 0)
 		smtpd_commit_failed(ss, rc);
@@ -208,6 +214,17 @@ smtpd_reply(struct smtpd_session *ss, struct slice data)
 {
 	if (conn_write(ss->c, data) != 0)
 		conn_abort(ss->c);   /* a client that reads nothing: nothing more to say to it */
+}
+
+static void
+smtpd_auth_refused(struct smtpd_session *ss)
+{
+	struct smtp_actions acts = { .count = 0 };
+	smtp_server_auth_done(&ss->smtp, -EAGAIN, &acts);
+	for (uint32_t i = 0; i < acts.count; i++) {
+		if (acts.items[i].type == SMTP_ACTION_REPLY)
+			smtpd_reply(ss, acts.items[i].data);
+	}
 }
 
 static void
@@ -235,6 +252,11 @@ smtpd_actions(struct smtpd_session *ss, const struct smtp_actions *acts)
 			/* Not offered until the TLS stage exists; when it is, the bytes after the command
 			 * are TLS (RFC 3207 4.2) and must not reach the machine. Until then: close. */
 			conn_close(ss->c);
+			break;
+		case SMTP_ACTION_AUTH:
+			/* Not offered on any listener until AUTH is wired in: a machine that asks
+			 * anyway is told "454 try later", never "235". */
+			smtpd_auth_refused(ss);
 			break;
 		case SMTP_ACTION_CLOSE:
 			conn_close(ss->c);
@@ -360,7 +382,6 @@ smtpd_commit_done(void *ctx, const struct io_uring_cqe *cqe)
 		log_accepted(d->ring->now_real_ms, qid, env->mail_from, env->body_size,
 			ss->commit_rcpt_count, slice_make(peer, strlen(peer)), env->helo);
 		d->stats.messages_committed++;
-		d->stats.body_bytes += env->body_size;
 		ss->messages++;
 	}
 	struct smtp_actions acts = { .count = 0 };

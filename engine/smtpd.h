@@ -23,8 +23,6 @@ struct smtpd;
 
 struct smtpd_stats {
 	uint64_t messages_committed;
-	uint64_t body_bytes;        /* octets of the messages committed */
-	uint64_t body_copied;       /* octets of body copied in user space on the way to the spool */
 };
 
 struct smtpd_params {

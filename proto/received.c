@@ -12,11 +12,11 @@
 #define RECEIVED_QID_LEN  QUEUE_ID_STR_LEN
 
 /* The fixed text of a Received: field, and a bound on the whole. */
-#define RECEIVED_FIXED_LEN (sizeof("Received: from  ([IPv6:])\r\n\tby  (ringmta) with ESMTPSA id " \
-	"\r\n\tfor <>;\r\n\t\r\n") - 1u)
+#define RECEIVED_FIXED_LEN (sizeof("Received: from  ([IPv6:])\r\n\t(using )\r\n\tby  (ringmta) "\
+	"with ESMTPSA id \r\n\tfor <>;\r\n\t\r\n") - 1u)
 _Static_assert(RECEIVED_FIXED_LEN + RECEIVED_HELO_MAX + RECEIVED_ADDR_MAX + RECEIVED_HOST_MAX
-	+ RECEIVED_QID_LEN + RECEIVED_RCPT_MAX + RECEIVED_DATE_MAX <= RECEIVED_LEN_MAX,
-	"every Received: field fits RECEIVED_LEN_MAX");
+	+ RECEIVED_TLS_MAX + RECEIVED_QID_LEN + RECEIVED_RCPT_MAX + RECEIVED_DATE_MAX
+	<= RECEIVED_LEN_MAX, "every Received: field fits RECEIVED_LEN_MAX");
 /* RFC 5322 2.1.1: each folded line stays under 998 octets. */
 _Static_assert(sizeof("\tfor <>;") + RECEIVED_RCPT_MAX < 998u, "the for line is short enough");
 
@@ -153,6 +153,35 @@ received_protocol_known(struct slice p)
 	return false;
 }
 
+/* The TLS comment: printable ASCII but '\\', and parentheses only in pairs (RFC 5322 3.2.2),
+ * at most RECEIVED_TLS_MAX octets. */
+static void
+received_put_tls(struct received_buf *b, struct slice tls)
+{
+	uint8_t text[RECEIVED_TLS_MAX];
+	uint16_t opens[RECEIVED_TLS_MAX];   /* positions of '(' not closed yet */
+	uint32_t open_count = 0;
+	if (tls.len > RECEIVED_TLS_MAX)
+		tls.len = RECEIVED_TLS_MAX;
+	for (size_t i = 0; i < tls.len; i++) {
+		uint8_t c = tls.ptr[i];
+		if (c < 0x20 || c >= 0x7f || c == '\\')
+			c = '_';
+		if (c == '(')
+			opens[open_count++] = (uint16_t)i;
+		else if (c == ')' && open_count > 0)
+			open_count--;
+		else if (c == ')')
+			c = '_';
+		text[i] = c;
+	}
+	for (uint32_t k = 0; k < open_count; k++)
+		text[opens[k]] = '_';
+	received_put_str(b, "\r\n\t(using ");
+	received_put(b, text, tls.len);
+	received_put_str(b, ")");
+}
+
 struct slice
 received_protocol(bool esmtp, bool tls, bool auth)
 {
@@ -180,7 +209,10 @@ received_format(uint8_t *buf, size_t cap, const struct received_info *info)
 	received_put_helo(&b, info->helo);
 	received_put_str(&b, " (");
 	received_put_addr(&b, info->client_addr);
-	received_put_str(&b, ")\r\n\tby ");
+	received_put_str(&b, ")");
+	if (info->tls.len > 0)
+		received_put_tls(&b, info->tls);
+	received_put_str(&b, "\r\n\tby ");
 	received_put_slice(&b, host);
 	received_put_str(&b, " (ringmta) with ");
 	received_put_slice(&b, info->protocol);

@@ -3,11 +3,16 @@
  * Received: (RFC 5321 4.4, RFC 5322 3.6.7) is prepended when a message is accepted:
  *
  *   Received: from <helo> ([<client address>])
+ *   	(using <TLS protocol and cipher>)          (only over TLS)
  *   	by <myhostname> (ringmta) with <protocol> id <queue id>
  *   	for <<recipient>>;                        (only when there is exactly one recipient)
  *   	Thu, 1 Feb 2024 12:34:56 +0000
  *
  * It carries the client's IP address and the date, and the HELO name as an aid (RFC 2505 2.2.1).
+ * Over TLS the protocol word says so (RFC 3848: ESMTPS, ESMTPSA) and a comment names the TLS
+ * version and cipher as Postfix writes it (tls/tls_stage_describe gives the text); octets that
+ * could end or escape the comment (control characters, '\\', unbalanced parentheses) become
+ * '_'.
  * The HELO name is the client's claim and is sanitised: any octet that a domain or an address
  * literal cannot hold becomes '_', so that a header line cannot be split or extended. Return-Path:
  * is added at final delivery (RFC 5321 4.4: the reverse path, <> for the null sender).
@@ -25,7 +30,8 @@
 #define RECEIVED_HOST_MAX       255u   /* octets of myhostname shown */
 #define RECEIVED_ADDR_MAX        64u   /* octets of the client address; longer shows "unknown" */
 #define RECEIVED_RCPT_MAX       256u   /* RFC 5321 4.5.3.1.3 path; longer: no "for" clause */
-#define RECEIVED_LEN_MAX       1024u   /* the whole Received: field, CRLFs included */
+#define RECEIVED_TLS_MAX        160u   /* octets of the TLS comment; longer is cut */
+#define RECEIVED_LEN_MAX       1280u   /* the whole Received: field, CRLFs included */
 #define RECEIVED_SENDER_MAX     512u   /* a 256-octet local part (smtp_addr allows it), '@', domain */
 #define RECEIVED_RETURN_PATH_MAX (sizeof("Return-Path: <>\r\n") - 1u + RECEIVED_SENDER_MAX)
 #define RECEIVED_DATE_LEN_MAX    31u   /* "Thu, 31 Dec 9999 23:59:59 +0000" */
@@ -35,6 +41,7 @@ struct received_info {
 	struct slice client_addr;    /* printable IP address, no brackets ("127.0.0.1", "::1") */
 	struct slice myhostname;
 	struct slice protocol;       /* one of received_protocol()'s words */
+	struct slice tls;            /* "TLSv1.3 with cipher ..." (tls_stage_describe), or empty */
 	uint64_t queue_id;           /* shown as queue_id_format does */
 	struct slice for_rcpt;       /* the one recipient's path (no brackets), or empty */
 	uint64_t now_ms;             /* CLOCK_REALTIME, milliseconds since the epoch */

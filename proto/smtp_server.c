@@ -5,12 +5,15 @@
  * over-long line being dropped. A step runs only when the action array and the reply buffer have
  * room for the most one step can add, so a step never stops half way.
  *
- * Bad commands: the replies 500, 501, 502, 503, 553 (an address that needs SMTPUTF8) and 555
- * count against cfg->bad_cmd_max: they answer a client that does not speak the protocol. Policy
- * and limit answers (550, 554, 451, 452, 552) do not count: well-behaved clients meet them.
+ * Bad commands: the replies 500, 501, 502, 503, 504, 530, 538, 553 (an address that needs
+ * SMTPUTF8) and 555 count against cfg->bad_cmd_max: they answer a client that does not speak the
+ * protocol (or ignores what the listener requires). Policy and limit answers (550, 554, 451,
+ * 452, 552) do not count: well-behaved clients meet them. A 535 counts against
+ * SMTP_AUTH_FAILURES_MAX instead.
  *
  * Enhanced status codes (RFC 2034, RFC 3463) prefix every reply text except the greeting, the
- * HELO/EHLO answer (RFC 2034 3) and 354, for which RFC 3463 defines no class 3. */
+ * HELO/EHLO answer (RFC 2034 3), 354 and the 334 challenges, for which RFC 3463 defines no
+ * class 3. */
 #include "proto/smtp_server.h"
 
 #include <errno.h>
@@ -33,6 +36,9 @@ _Static_assert(2 * SMTP_SERVER_STEP_REPLY_MAX <= SMTP_REPLY_BUF_SIZE, "several r
 _Static_assert(SMTP_SERVER_HOSTNAME_LEN_MAX + 200 < SMTP_SERVER_STEP_REPLY_MAX, "EHLO fits");
 _Static_assert(SMTP_CMD_LINE_LEN_MAX <= UINT16_MAX, "record lengths are 16 bits");
 _Static_assert(2 * SMTP_CMD_LINE_LEN_MAX < SMTP_ENVELOPE_ARENA_SIZE, "HELO and MAIL always fit");
+_Static_assert(SMTP_AUTH_RESPONSE_LEN_MAX < SMTP_CMD_LINE_LEN_MAX,
+	"a valid AUTH response line is read as a line");
+_Static_assert(SMTP_AUTH_FAILURES_MAX <= UINT8_MAX, "the count fits its field");
 
 #define SMTP_SERVER_ST(x) (1u << SMTP_STATE_##x)
 #define SMTP_SERVER_ST_CMD (SMTP_SERVER_ST(CONNECTED) | SMTP_SERVER_ST(READY) \
@@ -58,7 +64,8 @@ static const uint32_t smtp_server_next_states[] = {
 	[SMTP_STATE_CONNECTED] = SMTP_SERVER_ST(CONNECTED) | SMTP_SERVER_ST(READY)
 		| SMTP_SERVER_ST(CLOSED),
 	[SMTP_STATE_READY] = SMTP_SERVER_ST(CONNECTED) | SMTP_SERVER_ST(READY)
-		| SMTP_SERVER_ST(MAIL) | SMTP_SERVER_ST(CLOSED),
+		| SMTP_SERVER_ST(MAIL) | SMTP_SERVER_ST(AUTH) | SMTP_SERVER_ST(AUTH_WAIT)
+		| SMTP_SERVER_ST(TLS_WAIT) | SMTP_SERVER_ST(CLOSED),
 	[SMTP_STATE_MAIL] = SMTP_SERVER_ST(READY) | SMTP_SERVER_ST(RCPT) | SMTP_SERVER_ST(CLOSED),
 	[SMTP_STATE_RCPT] = SMTP_SERVER_ST(READY) | SMTP_SERVER_ST(RCPT) | SMTP_SERVER_ST(DATA)
 		| SMTP_SERVER_ST(BDAT) | SMTP_SERVER_ST(CLOSED),
@@ -69,6 +76,10 @@ static const uint32_t smtp_server_next_states[] = {
 	[SMTP_STATE_BDAT_WAIT] = SMTP_SERVER_ST(READY) | SMTP_SERVER_ST(BDAT)
 		| SMTP_SERVER_ST(CLOSED),
 	[SMTP_STATE_COMMIT_WAIT] = SMTP_SERVER_ST(READY) | SMTP_SERVER_ST(CLOSED),
+	[SMTP_STATE_AUTH] = SMTP_SERVER_ST(READY) | SMTP_SERVER_ST(AUTH) | SMTP_SERVER_ST(AUTH_WAIT)
+		| SMTP_SERVER_ST(CLOSED),
+	[SMTP_STATE_AUTH_WAIT] = SMTP_SERVER_ST(READY) | SMTP_SERVER_ST(CLOSED),
+	[SMTP_STATE_TLS_WAIT] = SMTP_SERVER_ST(CONNECTED) | SMTP_SERVER_ST(CLOSED),
 	[SMTP_STATE_CLOSED] = 0,
 };
 
@@ -169,10 +180,12 @@ smtp_server_call_begin(struct smtp_server *s, const struct smtp_actions *out)
 	ASSERT(s->reply_len <= SMTP_REPLY_BUF_SIZE - SMTP_SERVER_STEP_REPLY_MAX);
 }
 
-/* The last reply of the session: any unfinished body is dropped. */
+/* The last reply of the session: any unfinished body is dropped, any password wiped. */
 static void
 smtp_server_close(struct smtp_server *s, struct smtp_actions *out, struct slice text)
 {
+	if (s->state == SMTP_STATE_AUTH || s->state == SMTP_STATE_AUTH_WAIT)
+		smtp_auth_wipe(&s->auth);
 	if (s->body_begun)
 		smtp_server_push(out, SMTP_ACTION_BODY_DISCARD, slice_make(NULL, 0));
 	s->body_begun = false;
@@ -386,6 +399,13 @@ smtp_server_helo_name_valid(struct slice name)
 	return name.len > 0;
 }
 
+/* RFC 4954 4 with DESIGN's rule: AUTH only over TLS. */
+static bool
+smtp_server_auth_advertised(const struct smtp_server *s)
+{
+	return s->cfg->auth_offered && s->tls_active;
+}
+
 static void
 smtp_server_ehlo_reply(struct smtp_server *s, struct smtp_actions *out)
 {
@@ -398,6 +418,11 @@ smtp_server_ehlo_reply(struct smtp_server *s, struct smtp_actions *out)
 		"250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n"));
 	if (s->cfg->starttls_offered && !s->tls_active)
 		smtp_server_put(s, SLICE_LIT("250-STARTTLS\r\n"));
+	if (smtp_server_auth_advertised(s)) {
+		smtp_server_put(s, SLICE_LIT("250-AUTH "));
+		smtp_server_put(s, smtp_auth_mechanisms());
+		smtp_server_put(s, SLICE_LIT("\r\n"));
+	}
 	smtp_server_put(s, SLICE_LIT("250 DSN"));
 	smtp_server_reply_end(s, at, out);
 }
@@ -453,6 +478,7 @@ enum smtp_server_param {
 	SMTP_SERVER_P_ENVID = 1u << 4,      /* RFC 3461 4.4 */
 	SMTP_SERVER_P_NOTIFY = 1u << 5,     /* RFC 3461 4.1 */
 	SMTP_SERVER_P_ORCPT = 1u << 6,      /* RFC 3461 4.2 */
+	SMTP_SERVER_P_AUTH = 1u << 7,       /* RFC 4954 5 */
 };
 
 #define SMTP_SERVER_P_MAIL (SMTP_SERVER_P_SIZE | SMTP_SERVER_P_BODY | SMTP_SERVER_P_SMTPUTF8 \
@@ -466,7 +492,7 @@ static const struct {
 	{ "SIZE", SMTP_SERVER_P_SIZE }, { "BODY", SMTP_SERVER_P_BODY },
 	{ "SMTPUTF8", SMTP_SERVER_P_SMTPUTF8 }, { "RET", SMTP_SERVER_P_RET },
 	{ "ENVID", SMTP_SERVER_P_ENVID }, { "NOTIFY", SMTP_SERVER_P_NOTIFY },
-	{ "ORCPT", SMTP_SERVER_P_ORCPT },
+	{ "ORCPT", SMTP_SERVER_P_ORCPT }, { "AUTH", SMTP_SERVER_P_AUTH },
 };
 
 /* What MAIL or RCPT parameters said, before they go into the envelope. */
@@ -479,6 +505,7 @@ struct smtp_server_params {
 	struct slice envid;
 	uint8_t notify;
 	struct slice orcpt;
+	struct slice auth;
 };
 
 static uint32_t
@@ -580,6 +607,10 @@ smtp_server_param_value(struct smtp_server_params *sp, uint32_t bit,
 	case SMTP_SERVER_P_NOTIFY:
 		ok = smtp_server_parse_notify(v, &sp->notify);
 		break;
+	case SMTP_SERVER_P_AUTH:   /* RFC 4954 5: "<>" or an xtext mailbox */
+		ok = v.len > 0 && v.len <= SMTP_MAIL_AUTH_LEN_MAX && smtp_addr_xtext_valid(v);
+		sp->auth = v;
+		break;
 	default:
 		ok = v.len <= SMTP_SERVER_ORCPT_LEN_MAX && smtp_addr_orcpt_valid(v, flags);
 		sp->orcpt = v;
@@ -626,6 +657,9 @@ smtp_server_mail_accept(struct smtp_server *s, const struct smtp_addr *from,
 	s->env.smtputf8 = sp->smtputf8;
 	s->env.dsn_ret = sp->ret;
 	s->env.dsn_envid = smtp_server_arena_copy(s, sp->envid);
+	/* RFC 4954 5: from a session that did not authenticate, AUTH= counts as AUTH=<>. */
+	if (s->authenticated)
+		s->env.mail_auth = smtp_server_arena_copy(s, sp->auth);
 	smtp_server_goto(s, SMTP_STATE_MAIL);
 }
 
@@ -634,6 +668,14 @@ smtp_server_cmd_mail(struct smtp_server *s, struct slice args, struct smtp_actio
 {
 	if (!slice_starts_with_nocase(args, SLICE_LIT("FROM:"))) {
 		SMTP_SERVER_BAD(s, out, "501 5.5.4 Syntax: MAIL FROM:<address>");
+		return;
+	}
+	if (s->cfg->tls_required && !s->tls_active) {   /* RFC 3207 4 */
+		SMTP_SERVER_BAD(s, out, "530 5.7.0 Must issue a STARTTLS command first");
+		return;
+	}
+	if (s->cfg->auth_required && !s->authenticated) {   /* RFC 4954 6 */
+		SMTP_SERVER_BAD(s, out, "530 5.7.0 Authentication required");
 		return;
 	}
 	/* Many clients send "MAIL FROM: <a@b>": the space is tolerated (RFC 5321 4.1.1.2). */
@@ -649,8 +691,9 @@ smtp_server_cmd_mail(struct smtp_server *s, struct slice args, struct smtp_actio
 		return;
 	}
 	struct smtp_server_params sp = { .seen = 0 };
-	struct slice err = smtp_server_parse_params(slice_skip(rest, used), SMTP_SERVER_P_MAIL, 0,
-		&sp);
+	uint32_t allowed = SMTP_SERVER_P_MAIL | (smtp_server_auth_advertised(s) ? SMTP_SERVER_P_AUTH
+		: 0);
+	struct slice err = smtp_server_parse_params(slice_skip(rest, used), allowed, 0, &sp);
 	if (err.len > 0) {
 		smtp_server_reply_bad(s, out, err);
 		return;
@@ -911,18 +954,102 @@ smtp_server_cmd_expn(struct smtp_server *s, struct slice args, struct smtp_actio
 	SMTP_SERVER_BAD(s, out, "502 5.5.1 Error: EXPN not available");
 }
 
+/* ---- AUTH ---- */
+
+/* A 535, counted; the last one allowed is followed by 421 and CLOSE. */
+static void
+smtp_server_auth_failed(struct smtp_server *s, struct slice text, struct smtp_actions *out)
+{
+	smtp_server_reply(s, out, text);
+	if (++s->auth_failures >= SMTP_AUTH_FAILURES_MAX)
+		smtp_server_close(s, out, SLICE_LIT("421 4.7.0 Error: too many failed authentications"));
+}
+
+/* What the mechanism said: a challenge, credentials to verify, or the end of the exchange. */
+static void
+smtp_server_auth_status(struct smtp_server *s, enum smtp_auth_status st, struct slice text,
+	struct smtp_actions *out)
+{
+	switch (st) {
+	case SMTP_AUTH_CHALLENGE:
+		smtp_server_reply(s, out, text);
+		smtp_server_goto(s, SMTP_STATE_AUTH);
+		return;
+	case SMTP_AUTH_VERIFY:
+		smtp_server_push(out, SMTP_ACTION_AUTH, slice_make(NULL, 0));
+		smtp_server_goto(s, SMTP_STATE_AUTH_WAIT);
+		return;
+	case SMTP_AUTH_DENIED:
+		smtp_auth_wipe(&s->auth);
+		smtp_server_goto(s, SMTP_STATE_READY);
+		smtp_server_auth_failed(s, text, out);
+		return;
+	case SMTP_AUTH_FAILED:
+		smtp_auth_wipe(&s->auth);
+		smtp_server_goto(s, SMTP_STATE_READY);
+		smtp_server_reply_bad(s, out, text);
+		return;
+	}
+}
+
+/* Why AUTH may not run now, or an empty slice. */
+static struct slice
+smtp_server_auth_refusal(const struct smtp_server *s)
+{
+	if (!s->tls_active)   /* RFC 4954 6: 538 for a mechanism that needs encryption */
+		return SLICE_LIT("538 5.7.11 Encryption required for requested authentication "
+			"mechanism");
+	if (s->state == SMTP_STATE_CONNECTED || !s->env.esmtp)
+		return SLICE_LIT("503 5.5.1 Error: send EHLO first");
+	if (s->authenticated)   /* RFC 4954 4 */
+		return SLICE_LIT("503 5.5.1 Error: already authenticated");
+	if (s->state != SMTP_STATE_READY)
+		return SLICE_LIT("503 5.5.1 Error: MAIL transaction in progress");
+	return SLICE_LIT("");
+}
+
 static void
 smtp_server_cmd_auth(struct smtp_server *s, struct slice args, struct smtp_actions *out)
 {
-	SMTP_SERVER_BAD(s, out, "502 5.5.1 Error: AUTH not available");
+	if (!s->cfg->auth_offered) {
+		SMTP_SERVER_BAD(s, out, "502 5.5.1 Error: AUTH not available");
+		return;
+	}
+	struct slice refusal = smtp_server_auth_refusal(s);
+	if (refusal.len > 0) {
+		smtp_server_reply_bad(s, out, refusal);
+		return;
+	}
+	if (args.len == 0) {
+		SMTP_SERVER_BAD(s, out, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+		return;
+	}
+	struct slice text = SLICE_LIT("");
+	enum smtp_auth_status st = smtp_auth_start(&s->auth, args, &text);
+	smtp_server_auth_status(s, st, text, out);
 }
 
-/* RFC 3207 4.2: after the 220 the next octets are TLS, and nothing learned before counts. */
+/* The client's response to a 334 challenge. */
+static void
+smtp_server_auth_line(struct smtp_server *s, struct slice line, struct smtp_actions *out)
+{
+	struct slice text = SLICE_LIT("");
+	enum smtp_auth_status st = smtp_auth_response(&s->auth, line, &text);
+	smtp_server_auth_status(s, st, text, out);
+}
+
+/* RFC 3207 4.2: after the 220 the next octets are TLS. The session is forgotten when the
+ * handshake is done (smtp_server_tls_started); until then nothing is read, so that no plaintext
+ * pipelined after STARTTLS can be taken as sent over TLS (CVE-2011-0411). */
 static void
 smtp_server_cmd_starttls(struct smtp_server *s, struct slice args, struct smtp_actions *out)
 {
-	if (!s->cfg->starttls_offered || s->tls_active) {
+	if (!s->cfg->starttls_offered) {
 		SMTP_SERVER_BAD(s, out, "502 5.5.1 Error: STARTTLS not available");
+		return;
+	}
+	if (s->tls_active) {
+		SMTP_SERVER_BAD(s, out, "503 5.5.1 Error: TLS already active");
 		return;
 	}
 	if (args.len > 0) {
@@ -937,12 +1064,8 @@ smtp_server_cmd_starttls(struct smtp_server *s, struct slice args, struct smtp_a
 	}
 	SMTP_SERVER_REPLY(s, out, "220 2.0.0 Ready to start TLS");
 	smtp_server_push(out, SMTP_ACTION_STARTTLS, slice_make(NULL, 0));
-	s->tls_active = true;
 	s->yield = true;
-	s->helo_len = 0;
-	smtp_server_txn_end(s, out);
-	s->env = (struct smtp_envelope){ .esmtp = false };
-	smtp_server_goto(s, SMTP_STATE_CONNECTED);
+	smtp_server_goto(s, SMTP_STATE_TLS_WAIT);
 }
 
 /* ---- feeding ---- */
@@ -957,14 +1080,23 @@ smtp_server_step_line(struct smtp_server *s, struct slice in, struct smtp_action
 		if (in.len < SMTP_CMD_LINE_LEN_MAX)
 			return 0;   /* a partial line: offered again with more */
 		s->discard_line = true;
-		SMTP_SERVER_BAD(s, out, "500 5.5.2 line too long");
+		if (s->state == SMTP_STATE_AUTH) {   /* RFC 4954 4 */
+			smtp_auth_wipe(&s->auth);
+			smtp_server_goto(s, SMTP_STATE_READY);
+			SMTP_SERVER_BAD(s, out, "500 5.5.6 Authentication Exchange line is too long");
+		} else {
+			SMTP_SERVER_BAD(s, out, "500 5.5.2 line too long");
+		}
 		return SMTP_CMD_LINE_LEN_MAX;
 	}
 	size_t n = (size_t)(lf - in.ptr) + 1;
 	struct slice line = slice_sub(in, 0, n - 1);
 	if (line.len > 0 && line.ptr[line.len - 1] == '\r')
 		line.len--;
-	smtp_server_command(s, line, out);
+	if (s->state == SMTP_STATE_AUTH)
+		smtp_server_auth_line(s, line, out);
+	else
+		smtp_server_command(s, line, out);
 	return n;
 }
 
@@ -1080,7 +1212,8 @@ smtp_server_step(struct smtp_server *s, struct slice in, struct smtp_actions *ou
 static bool
 smtp_server_can_step(const struct smtp_server *s, const struct smtp_actions *out)
 {
-	if (s->state == SMTP_STATE_CLOSED || s->state == SMTP_STATE_COMMIT_WAIT || s->yield)
+	if (s->state == SMTP_STATE_CLOSED || s->state == SMTP_STATE_COMMIT_WAIT
+		|| s->state == SMTP_STATE_AUTH_WAIT || s->state == SMTP_STATE_TLS_WAIT || s->yield)
 		return false;
 	return out->count + SMTP_SERVER_STEP_ACTIONS_MAX <= SMTP_ACTIONS_MAX
 		&& s->reply_len + SMTP_SERVER_STEP_REPLY_MAX <= SMTP_REPLY_BUF_SIZE;
@@ -1174,6 +1307,77 @@ smtp_server_shutdown(struct smtp_server *s, struct smtp_actions *out)
 		return;
 	smtp_server_call_begin(s, out);
 	smtp_server_close(s, out, SLICE_LIT("421 4.3.2 Error: service shutting down"));
+}
+
+void
+smtp_server_tls_started(struct smtp_server *s)
+{
+	if (s->state == SMTP_STATE_GREETING) {   /* implicit TLS, RFC 8314 3 */
+		s->tls_active = true;
+		return;
+	}
+	ASSERT(s->state == SMTP_STATE_TLS_WAIT);
+	ASSERT(!s->tls_active);
+	/* RFC 3207 4.2: discard any knowledge obtained from the client before TLS. */
+	s->tls_active = true;
+	s->authenticated = false;
+	s->helo_len = 0;
+	s->arena_used = 0;
+	s->env = (struct smtp_envelope){ .esmtp = false };
+	smtp_server_goto(s, SMTP_STATE_CONNECTED);
+}
+
+void
+smtp_server_auth_credentials(const struct smtp_server *s, struct slice *user,
+	struct slice *password)
+{
+	ASSERT(s->state == SMTP_STATE_AUTH_WAIT);
+	*user = smtp_auth_user(&s->auth);
+	*password = smtp_auth_password(&s->auth);
+}
+
+void
+smtp_server_auth_done(struct smtp_server *s, int result, struct smtp_actions *out)
+{
+	ASSERT(result <= 0);
+	if (s->state == SMTP_STATE_CLOSED)
+		return;   /* timed out or shut down while the worker checked */
+	ASSERT(s->state == SMTP_STATE_AUTH_WAIT);
+	smtp_server_call_begin(s, out);
+	smtp_auth_wipe(&s->auth);
+	smtp_server_goto(s, SMTP_STATE_READY);
+	if (result == 0) {
+		s->authenticated = true;
+		SMTP_SERVER_REPLY(s, out, "235 2.7.0 Authentication successful");
+	} else if (result == -EACCES) {
+		smtp_server_auth_failed(s, SLICE_LIT("535 5.7.8 Error: authentication failed"), out);
+	} else {
+		SMTP_SERVER_REPLY(s, out, "454 4.7.0 Temporary authentication failure");
+	}
+}
+
+bool
+smtp_server_tls_active(const struct smtp_server *s)
+{
+	return s->tls_active;
+}
+
+bool
+smtp_server_authenticated(const struct smtp_server *s)
+{
+	return s->authenticated;
+}
+
+struct slice
+smtp_server_auth_user(const struct smtp_server *s)
+{
+	return s->authenticated ? smtp_auth_user(&s->auth) : slice_make(NULL, 0);
+}
+
+uint32_t
+smtp_server_auth_failures(const struct smtp_server *s)
+{
+	return s->auth_failures;
 }
 
 bool

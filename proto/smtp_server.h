@@ -13,15 +13,35 @@
  * (RFC 2920); replies come out in order. The call stops early when the action array or the reply
  * buffer is full, and after a COMMIT: no further command is read until smtp_server_committed()
  * tells the outcome, so the 250 of a message always precedes the replies to what follows it.
+ * The same holds after an AUTH action, until smtp_server_auth_done().
  * It also stops after a STARTTLS action: the rest of that input is plaintext sent before TLS,
- * which the engine must drop (RFC 3207 4.2). When the call returns without having stopped early,
- * less than SMTP_CMD_LINE_LEN_MAX octets are left unconsumed.
+ * which the engine must drop (RFC 3207 4.2, CVE-2011-0411), and nothing more is read until
+ * smtp_server_tls_started() says the handshake is done. When the call returns without having
+ * stopped early, less than SMTP_CMD_LINE_LEN_MAX octets are left unconsumed.
+ *
+ * STARTTLS (RFC 3207): offered (cfg->starttls_offered) and advertised only before TLS; with a
+ * parameter "501 5.5.4"; inside TLS "503 5.5.1"; in a transaction "503 5.5.1". After the
+ * handshake the session starts over: no HELO name, no transaction, not authenticated, EHLO
+ * required again. cfg->tls_required refuses MAIL before TLS with "530 5.7.0" (RFC 3207 4).
+ * Implicit TLS (RFC 8314): smtp_server_tls_started() before smtp_server_start().
+ *
+ * AUTH (RFC 4954, mechanisms in proto/smtp_auth.h): offered on listeners with
+ * cfg->auth_offered, advertised and accepted only over TLS ("538 5.7.11" before it), after EHLO,
+ * outside a transaction, once ("503 5.5.1" otherwise). When the mechanism has the credentials
+ * the feed stops with an AUTH action: the engine verifies smtp_server_auth_credentials() off the
+ * shard and calls smtp_server_auth_done(). "235 2.7.0" on success; "535 5.7.8" on bad
+ * credentials, the same text for unknown users; after SMTP_AUTH_FAILURES_MAX of them
+ * "421 4.7.0" and CLOSE (the engine may delay each 535 by smtp_server_auth_failures()); "454
+ * 4.7.0" when the check could not run. A response line past SMTP_CMD_LINE_LEN_MAX gets "500
+ * 5.5.6" and ends the exchange. cfg->auth_required refuses MAIL before AUTH with "530 5.7.0".
+ * MAIL's AUTH= parameter (RFC 4954 5) is accepted where AUTH is advertised, and kept in the
+ * envelope only for an authenticated session (otherwise it is as if AUTH=<> was sent).
  *
  * Replies: REPLY slices point into the server's reply buffer and stay valid until the next call
  * of any smtp_server_* function on it. Consecutive replies are contiguous in that buffer, so the
  * engine can send everything one feed produced with one send. Every reply text starts with an
- * RFC 3463 enhanced code of its class, except the greeting, the HELO/EHLO answer and 354 (RFC 3463
- * has no class 3).
+ * RFC 3463 enhanced code of its class, except the greeting, the HELO/EHLO answer, 354 and the 334
+ * AUTH challenges (RFC 3463 has no class 3).
  *
  * Envelope: smtp_server_envelope() describes the current transaction (HELO name, reverse path,
  * parameters, recipients with their DSN parameters), valid from BODY_BEGIN until the
@@ -34,8 +54,9 @@
  *   message size: cfg->max_message_size, SIZE=n over it at MAIL: "552 5.3.4", real body over it
  *     at end of data: "552 5.3.4" (the body is discarded, the session stays usable);
  *   bad commands: cfg->bad_cmd_max, then "421 4.7.0" and CLOSE; the replies that count are
- *     500, 501, 502, 503, 553 (non-ASCII address without SMTPUTF8) and 555, not the policy and
- *     limit answers (550, 554, 451, 452, 552);
+ *     500, 501, 502, 503, 504, 530, 538, 553 (non-ASCII address without SMTPUTF8) and 555, not
+ *     the policy and limit answers (550, 554, 451, 452, 552) nor 535;
+ *   failed authentications: SMTP_AUTH_FAILURES_MAX, then "421 4.7.0" and CLOSE;
  *   timeouts (RFC 5321 4.5.3.2): the engine keeps the deadline (cmd_timeout, or data_timeout
  *     while smtp_server_in_body), smtp_server_timeout answers "421 4.4.2" and closes.
  * DATA text lines longer than 1000 octets (RFC 5321 4.5.3.1.6) are kept as they are.
@@ -49,6 +70,7 @@
 
 #include "base/slice.h"
 #include "proto/data_scan.h"
+#include "proto/smtp_auth.h"
 
 #define SMTP_CMD_LINE_LEN_MAX     2048u  /* RFC 5321 4.5.3.1.4: 512, plus room for parameters */
 #define SMTP_RCPT_COUNT_MAX       1000u  /* RFC 5321 4.5.3.1.8: at least 100 must be accepted */
@@ -58,6 +80,8 @@
 #define SMTP_ENVELOPE_ARENA_SIZE 65536u  /* addresses and DSN parameters of one transaction */
 #define SMTP_TIMEOUT_CMD_MS     300000u  /* RFC 5321 4.5.3.2.7: server waits 5 min for a command */
 #define SMTP_TIMEOUT_DATA_MS    180000u  /* RFC 5321 4.5.3.2.5: 3 min per data block */
+#define SMTP_AUTH_FAILURES_MAX       3u  /* failed AUTHs in a session, then 421 and close */
+#define SMTP_MAIL_AUTH_LEN_MAX     500u  /* MAIL AUTH= value (xtext), like ORCPT's bound */
 
 enum smtp_action_type {
 	SMTP_ACTION_REPLY,        /* send .data */
@@ -65,7 +89,10 @@ enum smtp_action_type {
 	SMTP_ACTION_BODY,         /* append .data (a slice of the input, dots unstuffed) */
 	SMTP_ACTION_BODY_DISCARD, /* the body was refused (too big, bare newlines): drop it */
 	SMTP_ACTION_COMMIT,       /* make the message durable, then call smtp_server_committed() */
-	SMTP_ACTION_STARTTLS,     /* seam: the reply is queued; the next bytes are TLS */
+	SMTP_ACTION_STARTTLS,     /* the 220 is queued; drop the rest of the input, then TLS, then
+	                           * smtp_server_tls_started() (or close if the handshake fails) */
+	SMTP_ACTION_AUTH,         /* verify smtp_server_auth_credentials(), then call
+	                           * smtp_server_auth_done() */
 	SMTP_ACTION_CLOSE,        /* close after sending the replies before it */
 };
 
@@ -99,7 +126,10 @@ struct smtp_server_config {
 	uint32_t max_recipients;     /* 1 .. SMTP_RCPT_COUNT_MAX */
 	uint32_t bad_cmd_max;
 	smtp_server_rcpt_fn rcpt_check;
-	bool starttls_offered;       /* seam for the TLS issue: advertise STARTTLS */
+	bool starttls_offered;       /* STARTTLS is offered (before TLS only) */
+	bool tls_required;           /* MAIL before TLS: 530 5.7.0 (submission) */
+	bool auth_offered;           /* AUTH PLAIN LOGIN is offered, over TLS only (submission) */
+	bool auth_required;          /* MAIL before AUTH: 530 5.7.0 (submission) */
 };
 
 enum smtp_body_type { SMTP_BODY_UNSPECIFIED, SMTP_BODY_7BIT, SMTP_BODY_8BITMIME };
@@ -127,6 +157,7 @@ struct smtp_envelope {
 	bool smtputf8;
 	enum smtp_dsn_ret dsn_ret;
 	struct slice dsn_envid;      /* ENVID= as sent (xtext), or empty */
+	struct slice mail_auth;      /* AUTH= as sent (xtext) in an authenticated session, or empty */
 	uint32_t rcpt_count;
 	uint64_t body_size;          /* octets of body after unstuffing */
 };
@@ -142,6 +173,9 @@ enum smtp_server_state {
 	SMTP_STATE_BDAT,         /* in a BDAT chunk */
 	SMTP_STATE_BDAT_WAIT,    /* between BDAT chunks */
 	SMTP_STATE_COMMIT_WAIT,  /* COMMIT emitted, waiting for smtp_server_committed */
+	SMTP_STATE_AUTH,         /* a 334 challenge sent, waiting for the client's response line */
+	SMTP_STATE_AUTH_WAIT,    /* AUTH emitted, waiting for smtp_server_auth_done */
+	SMTP_STATE_TLS_WAIT,     /* STARTTLS emitted, waiting for smtp_server_tls_started */
 	SMTP_STATE_CLOSED,
 };
 
@@ -159,7 +193,9 @@ struct smtp_server {
 	bool body_over;                 /* the DATA body passed max_message_size */
 	bool bdat_last;                 /* the chunk being read is the LAST one */
 	bool yield;                     /* STARTTLS sent: the rest of this input is not ours */
-	bool tls_active;                /* STARTTLS done: not offered again */
+	bool tls_active;                /* TLS is up: STARTTLS not offered again, AUTH may run */
+	bool authenticated;             /* AUTH succeeded; never reset but by TLS starting */
+	uint8_t auth_failures;          /* 535s so far */
 	bool skip_counts;               /* skip_reply counts as a bad command */
 	uint64_t bdat_size;             /* announced size of the chunk being read */
 	uint64_t bdat_left;             /* its octets still to come */
@@ -168,6 +204,7 @@ struct smtp_server {
 	struct smtp_envelope env;       /* slices into arena */
 	struct data_scan scan;
 	uint8_t reply_buf[SMTP_REPLY_BUF_SIZE];
+	struct smtp_auth auth;          /* written only by AUTH; holds the user name afterwards */
 	/* Last, so that an idle slot never touches its pages: written only by HELO/EHLO, MAIL and
 	 * RCPT. Strings grow up from the start, fixed-size recipient records down from the end. */
 	uint8_t arena[SMTP_ENVELOPE_ARENA_SIZE];
@@ -196,6 +233,28 @@ void smtp_server_timeout(struct smtp_server *s, struct smtp_actions *out);
 /* The daemon is stopping: appends "421 4.3.2" and CLOSE (not while COMMIT_WAIT: the engine lets
  * the commit finish first). */
 void smtp_server_shutdown(struct smtp_server *s, struct smtp_actions *out);
+
+/* The TLS handshake completed. After STARTTLS (state TLS_WAIT) the session starts over as after
+ * the greeting, tls_active set, nothing appended to out (the client speaks first: EHLO). Before
+ * smtp_server_start (implicit TLS) it only marks the session as TLS. */
+void smtp_server_tls_started(struct smtp_server *s);
+
+/* After an AUTH action: the identity and password to check (slices into s, valid until
+ * smtp_server_auth_done or the session closes). */
+void smtp_server_auth_credentials(const struct smtp_server *s, struct slice *user,
+	struct slice *password);
+
+/* The verdict on the credentials: 0 (valid: "235 2.7.0"), -EACCES (not valid, or no such user:
+ * "535 5.7.8", counted), or another negative errno (the check could not run: "454 4.7.0"). The
+ * password is wiped either way. After a timeout or shutdown closed the session, it does nothing. */
+void smtp_server_auth_done(struct smtp_server *s, int result, struct smtp_actions *out);
+
+bool smtp_server_tls_active(const struct smtp_server *s);
+bool smtp_server_authenticated(const struct smtp_server *s);
+/* The authenticated user (empty when not authenticated); valid for the session. */
+struct slice smtp_server_auth_user(const struct smtp_server *s);
+/* Failed authentications so far (the engine may delay the next 535 by it). */
+uint32_t smtp_server_auth_failures(const struct smtp_server *s);
 
 bool smtp_server_closed(const struct smtp_server *s);
 /* DATA, BDAT or BDAT_WAIT, or dropping the octets of a refused BDAT chunk: the data timeout. */

@@ -214,6 +214,12 @@ index_reserve(struct index *ix, uint32_t n, uint32_t segment)
 }
 
 int
+index_reserve_segment(struct index *ix, uint32_t segment)
+{
+	return index_seg_reserve(ix, segment);
+}
+
+int
 index_rcpts_alloc(uint32_t rcpt_count, struct index_rcpt **out)
 {
 	*out = NULL;
@@ -231,25 +237,26 @@ index_rcpts_free(struct index_rcpt *rcpts)
 
 int
 index_insert_prepared(struct index *ix, uint64_t qid, uint32_t segment, uint64_t offset,
-	uint32_t size, uint32_t rcpt_count, uint64_t arrival_ms, struct index_rcpt *rcpts)
+	uint32_t size, uint32_t rcpt_count, uint64_t arrival_ms, struct index_rcpt *rcpts,
+	uint32_t span)
 {
 	if (!index_qid_ok(qid) || rcpt_count == 0 || rcpt_count > INDEX_RCPT_MAX
-		|| (rcpt_count > 1) != (rcpts != NULL))
+		|| (rcpt_count > 1) != (rcpts != NULL) || offset > UINT32_MAX || span > segment)
 		return -EINVAL;
 	if (index_slot(ix, qid) != NULL)
 		return -EEXIST;
-	if (index_reserve(ix, 1, segment) != 0)
-		return -ENOMEM;   /* not after a reservation: it made the room */
+	if (index_reserve(ix, 1, segment) != 0 || index_seg_reserve(ix, segment - span) != 0)
+		return -ENOMEM;   /* not after a reservation, in the same segments */
 	struct index_entry *e = index_free_slot(ix, qid);
 	if (e->qid == INDEX_EMPTY)
 		ix->used++;
-	*e = (struct index_entry){ .qid = qid, .offset = offset, .arrival_ms = arrival_ms,
-		.due_ms = 0, .segment = segment, .size = size, .rcpt_count = (uint16_t)rcpt_count,
-		.unfinished = (uint16_t)rcpt_count };
+	*e = (struct index_entry){ .qid = qid, .offset = (uint32_t)offset, .span = span,
+		.arrival_ms = arrival_ms, .due_ms = 0, .segment = segment, .size = size,
+		.rcpt_count = (uint16_t)rcpt_count, .unfinished = (uint16_t)rcpt_count };
 	if (rcpts != NULL)
 		e->rcpts.many = rcpts;
 	ix->live++;
-	(*index_seg_counter(ix, segment))++;
+	(*index_seg_counter(ix, segment - span))++;
 	return 0;
 }
 
@@ -257,7 +264,8 @@ int
 index_insert(struct index *ix, uint64_t qid, uint32_t segment, uint64_t offset, uint32_t size,
 	uint32_t rcpt_count, uint64_t arrival_ms)
 {
-	if (!index_qid_ok(qid) || rcpt_count == 0 || rcpt_count > INDEX_RCPT_MAX)
+	if (!index_qid_ok(qid) || rcpt_count == 0 || rcpt_count > INDEX_RCPT_MAX
+		|| offset > UINT32_MAX)
 		return -EINVAL;
 	if (index_slot(ix, qid) != NULL)
 		return -EEXIST;
@@ -265,16 +273,17 @@ index_insert(struct index *ix, uint64_t qid, uint32_t segment, uint64_t offset, 
 	if (index_reserve(ix, 1, segment) != 0 || index_rcpts_alloc(rcpt_count, &many) != 0)
 		return -ENOMEM;
 	int rc = index_insert_prepared(ix, qid, segment, offset, size, rcpt_count, arrival_ms,
-		many);
-	ASSERT(rc == 0);
-	return 0;
+		many, 0);
+	if (rc != 0)
+		index_rcpts_free(many);
+	return rc;
 }
 
 /* Takes e out: frees its recipients, drops its segment's count, leaves a deleted slot. */
 static void
 index_drop(struct index *ix, struct index_entry *e)
 {
-	uint32_t *seg = index_seg_counter(ix, e->segment);
+	uint32_t *seg = index_seg_counter(ix, e->segment - e->span);
 	ASSERT(*seg > 0);
 	(*seg)--;
 	index_entry_free(e);
@@ -291,14 +300,18 @@ index_relocate(struct index *ix, uint64_t qid, uint32_t segment, uint64_t offset
 	struct index_entry *e = index_slot(ix, qid);
 	if (e == NULL)
 		return -ENOENT;
+	if (offset > UINT32_MAX)
+		return -EINVAL;
 	if (index_seg_reserve(ix, segment) != 0)
 		return -ENOMEM;
-	uint32_t *from = index_seg_counter(ix, e->segment);
+	uint32_t *from = index_seg_counter(ix, e->segment - e->span);
 	ASSERT(*from > 0);
 	(*from)--;
 	(*index_seg_counter(ix, segment))++;
 	e->segment = segment;
-	e->offset = offset;
+	e->span = 0;   /* a copy holds its whole body */
+	e->kind = env_off > 0 ? INDEX_KIND_COPY : INDEX_KIND_MESSAGE;
+	e->offset = (uint32_t)offset;
 	e->size = size;
 	e->env_off = env_off;
 	return 0;
@@ -457,6 +470,46 @@ index_rcpt_pending(const struct index *ix, uint64_t qid, uint32_t rcpt)
 	if (e == NULL || rcpt >= e->rcpt_count)
 		return false;
 	return !index_state_final(index_entry_rcpt(e, rcpt, NULL));
+}
+
+void
+index_hold_segment(struct index *ix, uint32_t segment)
+{
+	(*index_seg_counter(ix, segment))++;
+}
+
+void
+index_unhold_segment(struct index *ix, uint32_t segment)
+{
+	uint32_t *c = index_seg_counter(ix, segment);
+	ASSERT(*c > 0);
+	(*c)--;
+}
+
+void
+index_set_kind(struct index *ix, uint64_t qid, enum index_kind kind)
+{
+	struct index_entry *e = index_slot(ix, qid);
+	if (e != NULL)
+		e->kind = kind;
+}
+
+int
+index_set_span(struct index *ix, uint64_t qid, uint32_t span)
+{
+	struct index_entry *e = index_slot(ix, qid);
+	if (e == NULL)
+		return -ENOENT;
+	if (span > e->segment)
+		return -EINVAL;
+	if (index_seg_reserve(ix, e->segment - span) != 0)
+		return -ENOMEM;
+	uint32_t *from = index_seg_counter(ix, e->segment - e->span);
+	ASSERT(*from > 0);
+	(*from)--;
+	e->span = span;
+	(*index_seg_counter(ix, e->segment - span))++;
+	return 0;
 }
 
 uint32_t

@@ -1,6 +1,6 @@
 /* queue/index.h - the in-memory index of one shard's live messages.
  *
- * Queue id -> where the MESSAGE record is (segment, offset, size), its arrival time, and the
+ * Queue id -> where the MESSAGE record is (segment, offset < 4 GiB, size), its arrival time, and the
  * state of each recipient: pending, deferred (with the time of its next attempt), or final
  * (delivered or bounced). A message is live while any recipient is not final; when the last one
  * becomes final the message leaves the index. Per-segment counters of live messages tell the
@@ -38,6 +38,13 @@ enum index_rcpt_state {
 	                             * restart it is pending, or deferred, again) */
 };
 
+/* What kind of record holds the message. */
+enum index_kind {
+	INDEX_KIND_MESSAGE = 0,     /* envelope, then the whole body */
+	INDEX_KIND_COPY = 1,        /* states, envelope, the whole body */
+	INDEX_KIND_PARTS = 2,       /* envelope, a table of BODY parts, the rest of the body */
+};
+
 struct index_rcpt {
 	uint64_t next_attempt_ms;   /* DEFERRED: not before this (ms since the epoch); else 0 */
 	uint8_t state;              /* enum index_rcpt_state */
@@ -45,7 +52,9 @@ struct index_rcpt {
 
 struct index_entry {
 	uint64_t qid;
-	uint64_t offset;            /* of the MESSAGE record in its segment */
+	uint32_t offset;            /* of the MESSAGE (PARTS, COPY) record in its segment */
+	uint32_t span;              /* segments back to the oldest holding a part of its body;
+	                             * the message counts as live in that one */
 	uint64_t arrival_ms;
 	uint64_t due_ms;            /* earliest time a recipient is to be tried: 0 if one is
 	                             * pending, else the smallest next attempt of the deferred */
@@ -54,8 +63,9 @@ struct index_entry {
 	uint16_t rcpt_count;        /* 1 .. INDEX_RCPT_MAX */
 	uint16_t unfinished;        /* recipients neither delivered nor bounced; > 0 while live */
 	uint16_t inflight;          /* recipients INFLIGHT */
-	uint16_t env_off;           /* where the envelope starts in the record's payload: 0 for a
-	                             * MESSAGE, the state prefix's size for a COPY */
+	uint16_t env_off : 14;      /* where the envelope starts in the record's payload: 0 for a
+	                             * MESSAGE or PARTS, the state prefix's size for a COPY */
+	uint16_t kind : 2;          /* enum index_kind */
 	/* private: use index_rcpt_state() */
 	union {
 		struct index_rcpt one;      /* rcpt_count == 1 */
@@ -100,10 +110,13 @@ int index_insert(struct index *ix, uint64_t qid, uint32_t segment, uint64_t offs
  * after it, index_insert_prepared takes the array (ownership too) and can only fail with
  * -EEXIST or -EINVAL. index_rcpts_free gives back an array that was not inserted. */
 int index_reserve(struct index *ix, uint32_t n, uint32_t segment) MUST_USE;
+/* ... and a counter for an older segment a message's body begins in (PARTS). */
+int index_reserve_segment(struct index *ix, uint32_t segment) MUST_USE;
 int index_rcpts_alloc(uint32_t rcpt_count, struct index_rcpt **out) MUST_USE;
 void index_rcpts_free(struct index_rcpt *rcpts);
 int index_insert_prepared(struct index *ix, uint64_t qid, uint32_t segment, uint64_t offset,
-	uint32_t size, uint32_t rcpt_count, uint64_t arrival_ms, struct index_rcpt *rcpts);
+	uint32_t size, uint32_t rcpt_count, uint64_t arrival_ms, struct index_rcpt *rcpts,
+	uint32_t span);
 
 /* Hands every recipient of qid that is pending, or deferred and due at now_ms, to delivery
  * (INFLIGHT). Returns how many. */
@@ -120,6 +133,9 @@ const struct index_entry *index_find(const struct index *ix, uint64_t qid);
  * Returns 0, -ENOENT, or -ENOMEM (unchanged). */
 int index_relocate(struct index *ix, uint64_t qid, uint32_t segment, uint64_t offset,
 	uint32_t size, uint16_t env_off);
+
+/* The record of qid is of another kind than MESSAGE (set at insert or recovery). */
+void index_set_kind(struct index *ix, uint64_t qid, enum index_kind kind);
 
 /* Recovery of a COPY record: recipient rcpt of qid is in state st (pending, deferred until
  * next_ms, delivered or bounced) as the copy says. Returns whether that made the message final
@@ -149,8 +165,20 @@ enum index_rcpt_state index_entry_rcpt(const struct index_entry *e, uint32_t rcp
 /* Whether recipient rcpt of qid is live and not final (pending or deferred). */
 bool index_rcpt_pending(const struct index *ix, uint64_t qid, uint32_t rcpt);
 
-/* Live messages whose record is in segment. */
+/* Live messages whose record, or the oldest part of whose body, is in segment: a segment can
+ * go when it and every older one count zero. */
 uint32_t index_segment_live(const struct index *ix, uint32_t segment);
+
+/* A body still arriving has parts in segment: it counts there as one live message until
+ * index_unhold_segment, so that the segment cannot go before the message is committed (and
+ * counted there by its own entry) or abandoned. The counter must exist (index_reserve or
+ * index_reserve_segment made it). */
+void index_hold_segment(struct index *ix, uint32_t segment);
+void index_unhold_segment(struct index *ix, uint32_t segment);
+
+/* The body of message qid begins `span` segments before its record (PARTS): it counts as live
+ * there from now on. Returns 0, -ENOENT, or -ENOMEM (unchanged). */
+int index_set_span(struct index *ix, uint64_t qid, uint32_t span);
 
 /* Iteration over the live messages in no particular order: start with *cursor = 0; returns the
  * next one, or NULL at the end. Marking recipients and removing messages meanwhile is allowed

@@ -74,7 +74,7 @@ record_header_encode(uint8_t hdr[RECORD_HEADER_SIZE], uint8_t type, uint64_t que
 	const struct iovec *payload, uint32_t count)
 {
 	ASSERT(type >= RECORD_MESSAGE);
-	ASSERT(type <= RECORD_COPY);
+	ASSERT(type <= RECORD_TYPE_LAST);
 	uint64_t len = 0;
 	for (uint32_t i = 0; i < count; i++)
 		len += payload[i].iov_len;
@@ -315,6 +315,51 @@ record_state_decode(const struct record_view *r, struct record_state *out)
 	return 0;
 }
 
+void
+record_parts_encode(uint8_t *out, const struct record_part *parts, uint32_t n)
+{
+	ASSERT(n <= RECORD_PARTS_MAX);
+	record_put32(out, n);
+	for (uint32_t i = 0; i < n; i++) {
+		uint8_t *p = out + 4 + i * RECORD_PART_SIZE;
+		ASSERT(parts[i].len > 0);
+		record_put32(p, parts[i].segment);
+		record_put32(p + 4, parts[i].offset);
+		record_put32(p + 8, parts[i].len);
+	}
+}
+
+int
+record_parts_decode(struct slice after_envelope, uint32_t segment, uint64_t offset,
+	uint32_t *count, struct slice *table, struct slice *rest)
+{
+	if (after_envelope.len < 4)
+		return -EBADMSG;
+	uint32_t n = record_get32(after_envelope.ptr);
+	if (n > RECORD_PARTS_MAX || after_envelope.len - 4 < (uint64_t)n * RECORD_PART_SIZE)
+		return -EBADMSG;
+	struct slice t = slice_sub(after_envelope, 4, (size_t)n * RECORD_PART_SIZE);
+	for (uint32_t i = 0; i < n; i++) {
+		struct record_part p = record_parts_get(t, i);
+		uint64_t end = (uint64_t)p.offset + p.len;
+		if (p.len == 0 || p.segment > segment || (p.segment == segment && end > offset))
+			return -EBADMSG;
+	}
+	*count = n;
+	*table = t;
+	*rest = slice_skip(after_envelope, record_parts_size(n));
+	return 0;
+}
+
+struct record_part
+record_parts_get(struct slice table, uint32_t i)
+{
+	ASSERT((uint64_t)(i + 1) * RECORD_PART_SIZE <= table.len);
+	const uint8_t *p = table.ptr + (size_t)i * RECORD_PART_SIZE;
+	return (struct record_part){ .segment = record_get32(p), .offset = record_get32(p + 4),
+		.len = record_get32(p + 8) };
+}
+
 uint32_t
 record_copy_prefix_encode(uint8_t *out, uint32_t rcpt_count, const struct record_copy_rcpt *rcpts)
 {
@@ -367,7 +412,7 @@ record_valid_at(struct slice seg, uint64_t off, struct record_view *out)
 	const uint8_t *h = seg.ptr + off;
 	if (record_get32(h) != RECORD_MAGIC || h[5] != RECORD_VERSION || record_get16(h + 6) != 0)
 		return false;
-	if (h[4] < RECORD_MESSAGE || h[4] > RECORD_COPY)
+	if (h[4] < RECORD_MESSAGE || h[4] > RECORD_TYPE_LAST)
 		return false;
 	uint32_t len = record_get32(h + 8);
 	if (len > RECORD_PAYLOAD_MAX || len > seg.len - off - RECORD_HEADER_SIZE)

@@ -13,6 +13,12 @@
  *   DEFERRED   u32 recipient index, u64 next attempt (ms) recipient to be retried
  *   EXPIRED    nothing                                    every recipient still pending is
  *                                                         bounced: the message is final
+ *   BODY       octets of the body of message queue id, written while it still arrives; they
+ *              count only once a PARTS record names them (an abandoned body is dead bytes)
+ *   PARTS      a MESSAGE whose body begins in BODY records: the envelope, then u32 part count
+ *              and per part u32 segment, u32 offset (of the BODY payload in that segment),
+ *              u32 length, then the rest of the body inline; the body is the parts in order,
+ *              then the inline rest. Parts are in this segment or older ones.
  *   COPY       u32 recipient count, then per recipient u8 state (0 pending, 1 delivered,
  *              2 bounced, 3 deferred) and u64 next attempt (ms), then a MESSAGE payload:
  *              a live message copied forward out of an old segment, with the state of
@@ -62,7 +68,13 @@ enum record_type {
 	RECORD_BOUNCED = 4,
 	RECORD_EXPIRED = 5,
 	RECORD_COPY = 6,
+	RECORD_BODY = 7,
+	RECORD_PARTS = 8,
 };
+#define RECORD_TYPE_LAST RECORD_PARTS
+
+#define RECORD_PART_SIZE  12u        /* u32 segment, u32 offset, u32 length */
+#define RECORD_PARTS_MAX  (1u << 20) /* parts of one message (each >= 4 KiB but the last) */
 
 #define RECORD_COPY_STATE_SIZE 9u   /* u8 state + u64 next attempt */
 #define RECORD_COPY_PREFIX_MAX (4u + RECORD_RCPT_MAX * RECORD_COPY_STATE_SIZE)
@@ -189,6 +201,33 @@ uint32_t record_state_encode(uint8_t out[RECORD_STATE_SIZE_MAX], uint8_t type, u
 /* Reads the payload of a state record r (any type but MESSAGE). Returns 0, or -EBADMSG if its
  * length is not the one of its type. */
 int record_state_decode(const struct record_view *r, struct record_state *out);
+
+/* One part of a PARTS record's body: a BODY payload somewhere in the spool. */
+struct record_part {
+	uint32_t segment;
+	uint32_t offset;          /* of the BODY payload (its record's offset + the header) */
+	uint32_t len;
+};
+
+/* Octets of a PARTS table (count and entries) for n parts. */
+static inline uint32_t
+record_parts_size(uint32_t n)
+{
+	return 4u + n * RECORD_PART_SIZE;
+}
+
+/* Writes a PARTS table of n parts to out (record_parts_size(n) octets). */
+void record_parts_encode(uint8_t *out, const struct record_part *parts, uint32_t n);
+
+/* Splits what follows the envelope of a PARTS payload into the table of parts and the inline
+ * rest of the body, checking the count, that no part is empty, and that every part lies in
+ * segment `segment` (the record's) or an older one, before offset `offset` (the record's) if in
+ * the same segment. Returns 0 or -EBADMSG. */
+int record_parts_decode(struct slice after_envelope, uint32_t segment, uint64_t offset,
+	uint32_t *count, struct slice *table, struct slice *rest);
+
+/* Part i of a table record_parts_decode accepted. */
+struct record_part record_parts_get(struct slice table, uint32_t i);
 
 /* A recipient's state in a COPY record. */
 struct record_copy_rcpt {

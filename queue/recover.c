@@ -168,6 +168,39 @@ recover_message(struct index *ix, uint32_t seg, const struct record_view *r,
 	return rc;
 }
 
+/* A PARTS record: a message whose body begins in BODY records before it; it counts as live in
+ * the oldest segment that holds one of them. */
+static int
+recover_parts(struct index *ix, uint32_t seg, const struct record_view *r,
+	struct recover_result *res)
+{
+	struct record_envelope_view v;
+	uint32_t n;
+	struct slice table, rest;
+	if (record_envelope_decode(r->payload, &v) != 0
+		|| record_parts_decode(v.body, seg, r->offset + RECORD_HEADER_SIZE, &n, &table, &rest)
+		!= 0 || n == 0) {
+		res->records_unusable++;
+		return 0;
+	}
+	uint32_t first = seg;
+	for (uint32_t i = 0; i < n; i++) {
+		struct record_part p = record_parts_get(table, i);
+		if (p.segment < first)
+			first = p.segment;
+	}
+	int rc = index_insert(ix, r->queue_id, seg, r->offset, (uint32_t)r->size, v.rcpt_count,
+		v.arrival_ms);
+	if (rc == -EINVAL || rc == -EEXIST) {
+		res->records_unusable++;   /* a reserved id, or one seen already: no writer does that */
+		return 0;
+	}
+	if (rc < 0)
+		return rc;
+	index_set_kind(ix, r->queue_id, INDEX_KIND_PARTS);
+	return index_set_span(ix, r->queue_id, seg - first);
+}
+
 /* A COPY record: a live message moved forward with its recipients' states, which it restores
  * (the segment of the original may be gone, and with it the records that made those states). */
 static int
@@ -243,11 +276,14 @@ recover_replay(struct index *ix, uint32_t seg, struct slice image, uint64_t *val
 		res->records++;
 		if (r.queue_id > res->max_queue_id)
 			res->max_queue_id = r.queue_id;
-		if (r.type != RECORD_MESSAGE && r.type != RECORD_COPY) {
+		if (r.type == RECORD_BODY)
+			continue;   /* counts only once a PARTS record names it */
+		if (r.type != RECORD_MESSAGE && r.type != RECORD_COPY && r.type != RECORD_PARTS) {
 			recover_state(ix, &r, res);
 			continue;
 		}
 		int rc = r.type == RECORD_MESSAGE ? recover_message(ix, seg, &r, res)
+			: r.type == RECORD_PARTS ? recover_parts(ix, seg, &r, res)
 			: recover_copy(ix, seg, &r, res);
 		if (rc < 0)
 			return rc;

@@ -5,6 +5,8 @@
  * reads each whole in ascending order and scans its records up to the first invalid one
  * (queue/record.h: nothing past it is believed), and replays them into the index in log order:
  *   MESSAGE    inserts the message with every recipient pending
+ *   PARTS      inserts a message whose body begins in BODY records (ignored themselves until a
+ *              PARTS record names them); it counts as live in the oldest segment they are in
  *   COPY       a message copied forward: it moves to the new place (or is inserted, if its old
  *              segment is gone), and every recipient takes the state the copy records
  *   DELIVERED, BOUNCED   make a recipient final (the last one takes the message out)

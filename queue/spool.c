@@ -10,7 +10,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "base/log.h"
 #include "base/queue_id.h"
+#include "queue/adopt.h"
 #include "queue/msg.h"
 #include "queue/record.h"
 #include "queue/recover.h"
@@ -26,15 +28,27 @@ _Static_assert(SPOOL_CHUNK_BYTES_MAX <= RING_RW_MAX, "the kernel writes a whole 
 #define SPOOL_COPY_RECORD_MAX   (4u << 20)   /* larger records are not copied (yet) */
 #define SPOOL_COPY_LIVE_MAX     (SPOOL_SEGMENT_SIZE / 4u)   /* copy when less is live */
 
-enum spool_req { SPOOL_REQ_WRITE = 1, SPOOL_REQ_FSYNC, SPOOL_REQ_UNLINK, SPOOL_REQ_COPY };
+enum spool_req { SPOOL_REQ_WRITE = 1, SPOOL_REQ_FSYNC, SPOOL_REQ_UNLINK, SPOOL_REQ_COPY,
+	SPOOL_REQ_COPY_PART };
+
+enum spool_rec_kind { REC_STATE, REC_MESSAGE, REC_BODY, REC_COPY };
 
 struct spool_rec {
-	struct msg *m;                                 /* MESSAGE, else NULL */
-	uint8_t *copy;                                 /* a whole COPY record, else NULL */
+	uint8_t kind;                                  /* enum spool_rec_kind */
+	bool dropped;                                  /* MESSAGE whose body failed: not written */
+	struct msg *m;                                 /* MESSAGE, BODY (a reference) */
+	uint8_t *copy;                                 /* COPY: the whole record */
 	uint64_t copy_qid;
 	uint16_t copy_env_off;
-	uint8_t bytes[RECORD_STATE_SIZE_MAX];          /* a state record */
-	uint32_t len;                                  /* of the state or COPY record */
+	/* MESSAGE, BODY: the octets after the head, owned here: coalesced, then held pieces. */
+	uint8_t *coal;
+	uint32_t coal_len;
+	struct msg_piece *pieces;
+	uint32_t piece_count;
+	uint64_t body_len;                             /* coal_len + the pieces */
+	uint32_t part;                                 /* BODY: its index in m->parts */
+	uint8_t bytes[RECORD_STATE_SIZE_MAX];          /* a state record, or a BODY header */
+	uint32_t len;                                  /* of the whole record */
 	uint32_t segment;                              /* where it went, once written */
 	uint64_t offset;
 };
@@ -45,6 +59,10 @@ struct spool_copy {
 	uint8_t *buf;                   /* its whole record, read back */
 	uint32_t size;
 	bool ok;                        /* read whole and valid */
+	uint8_t *parts;                 /* PARTS: its body's parts, read back in order */
+	uint64_t parts_got;
+	struct spool_body body;         /* PARTS: where they are (borrows buf) */
+	uint32_t env_len;
 };
 
 struct spool_batch {
@@ -69,7 +87,7 @@ struct spool {
 	struct queue_id_gen qids;
 	uint64_t rand_state;            /* back-off jitter */
 	struct spool_batch queued;
-	uint32_t queued_messages;       /* MESSAGE records in queued */
+	uint32_t queued_messages;       /* MESSAGE and BODY records in queued: they go at once */
 	uint32_t uninserted;            /* committed messages not in the index yet */
 	uint64_t queued_since_ms;       /* when queued stopped being empty */
 	struct spool_batch flying;
@@ -81,6 +99,8 @@ struct spool {
 	bool busy;
 	uint32_t unlinks_in_flight;
 	char unlink_names[2][SEGMENT_NAME_LEN + 1];   /* names being unlinked, by parity */
+	struct bufring *bufs;           /* where held body pieces come from */
+	struct msg *open_head;          /* messages with body octets not handed to a record */
 	struct spool_copy copies[SPOOL_COPY_BATCH];
 	uint32_t copy_count;
 	uint32_t copy_reads;            /* reads of the round still in flight */
@@ -92,6 +112,7 @@ struct spool {
 static const struct ring_hooks spool_hooks;
 static void spool_complete(void *ctx, const struct io_uring_cqe *cqe);
 static int spool_read_fd(struct spool *sp, uint32_t seg);
+static int spool_read_fds_cover(struct spool *sp);
 
 static int
 spool_seg_open(struct spool *sp, uint32_t seg)
@@ -108,6 +129,33 @@ spool_seg_open(struct spool *sp, uint32_t seg)
 		return rc;
 	}
 	return fd;
+}
+
+int
+spool_sync_parent(const char *path)
+{
+	char parent[4096];
+	snprintf(parent, sizeof(parent), "%s", path);
+	size_t len = strlen(parent);
+	while (len > 1 && parent[len - 1] == '/')
+		parent[--len] = '\0';
+	char *slash = strrchr(parent, '/');
+	if (slash == NULL)
+		snprintf(parent, sizeof(parent), ".");
+	else if (slash == parent)
+		parent[1] = '\0';
+	else
+		*slash = '\0';
+	int fd = open(parent, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+#ifdef RINGMTA_UNSAFE_SKIP_SYNC
+	int rc = 0;   /* the power-cut test's self-check build: see meson_options.txt */
+#else
+	int rc = fsync(fd) == 0 ? 0 : -errno;
+#endif
+	close(fd);
+	return rc;
 }
 
 /* Puts every live message recovery found on the schedule, due when its index entry says. */
@@ -131,6 +179,32 @@ spool_dirs(const struct spool_params *p, char *path, size_t cap)
 		return -errno;
 	if (mkdir(path, 0700) != 0 && errno != EEXIST)
 		return -errno;
+	/* Their names must be durable too, created now or by a run that crashed before a sync
+	 * (the power-cut test lost whole spools without this). */
+	int rc = spool_sync_parent(p->spool_dir);
+	return rc == 0 ? spool_sync_parent(path) : rc;
+}
+
+/* Takes in the stranded shard directories assigned to this shard (start-up, blocking). */
+static int
+spool_adopt(struct ring *r, const struct spool_params *p, const char *own)
+{
+	for (uint32_t i = 0; i < p->adopt_count; i++) {
+		char other[4096];
+		snprintf(other, sizeof(other), "%s/%u", p->spool_dir, p->adopt[i]);
+		struct adopt_result res;
+		int rc = adopt_shard_dir(own, other, &res);
+		if (rc < 0)
+			return rc;
+		char buf[LOG_LINE_MAX];
+		struct log_line l;
+		log_line_begin(&l, buf, sizeof(buf), r->now_real_ms, "adopted");
+		log_line_u64(&l, "shard", p->shard);
+		log_line_u64(&l, "from", p->adopt[i]);
+		log_line_u64(&l, "messages", res.messages);
+		log_line_u64(&l, "bytes", res.bytes);
+		log_write(buf, log_line_end(&l));
+	}
 	return 0;
 }
 
@@ -141,11 +215,15 @@ spool_open(struct ring *r, const struct spool_params *p, struct spool **out)
 	int rc = spool_dirs(p, path, sizeof(path));
 	if (rc < 0)
 		return rc;
+	rc = spool_adopt(r, p, path);
+	if (rc < 0)
+		return rc;
 	struct spool *sp = calloc(1, sizeof(*sp));
 	if (sp == NULL)
 		return -ENOMEM;
 	sp->ring = r;
 	sp->p = *p;
+	sp->bufs = p->bufs;
 	sp->seg_fd = -1;
 	sp->rand_state = (r->now_real_ms << 16) ^ ((uint64_t)p->shard * 0x9e3779b97f4a7c15ull) ^ 1u;
 	schedule_init(&sp->sched);
@@ -209,27 +287,28 @@ spool_queue_rec(struct spool *sp)
 	}
 	if (b->count == 0)
 		sp->queued_since_ms = sp->ring->now_ms;
-	return &b->recs[b->count++];
+	struct spool_rec *r = &b->recs[b->count++];
+	memset(r, 0, offsetof(struct spool_rec, bytes));
+	return r;
 }
 
-/* The record head: header + envelope, CRC over both and the body (queue/record.h). */
+/* The record head: header (its CRC filled in at layout) + envelope + room for the PARTS table
+ * of the body written before. */
 static int
 spool_encode_head(struct msg *m, const struct record_envelope *env)
 {
 	size_t env_len = record_envelope_size(env);
-	if (env_len > RECORD_PAYLOAD_MAX || m->body_len > RECORD_PAYLOAD_MAX - env_len)
+	size_t table = m->part_count > 0 ? record_parts_size(m->part_count) : 0;
+	if (env_len + table > RECORD_PAYLOAD_MAX || msg_unwritten(m) > RECORD_PAYLOAD_MAX - env_len
+		- table || m->part_count > RECORD_PARTS_MAX)
 		return -EFBIG;
-	m->head = malloc(RECORD_HEADER_SIZE + env_len);
+	m->head = malloc(RECORD_HEADER_SIZE + env_len + table);
 	if (m->head == NULL)
 		return -ENOMEM;
 	record_envelope_encode(env, m->head + RECORD_HEADER_SIZE, env_len);
-	m->head_len = (uint32_t)(RECORD_HEADER_SIZE + env_len);
+	m->env_len = (uint32_t)env_len;
+	m->head_len = (uint32_t)(RECORD_HEADER_SIZE + env_len + table);
 	m->rcpt_count = env->rcpt_count;
-	struct iovec payload[2] = {
-		{ .iov_base = m->head + RECORD_HEADER_SIZE, .iov_len = env_len },
-		{ .iov_base = m->body, .iov_len = m->body_len },
-	};
-	record_header_encode(m->head, RECORD_MESSAGE, m->qid, payload, 2);
 	return 0;
 }
 
@@ -239,7 +318,9 @@ spool_reserve_commit(struct spool *sp, struct msg *m)
 {
 	if (ring_post_reserve(sp->ring, 1) != 0)
 		return -ENOMEM;
+	uint32_t first = m->part_count > 0 ? m->parts[0].segment : sp->seg_id;
 	if (index_reserve(&sp->ix, sp->uninserted + 1, sp->seg_id) != 0
+		|| index_reserve_segment(&sp->ix, first) != 0
 		|| index_rcpts_alloc(m->rcpt_count, &m->ix_rcpts) != 0)
 		goto fail_post;
 	if (schedule_reserve(&sp->sched, 1) != 0)
@@ -253,12 +334,44 @@ fail_post:
 	return -ENOMEM;
 }
 
+/* The message's unwritten octets move into record r. */
+static void
+spool_take_octets(struct spool *sp, struct spool_rec *r, struct msg *m)
+{
+	r->coal = m->coal;
+	r->coal_len = m->coal_len;
+	r->pieces = m->pieces;
+	r->piece_count = m->piece_count;
+	r->body_len = msg_unwritten(m);
+	m->coal = NULL;
+	m->coal_len = m->coal_cap = 0;
+	m->pieces = NULL;
+	m->piece_count = m->piece_cap = 0;
+	m->pieces_len = 0;
+	sp->stats.body_held += r->body_len - r->coal_len;
+}
+
+static void
+spool_open_remove(struct spool *sp, struct msg *m)
+{
+	if (!m->open)
+		return;
+	struct msg **link = &sp->open_head;
+	while (*link != m)
+		link = &(*link)->open_next;
+	*link = m->open_next;
+	m->open = false;
+	msg_unref(m);
+}
+
 int
 spool_commit(struct spool *sp, struct msg *m, const struct record_envelope *env,
 	uint64_t waiter_ud)
 {
 	ASSERT(m->head == NULL);
 	ASSERT(env->rcpt_count > 0);
+	if (m->body_err != 0)
+		return m->body_err;   /* a part of the body never reached the disk */
 	int rc = spool_encode_head(m, env);
 	if (rc < 0)
 		return rc;
@@ -273,14 +386,99 @@ spool_commit(struct spool *sp, struct msg *m, const struct record_envelope *env,
 		ring_post_unreserve(sp->ring, 1);
 		return -ENOMEM;
 	}
+	spool_open_remove(sp, m);
 	msg_ref(m);
+	m->committed = true;
 	m->waiter_ud = waiter_ud;
+	r->kind = REC_MESSAGE;
 	r->m = m;
-	r->copy = NULL;
-	r->len = 0;
+	spool_take_octets(sp, r, m);
+	r->len = m->head_len + (uint32_t)r->body_len;
 	sp->queued_messages++;
 	sp->uninserted++;
 	return 0;
+}
+
+/* Queues a BODY record with what m holds. Returns 0 or -ENOMEM (m keeps its octets). */
+static int
+spool_queue_body(struct spool *sp, struct msg *m)
+{
+	/* The first part holds its segment live (spool_layout_body): make sure it can. */
+	if (m->part_count == 0 && index_reserve(&sp->ix, 0, sp->seg_id) != 0)
+		return -ENOMEM;
+	if (m->part_count == m->part_cap) {
+		uint32_t cap = m->part_cap ? m->part_cap * 2 : 16;
+		struct record_part *grown = cap > RECORD_PARTS_MAX ? NULL
+			: realloc(m->parts, cap * sizeof(*grown));
+		if (grown == NULL)
+			return -ENOMEM;
+		m->parts = grown;
+		m->part_cap = cap;
+	}
+	struct spool_rec *r = spool_queue_rec(sp);
+	if (r == NULL)
+		return -ENOMEM;
+	msg_ref(m);
+	r->kind = REC_BODY;
+	r->m = m;
+	r->part = m->part_count++;
+	m->parts_unwritten++;
+	spool_take_octets(sp, r, m);
+	r->len = RECORD_HEADER_SIZE + (uint32_t)r->body_len;
+	m->parts[r->part] = (struct record_part){ .len = (uint32_t)r->body_len };
+	sp->queued_messages++;
+	return 0;
+}
+
+/* End of a turn, for each message still arriving: a BODY record once it holds enough; else
+ * its little is copied aside so that no receive buffer waits for the next turn. */
+static void
+spool_body_turn(struct spool *sp)
+{
+	struct msg *m = sp->open_head;
+	sp->open_head = NULL;
+	while (m != NULL) {
+		struct msg *next = m->open_next;
+		m->open = false;
+		uint64_t held = m->pieces_len;
+		if (msg_unwritten(m) >= SPOOL_BODY_MIN || msg_coalesce(m) != 0) {
+			if (spool_queue_body(sp, m) != 0 && m->body_err == 0)
+				m->body_err = -ENOMEM;
+		} else {
+			sp->stats.body_copied += held;
+		}
+		msg_unref(m);
+		m = next;
+	}
+}
+
+int
+spool_body_append(struct spool *sp, struct msg *m, struct slice data)
+{
+	ASSERT(!m->committed);
+	if (!m->open) {
+		msg_ref(m);
+		m->open = true;
+		m->open_next = sp->open_head;
+		sp->open_head = m;
+	}
+	int32_t bid = sp->bufs != NULL ? bufring_which(sp->bufs, data.ptr) : -1;
+	int rc;
+	if (bid >= 0 && m->bufs == sp->bufs) {
+		rc = msg_append_held(m, data, (uint16_t)bid);
+	} else {
+		rc = msg_append(m, data);
+		if (rc == 0)
+			sp->stats.body_copied += data.len;
+	}
+	if (rc == 0)
+		sp->stats.body_bytes += data.len;
+	/* Enough for a record already, or a turn with very many slices: write it out now. */
+	if (rc == 0 && (msg_unwritten(m) >= SPOOL_BODY_SPILL || m->piece_count >= SPOOL_PIECES_MAX))
+		rc = spool_queue_body(sp, m);
+	if (rc < 0 && m->body_err == 0)
+		m->body_err = rc;
+	return rc;
 }
 
 /* Queues a state record. A state record that finds no room is dropped: its recipient is then
@@ -292,8 +490,7 @@ spool_queue_state(struct spool *sp, uint8_t type, uint64_t qid, uint32_t rcpt, u
 	struct spool_rec *r = spool_queue_rec(sp);
 	if (r == NULL)
 		return;
-	r->m = NULL;
-	r->copy = NULL;
+	r->kind = REC_STATE;
 	r->len = record_state_encode(r->bytes, type, qid, rcpt, next_ms);
 }
 
@@ -311,46 +508,124 @@ spool_iov_reserve(struct spool *sp, uint32_t n)
 	sp->iov_cap = cap;
 }
 
-/* Lays the batch's records out as iovecs and places each message at its offset. */
+/* The iovecs of a record's octets after its head: coalesced, then pieces. */
+static uint32_t
+spool_octets_iov(struct iovec *iov, const struct spool_rec *r)
+{
+	uint32_t n = 0;
+	if (r->coal_len > 0)
+		iov[n++] = (struct iovec){ r->coal, r->coal_len };
+	for (uint32_t i = 0; i < r->piece_count; i++)
+		iov[n++] = (struct iovec){ (void *)r->pieces[i].ptr, r->pieces[i].len };
+	return n;
+}
+
+/* A BODY record at off: its header, and where its payload is (its message's part). */
+static uint32_t
+spool_layout_body(struct spool *sp, struct spool_rec *r, struct iovec *iov, uint64_t off)
+{
+	uint32_t n = 1 + spool_octets_iov(iov + 1, r);
+	record_header_encode(r->bytes, RECORD_BODY, r->m->qid, iov + 1, n - 1);
+	iov[0] = (struct iovec){ r->bytes, RECORD_HEADER_SIZE };
+	if (r->part == 0 && !r->m->abandoned) {
+		/* Until the message is committed its entry does not count it anywhere: this keeps
+		 * the segment of its first part from being deleted under it. */
+		index_hold_segment(&sp->ix, sp->seg_id);
+		r->m->held_seg = sp->seg_id;
+	}
+	r->m->parts[r->part].segment = sp->seg_id;
+	r->m->parts[r->part].offset = (uint32_t)(off + RECORD_HEADER_SIZE);
+	return n;
+}
+
+/* A MESSAGE (or PARTS) record at off: the table of its parts, all laid out by now (they come
+ * before it in the log), then the CRC over envelope, table and the rest of the body. */
+static uint32_t
+spool_layout_message(struct spool *sp, struct spool_rec *r, struct iovec *iov, uint64_t off)
+{
+	struct msg *m = r->m;
+	m->segment = sp->seg_id;
+	m->offset = off;
+	if (m->part_count > 0)
+		record_parts_encode(m->head + RECORD_HEADER_SIZE + m->env_len, m->parts, m->part_count);
+	iov[0] = (struct iovec){ m->head + RECORD_HEADER_SIZE, m->head_len - RECORD_HEADER_SIZE };
+	uint32_t n = 1 + spool_octets_iov(iov + 1, r);
+	record_header_encode(m->head, m->part_count > 0 ? RECORD_PARTS : RECORD_MESSAGE, m->qid,
+		iov, n);
+	iov[0] = (struct iovec){ m->head, m->head_len };
+	return n;
+}
+
+/* Lays the batch's records out as iovecs and places each at its offset. */
 static uint32_t
 spool_batch_iov(struct spool *sp)
 {
-	spool_iov_reserve(sp, sp->flying.count * 2);
+	uint32_t need = 0;
+	for (uint32_t i = 0; i < sp->flying.count; i++)
+		need += 2 + sp->flying.recs[i].piece_count;
+	spool_iov_reserve(sp, need);
 	uint32_t n = 0;
 	uint64_t off = sp->seg_off;
 	for (uint32_t i = 0; i < sp->flying.count; i++) {
 		struct spool_rec *r = &sp->flying.recs[i];
 		r->segment = sp->seg_id;
 		r->offset = off;
-		if (r->m != NULL) {
-			r->m->segment = sp->seg_id;
-			r->m->offset = off;
-			sp->iov[n++] = (struct iovec){ r->m->head, r->m->head_len };
-			sp->iov[n++] = (struct iovec){ r->m->body, r->m->body_len };
-			off += r->m->head_len + r->m->body_len;
-		} else if (r->copy != NULL) {
+		switch (r->kind) {
+		case REC_MESSAGE:
+			if (r->m->body_err != 0) {
+				r->dropped = true;   /* its BODY records failed: never write it */
+				continue;
+			}
+			n += spool_layout_message(sp, r, &sp->iov[n], off);
+			break;
+		case REC_BODY:
+			n += spool_layout_body(sp, r, &sp->iov[n], off);
+			break;
+		case REC_COPY:
 			sp->iov[n++] = (struct iovec){ r->copy, r->len };
-			off += r->len;
-		} else {
+			break;
+		default:
 			sp->iov[n++] = (struct iovec){ r->bytes, r->len };
-			off += r->len;
+			break;
 		}
+		off += r->len;
 	}
 	return n;
+}
+
+/* Grows read_fds to cover every segment up to the active one (new entries -1). */
+static int
+spool_read_fds_cover(struct spool *sp)
+{
+	uint32_t count = sp->seg_id - sp->oldest_seg + 1;
+	if (count <= sp->read_fd_count)
+		return 0;
+	int *grown = realloc(sp->read_fds, count * sizeof(*grown));
+	if (grown == NULL)
+		return -ENOMEM;
+	for (uint32_t j = sp->read_fd_count; j < count; j++)
+		grown[j] = -1;
+	sp->read_fds = grown;
+	sp->read_fd_count = count;
+	return 0;
 }
 
 static int
 spool_rollover(struct spool *sp)
 {
+	/* The old segment's descriptor must stay open, never closed here: a body reader on
+	 * another shard may be reading it (spool_body_extents). */
+	int rc = spool_read_fds_cover(sp);
+	if (rc < 0)
+		return rc;
 	int fd = spool_seg_open(sp, sp->seg_id + 1);
 	if (fd < 0)
 		return fd;
-	/* The old segment stays open for reads of the messages still in it. */
 	uint32_t i = sp->seg_id - sp->oldest_seg;
-	if (i < sp->read_fd_count && sp->read_fds[i] < 0)
+	if (sp->read_fds[i] < 0)
 		sp->read_fds[i] = sp->seg_fd;
 	else
-		close(sp->seg_fd);
+		close(sp->seg_fd);   /* a read descriptor of its own was opened already */
 	sp->seg_fd = fd;
 	sp->seg_id++;
 	sp->seg_off = 0;
@@ -405,7 +680,11 @@ spool_flush(struct spool *sp)
 		chunks++;
 	}
 	struct io_uring_sqe *sqe = ring_sqe(sp->ring);
+#ifdef RINGMTA_UNSAFE_SKIP_SYNC
+	io_uring_prep_nop(sqe);   /* the power-cut test's self-check build: meson_options.txt */
+#else
 	io_uring_prep_fsync(sqe, sp->seg_fd, IORING_FSYNC_DATASYNC);
+#endif
 	io_uring_sqe_set_data64(sqe, ring_ud(sp->op, SPOOL_REQ_FSYNC, 0));
 	sp->cqe_wait = chunks + 1;
 	sp->batch_err = 0;
@@ -461,19 +740,46 @@ spool_reclaim(struct spool *sp)
 
 /* A MESSAGE record of the batch is durable (rc 0) or not: index it, schedule it, tell its
  * waiter. Everything was reserved at spool_commit, so nothing here can fail. */
+/* The message's own entry counts it now, or it will never be committed. */
 static void
-spool_message_done(struct spool *sp, struct msg *m, int rc)
+spool_unhold(struct spool *sp, struct msg *m)
 {
+	if (m->held_seg == UINT32_MAX)
+		return;
+	index_unhold_segment(&sp->ix, m->held_seg);
+	m->held_seg = UINT32_MAX;
+}
+
+void
+spool_body_abandon(struct spool *sp, struct msg *m)
+{
+	if (m->committed)
+		return;
+	m->abandoned = true;
+	spool_open_remove(sp, m);
+	spool_unhold(sp, m);
+}
+
+static void
+spool_message_done(struct spool *sp, struct spool_rec *r, int rc)
+{
+	struct msg *m = r->m;
+	if (rc == 0 && r->dropped)
+		rc = m->body_err;
 	if (rc == 0) {
-		rc = index_insert_prepared(&sp->ix, m->qid, m->segment, m->offset,
-			m->head_len + (uint32_t)m->body_len, m->rcpt_count, m->arrival_ms, m->ix_rcpts);
+		uint32_t span = m->part_count > 0 ? m->segment - m->parts[0].segment : 0;
+		rc = index_insert_prepared(&sp->ix, m->qid, m->segment, m->offset, r->len,
+			m->rcpt_count, m->arrival_ms, m->ix_rcpts, span);
 		ASSERT(rc == 0);   /* reserved, and queue ids are unique */
+		if (m->part_count > 0)
+			index_set_kind(&sp->ix, m->qid, INDEX_KIND_PARTS);
 		m->ix_rcpts = NULL;
 		schedule_push(&sp->sched, 0, m->qid);
 		sp->stats.messages++;
 	} else {
 		schedule_unreserve(&sp->sched, 1);
 	}
+	spool_unhold(sp, m);
 	ASSERT(sp->uninserted > 0);
 	sp->uninserted--;
 	ring_post(sp->ring, m->waiter_ud, rc);
@@ -485,11 +791,39 @@ spool_message_done(struct spool *sp, struct msg *m, int rc)
 static void
 spool_copy_done(struct spool *sp, struct spool_rec *r)
 {
-	if (sp->batch_err == 0)
+	const struct index_entry *e = index_find(&sp->ix, r->copy_qid);
+	/* A message taken for delivery meanwhile stays where its readers were told it is; the
+	 * COPY is dead bytes then (recovery finds the same states either way) and a later round
+	 * copies it again. */
+	if (sp->batch_err == 0 && e != NULL && e->inflight == 0)
 		(void)index_relocate(&sp->ix, r->copy_qid, r->segment, r->offset, r->len,
 			r->copy_env_off);
 	free(r->copy);
 	r->copy = NULL;
+}
+
+/* A record's octets are written (or not): the receive buffers go back, the rest is freed. */
+static void
+spool_octets_done(struct spool *sp, struct spool_rec *r)
+{
+	if (r->piece_count > 0)
+		msg_release_pieces(r->pieces, r->piece_count, sp->bufs);
+	free(r->pieces);
+	free(r->coal);
+	r->pieces = NULL;
+	r->coal = NULL;
+}
+
+/* A BODY record is durable or failed; a failure fails the message's commit to come. */
+static void
+spool_body_done(struct spool *sp, struct spool_rec *r)
+{
+	struct msg *m = r->m;
+	ASSERT(m->parts_unwritten > 0);
+	m->parts_unwritten--;
+	if (sp->batch_err != 0 && m->body_err == 0)
+		m->body_err = sp->batch_err;
+	msg_unref(m);
 }
 
 static void
@@ -497,9 +831,12 @@ spool_batch_done(struct spool *sp)
 {
 	for (uint32_t i = 0; i < sp->flying.count; i++) {
 		struct spool_rec *r = &sp->flying.recs[i];
-		if (r->m != NULL)
-			spool_message_done(sp, r->m, sp->batch_err);
-		else if (r->copy != NULL)
+		spool_octets_done(sp, r);
+		if (r->kind == REC_MESSAGE)
+			spool_message_done(sp, r, sp->batch_err);
+		else if (r->kind == REC_BODY)
+			spool_body_done(sp, r);
+		else if (r->kind == REC_COPY)
 			spool_copy_done(sp, r);
 	}
 	sp->flying.count = 0;
@@ -511,15 +848,16 @@ spool_batch_done(struct spool *sp)
 	spool_reclaim(sp);
 }
 
-static void spool_copy_read_done(struct spool *sp, uint32_t i, int res);
+static void spool_copy_read_done(struct spool *sp, uint32_t i, int res, bool part);
 
 static void
 spool_complete(void *ctx, const struct io_uring_cqe *cqe)
 {
 	struct spool *sp = ctx;
 	uint32_t req = ring_ud_slot(cqe->user_data);
-	if (req == SPOOL_REQ_COPY) {
-		spool_copy_read_done(sp, ring_ud_gen(cqe->user_data), cqe->res);
+	if (req == SPOOL_REQ_COPY || req == SPOOL_REQ_COPY_PART) {
+		spool_copy_read_done(sp, ring_ud_gen(cqe->user_data), cqe->res,
+			req == SPOOL_REQ_COPY_PART);
 		return;
 	}
 	if (req == SPOOL_REQ_UNLINK) {
@@ -554,15 +892,21 @@ spool_copy_pick(struct spool *sp)
 	uint64_t live = 0, bytes = 0;
 	const struct index_entry *e;
 	while ((e = index_next(&sp->ix, &cursor)) != NULL) {
-		if (e->segment != sp->oldest_seg)
+		if (e->segment - e->span != sp->oldest_seg)
 			continue;
 		live += e->size;
 		if (live > SPOOL_COPY_LIVE_MAX)
 			return 0;   /* mostly live: deliveries will empty it sooner than copies */
-		if (e->size > SPOOL_COPY_RECORD_MAX || n == SPOOL_COPY_BATCH
+		/* Not a message in flight: a reader (on another shard too) may hold where its body
+		 * is. A body in parts larger than SPOOL_COPY_RECORD_MAX is left out once its table
+		 * is read. */
+		if (e->inflight > 0 || e->size > SPOOL_COPY_RECORD_MAX || n == SPOOL_COPY_BATCH
 			|| bytes + e->size > SPOOL_COPY_BYTES_MAX)
 			continue;
-		sp->copies[n++] = (struct spool_copy){ .qid = e->qid, .size = e->size };
+		memset(&sp->copies[n], 0, sizeof(sp->copies[n]));
+		sp->copies[n].qid = e->qid;
+		sp->copies[n].size = e->size;
+		n++;
 		bytes += e->size;
 	}
 	return n;
@@ -596,7 +940,36 @@ spool_copy_start(struct spool *sp)
 	}
 	sp->copy_count = n;
 	if (sp->copy_reads == 0)
-		spool_copy_read_done(sp, UINT32_MAX, 0);
+		spool_copy_read_done(sp, UINT32_MAX, 0, false);
+}
+
+/* c's record is read and it is a PARTS record: read its parts back too (the copy holds the
+ * whole body inline). Returns whether the reads are queued. */
+static bool
+spool_copy_parts(struct spool *sp, uint32_t i)
+{
+	struct spool_copy *c = &sp->copies[i];
+	uint64_t off = 0, skipped = 0, end = 0, need = 0;
+	struct record_view r;
+	if (record_scan_next(slice_make(c->buf, c->size), &off, &r, &skipped, &end) != 1
+		|| r.queue_id != c->qid || record_envelope_length(r.payload, &c->env_len) != 0
+		|| spool_body_open(sp, c->qid, r.payload, c->env_len, &c->body, &need) != 0
+		|| c->body.parts_len > SPOOL_COPY_RECORD_MAX)
+		return false;
+	c->parts = malloc(c->body.parts_len);
+	if (c->parts == NULL)
+		return false;
+	for (uint64_t at = 0; at < c->body.parts_len;) {
+		uint64_t want = c->body.parts_len - at;
+		int64_t n = spool_body_read(sp, c->qid, &c->body, at, c->parts + at,
+			want < UINT32_MAX ? (uint32_t)want : UINT32_MAX,
+			ring_ud(sp->op, SPOOL_REQ_COPY_PART, i), 0);
+		if (n <= 0)
+			return false;   /* reads queued so far still complete: counted below */
+		sp->copy_reads++;
+		at += (uint64_t)n;
+	}
+	return true;
 }
 
 /* Builds the COPY record of c: the recipients' states as the index has them now (in flight
@@ -607,13 +980,25 @@ spool_copy_encode(struct spool *sp, const struct spool_copy *c, uint32_t *len, u
 	const struct index_entry *e = index_find(&sp->ix, c->qid);
 	uint64_t off = 0, skipped = 0, end = 0;
 	struct record_view r;
-	if (e == NULL || e->segment != sp->copy_seg
+	if (e == NULL || e->segment - e->span != sp->copy_seg || e->inflight > 0
 		|| record_scan_next(slice_make(c->buf, c->size), &off, &r, &skipped, &end) != 1
 		|| r.queue_id != c->qid || r.size != c->size)
 		return NULL;   /* delivered meanwhile, or unreadable: it stays where it is */
+	/* The message as a COPY holds it: envelope, then the whole body (parts, then the rest). */
 	struct slice message = slice_skip(r.payload, e->env_off);
+	struct slice env = message, parts = SLICE_LIT(""), rest = SLICE_LIT("");
+	if (e->kind == INDEX_KIND_PARTS) {
+		if (c->parts == NULL || c->parts_got != c->body.parts_len)
+			return NULL;
+		env = slice_sub(message, 0, c->env_len);
+		parts = slice_make(c->parts, c->body.parts_len);
+		rest = slice_skip(message, c->body.rest_off);
+	}
+	uint64_t total = env.len + parts.len + rest.len;
 	uint32_t prefix = record_copy_prefix_size(e->rcpt_count);
-	uint8_t *rec = malloc(RECORD_HEADER_SIZE + prefix + message.len);
+	if (total > RECORD_PAYLOAD_MAX - prefix)
+		return NULL;
+	uint8_t *rec = malloc(RECORD_HEADER_SIZE + prefix + total);
 	if (rec == NULL)
 		return NULL;
 	struct record_copy_rcpt states[RECORD_RCPT_MAX];
@@ -624,10 +1009,13 @@ spool_copy_encode(struct spool *sp, const struct spool_copy *c, uint32_t *len, u
 		states[i].next_attempt_ms = next;
 	}
 	record_copy_prefix_encode(rec + RECORD_HEADER_SIZE, e->rcpt_count, states);
-	memcpy(rec + RECORD_HEADER_SIZE + prefix, message.ptr, message.len);   /* copy: forward */
-	struct iovec iov = { .iov_base = rec + RECORD_HEADER_SIZE, .iov_len = prefix + message.len };
+	uint8_t *at = rec + RECORD_HEADER_SIZE + prefix;
+	memcpy(at, env.ptr, env.len);   /* copy: forward, out of the old segment */
+	memcpy(at + env.len, parts.ptr, parts.len);
+	memcpy(at + env.len + parts.len, rest.ptr, rest.len);
+	struct iovec iov = { .iov_base = rec + RECORD_HEADER_SIZE, .iov_len = prefix + total };
 	record_header_encode(rec, RECORD_COPY, c->qid, &iov, 1);
-	*len = RECORD_HEADER_SIZE + prefix + (uint32_t)message.len;
+	*len = RECORD_HEADER_SIZE + prefix + (uint32_t)total;
 	*env_off = (uint16_t)prefix;
 	return rec;
 }
@@ -642,13 +1030,15 @@ spool_copy_queue(struct spool *sp)
 		uint16_t env_off;
 		uint8_t *rec = c->ok ? spool_copy_encode(sp, c, &len, &env_off) : NULL;
 		free(c->buf);
+		free(c->parts);
 		c->buf = NULL;
+		c->parts = NULL;
 		struct spool_rec *r = rec == NULL ? NULL : spool_queue_rec(sp);
 		if (r == NULL) {
 			free(rec);
 			continue;
 		}
-		r->m = NULL;
+		r->kind = REC_COPY;
 		r->copy = rec;
 		r->copy_qid = c->qid;
 		r->copy_env_off = env_off;
@@ -661,13 +1051,24 @@ spool_copy_queue(struct spool *sp)
 }
 
 static void
-spool_copy_read_done(struct spool *sp, uint32_t i, int res)
+spool_copy_read_done(struct spool *sp, uint32_t i, int res, bool part)
 {
 	if (i != UINT32_MAX) {
 		ASSERT(i < sp->copy_count);
 		ASSERT(sp->copy_reads > 0);
-		sp->copies[i].ok = res == (int)sp->copies[i].size;
+		struct spool_copy *c = &sp->copies[i];
 		sp->copy_reads--;
+		if (part) {
+			if (res > 0)
+				c->parts_got += (uint64_t)res;
+			else
+				c->ok = false;
+		} else {
+			c->ok = res == (int)c->size;
+			const struct index_entry *e = index_find(&sp->ix, c->qid);
+			if (c->ok && e != NULL && e->kind == INDEX_KIND_PARTS)
+				c->ok = spool_copy_parts(sp, i);
+		}
 	}
 	if (sp->copy_reads == 0)
 		spool_copy_queue(sp);
@@ -792,8 +1193,10 @@ spool_rcpt_defer(struct spool *sp, uint64_t qid, uint32_t rcpt, uint64_t *next_m
 	(void)index_entry_rcpt(e, rcpt, &scheduled);   /* when this attempt was due */
 	uint64_t warn_at = sp->p.delay_warning_ms > 0 ? e->arrival_ms + sp->p.delay_warning_ms
 		: UINT64_MAX;
+	/* The first attempt at or past the moment: the one scheduled for it, or one scheduled
+	 * before it that ran late (a loop that woke up late must not skip the warning). */
 	if (warn != NULL)
-		*warn = warn_at != UINT64_MAX && scheduled == warn_at;
+		*warn = warn_at != UINT64_MAX && scheduled <= warn_at && warn_at <= now;
 	uint64_t next = now + spool_backoff_ms(sp, e->arrival_ms, now);
 	if (next > expiry)
 		next = expiry;   /* the last attempt comes when the message expires */
@@ -857,16 +1260,8 @@ spool_read_fd(struct spool *sp, uint32_t seg)
 	if (seg < sp->oldest_seg || seg > sp->seg_id)
 		return -ENOENT;
 	uint32_t i = seg - sp->oldest_seg;
-	if (i >= sp->read_fd_count) {
-		uint32_t count = sp->seg_id - sp->oldest_seg + 1;
-		int *grown = realloc(sp->read_fds, count * sizeof(*grown));
-		if (grown == NULL)
-			return -ENOMEM;
-		for (uint32_t j = sp->read_fd_count; j < count; j++)
-			grown[j] = -1;
-		sp->read_fds = grown;
-		sp->read_fd_count = count;
-	}
+	if (i >= sp->read_fd_count && spool_read_fds_cover(sp) != 0)
+		return -ENOMEM;
 	if (sp->read_fds[i] < 0) {
 		char name[SEGMENT_NAME_LEN + 1];
 		recover_segment_name(seg, name);
@@ -921,11 +1316,149 @@ spool_read(struct spool *sp, uint64_t qid, uint64_t off, void *buf, uint32_t len
 	return 0;
 }
 
+/* ---- bodies ---- */
+
+int
+spool_body_open(const struct spool *sp, uint64_t qid, struct slice head, uint32_t env_len,
+	struct spool_body *b, uint64_t *need)
+{
+	const struct index_entry *e = index_find(&sp->ix, qid);
+	if (e == NULL)
+		return -ENOENT;
+	uint64_t size = e->size - spool_message_start(e);
+	if (env_len > size || env_len > head.len)
+		return -EBADMSG;
+	memset(b, 0, sizeof(*b));
+	if (e->kind != INDEX_KIND_PARTS) {
+		b->rest_off = env_len;
+		b->len = size - env_len;
+		return 0;
+	}
+	if (head.len < (uint64_t)env_len + 4) {
+		*need = (uint64_t)env_len + 4;
+		return -EAGAIN;
+	}
+	uint32_t n = (uint32_t)head.ptr[env_len] | (uint32_t)head.ptr[env_len + 1] << 8
+		| (uint32_t)head.ptr[env_len + 2] << 16 | (uint32_t)head.ptr[env_len + 3] << 24;
+	uint64_t table_end = (uint64_t)env_len + record_parts_size(n < RECORD_PARTS_MAX ? n : 0);
+	if (n < RECORD_PARTS_MAX && head.len < table_end && table_end <= size) {
+		*need = table_end;
+		return -EAGAIN;
+	}
+	struct slice rest;
+	if (record_parts_decode(slice_skip(head, env_len), e->segment,
+		e->offset + RECORD_HEADER_SIZE, &b->parts, &b->table, &rest) != 0)
+		return -EBADMSG;
+	for (uint32_t i = 0; i < b->parts; i++) {
+		struct record_part p = record_parts_get(b->table, i);
+		if (p.segment < e->segment - e->span)
+			return -EBADMSG;   /* outside the segments the message holds */
+		b->parts_len += p.len;
+	}
+	b->rest_off = table_end;
+	b->len = b->parts_len + (size - table_end);
+	return 0;
+}
+
+/* Moves b's cursor to the part that holds body offset off (< b->parts_len). */
+static struct record_part
+spool_body_seek(struct spool_body *b, uint64_t off)
+{
+	if (off < b->cur_start) {
+		b->cur = 0;
+		b->cur_start = 0;
+	}
+	struct record_part p = record_parts_get(b->table, b->cur);
+	while (off >= b->cur_start + p.len) {
+		b->cur_start += p.len;
+		b->cur++;
+		ASSERT(b->cur < b->parts);
+		p = record_parts_get(b->table, b->cur);
+	}
+	return p;
+}
+
+int
+spool_body_check(struct spool *sp, uint64_t qid, const struct spool_body *b, uint64_t off,
+	uint64_t len)
+{
+	const struct index_entry *e = index_find(&sp->ix, qid);
+	if (e == NULL)
+		return -ENOENT;
+	if (off > b->len || len > b->len - off)
+		return -EINVAL;
+	for (uint32_t seg = e->segment - e->span; seg <= e->segment; seg++) {
+		int fd = spool_read_fd(sp, seg);
+		if (fd < 0)
+			return fd;
+	}
+	return 0;
+}
+
+int64_t
+spool_body_read(struct spool *sp, uint64_t qid, struct spool_body *b, uint64_t off, void *buf,
+	uint32_t len, uint64_t ud, uint8_t sqe_flags)
+{
+	if (off >= b->len || len == 0)
+		return -EINVAL;
+	uint64_t left = b->len - off;
+	uint32_t n = left < len ? (uint32_t)left : len;
+	if (off >= b->parts_len) {
+		int rc = spool_read(sp, qid, b->rest_off + (off - b->parts_len), buf, n, ud, sqe_flags);
+		return rc < 0 ? rc : (int64_t)n;
+	}
+	if (index_find(&sp->ix, qid) == NULL)
+		return -ENOENT;
+	struct record_part p = spool_body_seek(b, off);
+	uint64_t in_part = off - b->cur_start;
+	if (n > p.len - in_part)
+		n = (uint32_t)(p.len - in_part);
+	int fd = spool_read_fd(sp, p.segment);
+	if (fd < 0)
+		return fd;
+	struct io_uring_sqe *sqe = ring_sqe(sp->ring);
+	io_uring_prep_read(sqe, fd, buf, n, p.offset + in_part);
+	sqe->flags |= sqe_flags;
+	io_uring_sqe_set_data64(sqe, ud);
+	return n;
+}
+
+int
+spool_body_extents(struct spool *sp, uint64_t qid, const struct spool_body *b,
+	struct spool_extent *out, uint32_t max)
+{
+	const struct index_entry *e = index_find(&sp->ix, qid);
+	if (e == NULL)
+		return -ENOENT;
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < b->parts; i++) {
+		struct record_part p = record_parts_get(b->table, i);
+		int fd = spool_read_fd(sp, p.segment);
+		if (fd < 0)
+			return fd;
+		if (n == max)
+			return -ENOBUFS;
+		out[n++] = (struct spool_extent){ .fd = fd, .off = p.offset, .len = p.len };
+	}
+	if (b->len > b->parts_len) {
+		int fd = spool_read_fd(sp, e->segment);
+		if (fd < 0)
+			return fd;
+		if (n == max)
+			return -ENOBUFS;
+		out[n++] = (struct spool_extent){ .fd = fd,
+			.off = e->offset + spool_message_start(e) + b->rest_off,
+			.len = b->len - b->parts_len };
+	}
+	return (int)n;
+}
+
 /* ---- the loop's hooks ---- */
 
 static void
 spool_turn(void *ctx)
 {
+	spool_body_turn(ctx);
 	spool_flush(ctx);
 }
 
@@ -976,8 +1509,12 @@ spool_close(struct spool *sp)
 	close(sp->dir_fd);
 	index_fini(&sp->ix);
 	schedule_fini(&sp->sched);
-	for (uint32_t i = 0; i < sp->queued.count; i++)
+	for (uint32_t i = 0; i < sp->queued.count; i++) {
+		spool_octets_done(sp, &sp->queued.recs[i]);
 		free(sp->queued.recs[i].copy);
+		if (sp->queued.recs[i].m != NULL)
+			msg_unref(sp->queued.recs[i].m);
+	}
 	free(sp->queued.recs);
 	free(sp->flying.recs);
 	free(sp->iov);

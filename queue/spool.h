@@ -35,7 +35,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "base/bufring.h"
 #include "base/ring.h"
+#include "base/slice.h"
 #include "queue/index.h"
 
 struct spool;
@@ -45,9 +47,15 @@ struct record_envelope;
 #define SPOOL_SEGMENT_SIZE   (64u << 20)   /* roll over past this many bytes */
 #define SPOOL_BATCH_IOV_MAX  1024u         /* iovecs per pwritev (IOV_MAX) */
 #define SPOOL_JITTER_PCT     10u           /* +- this much of each back-off */
+#define SPOOL_BODY_MIN       4096u         /* a BODY record holds at least this (but the last) */
+#define SPOOL_BODY_SPILL     (256u << 10)  /* a message holding this much writes it at once */
+#define SPOOL_PIECES_MAX     256u          /* ... or holding this many receive-buffer slices */
 
 struct spool_params {
 	const char *spool_dir;          /* <spool_dir>/<shard>/ is this spool's directory */
+	struct bufring *bufs;           /* the shard's receive buffers (body slices come from them) */
+	const uint32_t *adopt;          /* shard directories of a larger shard count to take in */
+	uint32_t adopt_count;
 	uint32_t shard;
 	uint64_t minimal_backoff_ms;
 	uint64_t maximal_backoff_ms;
@@ -60,10 +68,18 @@ struct spool_stats {
 	uint64_t messages;              /* committed */
 	uint64_t segments_deleted;
 	uint64_t copied;                /* messages copied forward out of old segments */
+	uint64_t body_bytes;            /* body octets appended to messages being received */
+	uint64_t body_copied;           /* of those, copied in user space (coalesced) */
+	uint64_t body_held;             /* written straight from the receive buffers */
 };
 
-/* Opens (creating if needed) <spool_dir>/<shard>/, recovers it, opens the active segment and
- * schedules every live message; registers its op and hooks on r. Blocking I/O: start-up only,
+/* fsync(2) of the directory that holds path (a directory just made, or found, at start-up), so
+ * that its name is durable. Blocking: start-up only. Returns 0 or -errno. */
+int spool_sync_parent(const char *path);
+
+/* Opens (creating if needed) <spool_dir>/<shard>/, adopts the directories p->adopt names
+ * (queue/adopt.h), recovers it, opens the active segment and schedules every live message;
+ * registers its op and hooks on r. Blocking I/O: start-up only,
  * before the shard serves. Returns 0 or -errno. */
 int spool_open(struct ring *r, const struct spool_params *p, struct spool **out);
 
@@ -72,6 +88,17 @@ void spool_close(struct spool *sp);
 
 /* The next queue id of this shard (unique across shards and restarts). */
 uint64_t spool_next_qid(struct spool *sp);
+
+/* Appends data to the body of m (being received): kept in its receive buffer when it lies in
+ * one (no copy; the buffer is held until the octets are written), else copied aside. At the end
+ * of the turn the spool writes what m holds as a BODY record once it is SPOOL_BODY_MIN or more,
+ * and copies a smaller rest aside, so no buffer is held across turns. Returns 0, or -EFBIG past
+ * the body's bound, or -ENOMEM (the commit must then fail: m->body_err is set). */
+int spool_body_append(struct spool *sp, struct msg *m, struct slice data);
+
+/* The session lets m go without a commit (the client left, the body was refused): its BODY
+ * records become dead bytes and stop keeping their segment. */
+void spool_body_abandon(struct spool *sp, struct msg *m);
 
 /* Queues m (body complete) as a MESSAGE record with envelope env, encoded now (env's slices are
  * not kept). Takes a reference on m while it needs one. The waiter's user_data gets an event
@@ -107,13 +134,60 @@ int spool_read(struct spool *sp, uint64_t qid, uint64_t off, void *buf, uint32_t
  * reads checked this way cannot fail halfway through being queued. */
 int spool_read_check(struct spool *sp, uint64_t qid, uint64_t off, uint64_t len) MUST_USE;
 
+/* A message's body as its readers see it: its parts (BODY records) in order, then the rest that
+ * follows the envelope (and the table of parts) in its record. Filled by spool_body_open from the
+ * message's first octets; it borrows the table from them, so they must stay while it is used.
+ * Each reader keeps its own copy: the cursor makes reading in order linear. */
+struct spool_body {
+	uint64_t len;                   /* octets of the body */
+	uint64_t parts_len;             /* of those, in the parts */
+	uint64_t rest_off;              /* where the rest starts, as spool_read counts */
+	struct slice table;             /* the PARTS table (empty: none) */
+	uint32_t parts;
+	uint32_t cur;                   /* cursor: part cur starts at body offset cur_start */
+	uint64_t cur_start;
+};
+
+/* From head, the first octets of message qid (spool_read at offset 0), whose envelope is
+ * env_len octets long. Returns 0; -EAGAIN with *need set when head must be longer (it does not
+ * hold the whole table of parts); -ENOENT; -EBADMSG. */
+int spool_body_open(const struct spool *sp, uint64_t qid, struct slice head, uint32_t env_len,
+	struct spool_body *b, uint64_t *need) MUST_USE;
+
+/* Reads body octets [off, off + n) into buf through the ring (completion to ud, with sqe_flags
+ * added as for spool_read), n <= len and no further than the part (or the rest) off is in: a
+ * reader asks again for the next. Returns n (> 0), or -errno. */
+int64_t spool_body_read(struct spool *sp, uint64_t qid, struct spool_body *b, uint64_t off,
+	void *buf, uint32_t len, uint64_t ud, uint8_t sqe_flags) MUST_USE;
+
+/* Whether every read of body octets [off, off + len) can be queued now (the same errors): a
+ * chain of reads checked this way cannot fail halfway through being queued. */
+int spool_body_check(struct spool *sp, uint64_t qid, const struct spool_body *b, uint64_t off,
+	uint64_t len) MUST_USE;
+
+/* One stretch of a body in a segment file, for a reader on any shard: descriptors are
+ * process-wide, so another shard reads it through its own ring. */
+struct spool_extent {
+	int fd;
+	uint64_t off;                   /* absolute, in fd */
+	uint64_t len;
+};
+
+/* The stretches of b in body order (its parts, then the rest when not empty): at most
+ * b->parts + 1 into out. Valid while a recipient of qid is in flight: the spool then does not
+ * copy the message forward, and never closes a segment's descriptor while a message in it is
+ * live. Returns the count, -ENOENT (not live), -ENOBUFS (max too small) or -errno (a segment
+ * could not be opened). */
+int spool_body_extents(struct spool *sp, uint64_t qid, const struct spool_body *b,
+	struct spool_extent *out, uint32_t max) MUST_USE;
+
 /* Outcomes of an attempt (recipients in flight, or any live one for the queue commands). */
 void spool_rcpt_delivered(struct spool *sp, uint64_t qid, uint32_t rcpt);
 void spool_rcpt_bounced(struct spool *sp, uint64_t qid, uint32_t rcpt);
 
 /* A temporary failure: deferred with back-off (a DEFERRED record; *next_ms says until when),
  * returns 0; or the message is past its lifetime: returns -ETIME and changes nothing (the caller
- * bounces the recipient). *warn (if not NULL) says that this was the attempt at
+ * bounces the recipient). *warn (if not NULL) says that this was the first attempt at or past
  * arrival + delay_warning_time, when a "delayed" notice is due: the attempt before it is moved
  * to that moment (like the last one to the expiry), so the moment is in the DEFERRED record and
  * the notice goes once, also across a restart. */

@@ -8,22 +8,30 @@
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <dirent.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "base/log.h"
+#include "base/queue_id.h"
 #include "conf/config.h"
 #include "conf/policy.h"
+#include "conf/route.h"
 #include "deliver/maildir.h"
+#include "deliver/outbound.h"
 #include "deliver/qmgr.h"
+#include "dns/resolver.h"
 #include "engine/listen.h"
 #include "engine/shard.h"
 #include "engine/smtpd.h"
+#include "engine/xshard.h"
 #include "queue/spool.h"
 #include "src/privilege.h"
+#include "src/passwd_cmd.h"
 
 #define MAIN_OVERRIDES_MAX 64u
 #define MAIN_STOP_GRACE_MS 10000u   /* after SIGTERM: finish commits and deliveries */
+#define MAIN_RESOLV_CONF   "/etc/resolv.conf"
 
 /* File descriptors, besides one per connection (RLIMIT_NOFILE is raised to what these need). */
 #define MAIN_FDS_PROCESS        16u   /* stdio, the log, the spool lock, the stop ring, start-up */
@@ -37,6 +45,7 @@ static void
 main_usage(FILE *f)
 {
 	fprintf(f, "usage: ringmta [-c FILE] [-o key=value]... [--check-config]\n"
+		"       ringmta passwd USER   (prints an auth_users_file line)\n"
 		"  -c FILE          configuration file of key = value lines\n"
 		"  -o key=value     override one key (after the file; may repeat)\n"
 		"  --check-config   print the effective configuration and exit\n");
@@ -132,16 +141,19 @@ main_check_supported(const struct config *cfg, char *err, size_t err_len)
 		{ "smtps_listen", "TLS is not built in yet" },
 		{ "tls_cert_file", "TLS is not built in yet" },
 		{ "tls_key_file", "TLS is not built in yet" },
+		{ "tls_eccert_file", "TLS is not built in yet" },
+		{ "tls_eckey_file", "TLS is not built in yet" },
+		{ "tls_server_sni_file", "TLS is not built in yet" },
+		{ "smtp_tls_ca_file", "outbound TLS is not built in yet" },
 		{ "auth_users_file", "AUTH is not built in yet" },
-		{ "dns_servers", "outbound delivery is not built in yet" },
-		{ "relayhost", "outbound delivery is not built in yet" },
-		{ "remote_smtp_port", "outbound delivery is not built in yet" },
+		{ "smtp_tls_security_level", "outbound TLS is not built in yet" },
 	};
 	bool set[ARRAY_LEN(todo)] = {
 		cfg->submission_listen_count > 0, cfg->smtps_listen_count > 0,
 		cfg->tls_cert_file[0] != '\0', cfg->tls_key_file[0] != '\0',
-		cfg->auth_users_file[0] != '\0', cfg->dns_server_count > 0,
-		cfg->relayhost[0] != '\0', cfg->remote_smtp_port != CONFIG_REMOTE_SMTP_PORT_DEFAULT,
+		cfg->tls_eccert_file[0] != '\0', cfg->tls_eckey_file[0] != '\0',
+		cfg->tls_server_sni_file[0] != '\0', cfg->smtp_tls_ca_file[0] != '\0',
+		cfg->auth_users_file[0] != '\0', cfg->smtp_tls_security_level != CONFIG_TLS_MAY,
 	};
 	for (uint32_t i = 0; i < ARRAY_LEN(todo); i++) {
 		if (set[i]) {
@@ -161,16 +173,25 @@ struct main_world {
 	struct listen_spec listen[CONFIG_LISTEN_MAX];
 	uint32_t listen_count;
 	uint64_t started_real_ms;
+	const struct route *route;
+	struct dns_resolver_config dns;
+	bool dns_ok;                             /* else lookups defer: no DNS server known */
+	struct xshard *xshard;                   /* NULL with one shard */
 };
 
 /* What runs on one shard, as the setup made it. */
 struct main_shard {
 	const struct main_world *w;
+	uint32_t adopt[QUEUE_ID_SHARD_MAX];   /* stranded shard directories it takes in */
+	uint32_t adopt_count;
 	struct spool *spool;
 	struct smtpd *smtpd;
 	struct listeners *listeners;
 	struct maildir *maildir;
 	struct qmgr *qmgr;
+	struct dns_resolver *resolver;
+	struct outbound *outbound;
+	struct xshard_endpoint *xep;
 };
 
 static void
@@ -195,6 +216,35 @@ main_world_init(struct main_world *w, const struct config *cfg, const struct pol
 	w->listen_count = cfg->listen_count;
 }
 
+/* On the shard's thread: the cross-shard endpoint, the resolver and the outbound agent. */
+static int
+main_shard_outbound(struct shard *sh, struct main_shard *ms)
+{
+	const struct main_world *w = ms->w;
+	struct ring *r = &sh->ring;
+	if (w->xshard != NULL) {
+		ms->xep = xshard_endpoint(w->xshard, sh->index);
+		xshard_attach(ms->xep, r);
+	}
+	if (w->dns_ok) {
+		int rc = dns_resolver_new(r, &w->dns, &ms->resolver);
+		if (rc < 0)
+			return rc;
+	}
+	struct outbound_params op = { .cfg = w->cfg, .route = w->route, .conns = &sh->conns,
+		.resolver = ms->resolver, .xshard = ms->xep, .shard_count = w->cfg->shards };
+	return outbound_init(r, &op, &ms->outbound);
+}
+
+static void
+main_shard_loop_end(struct shard *sh, void *ctx)
+{
+	struct main_shard *ms = ctx;
+	(void)sh;
+	if (ms->xep != NULL)
+		xshard_detach(ms->xep);
+}
+
 /* On the shard's thread: the spool, the SMTP sessions and their listeners, the agents. */
 static int
 main_shard_setup(struct shard *sh, void *ctx)
@@ -205,6 +255,9 @@ main_shard_setup(struct shard *sh, void *ctx)
 	struct ring *r = &sh->ring;
 	struct spool_params sp = {
 		.spool_dir = cfg->spool_dir,
+		.bufs = &sh->bufs,
+		.adopt = ms->adopt,
+		.adopt_count = ms->adopt_count,
 		.shard = sh->index,
 		.minimal_backoff_ms = (uint64_t)cfg->minimal_backoff_s * 1000u,
 		.maximal_backoff_ms = (uint64_t)cfg->maximal_backoff_s * 1000u,
@@ -220,12 +273,15 @@ main_shard_setup(struct shard *sh, void *ctx)
 	if (rc < 0)
 		return rc;
 	struct maildir_params mp = { .root = cfg->maildir_root, .myhostname = cfg->myhostname,
-		.started_real_ms = w->started_real_ms };
+		.started_real_ms = w->started_real_ms, .sync = cfg->maildir_sync };
 	rc = maildir_init(r, ms->spool, &mp, &ms->maildir);
 	if (rc < 0)
 		return rc;
+	rc = main_shard_outbound(sh, ms);
+	if (rc < 0)
+		return rc;
 	struct qmgr_params qp = { .cfg = cfg, .policy = w->policy, .spool = ms->spool,
-		.maildir = ms->maildir };
+		.maildir = ms->maildir, .outbound = ms->outbound };
 	rc = qmgr_init(r, &qp, &ms->qmgr);
 	if (rc < 0)
 		return rc;
@@ -250,14 +306,22 @@ main_shard_stats(struct shard *sh, struct main_shard *ms)
 	log_line_u64(&l, "messages", d->messages_committed);
 	log_line_u64(&l, "fdatasyncs", spool_stats(ms->spool)->fdatasyncs);
 	log_line_u64(&l, "maildir_syncs", maildir_stats(ms->maildir)->syncs);
+	log_line_u64(&l, "maildir_file_syncs", maildir_stats(ms->maildir)->file_syncs);
 	log_line_u64(&l, "deliveries", maildir_stats(ms->maildir)->deliveries);
-	log_line_u64(&l, "body_bytes", d->body_bytes);
-	log_line_u64(&l, "body_copied", d->body_copied + sh->conns.stats.body_copied);
+	const struct spool_stats *ss = spool_stats(ms->spool);
+	log_line_u64(&l, "body_bytes", ss->body_bytes);
+	log_line_u64(&l, "body_held", ss->body_held);
+	log_line_u64(&l, "body_copied", ss->body_copied + sh->conns.stats.body_copied);
 	log_line_u64(&l, "queued", spool_live(ms->spool));
 	log_line_u64(&l, "copied", spool_stats(ms->spool)->copied);
 	log_line_u64(&l, "turns", sh->stats.turns);
 	log_line_u64(&l, "completions", sh->stats.completions);
 	log_line_u64(&l, "busy_us", sh->stats.busy_ns / 1000u);
+	const struct outbound_stats *o = outbound_stats(ms->outbound);
+	log_line_u64(&l, "out_connections", o->connections);
+	log_line_u64(&l, "out_transactions", o->transactions);
+	log_line_u64(&l, "out_delivered", o->delivered);
+	log_line_u64(&l, "out_body_bytes", o->body_bytes);   /* all sent borrowed, none copied */
 	log_write(buf, log_line_end(&l));
 }
 
@@ -268,6 +332,9 @@ main_shard_teardown(struct shard *sh, void *ctx)
 	main_shard_stats(sh, ms);
 	listeners_close(ms->listeners);
 	qmgr_fini(ms->qmgr);
+	outbound_fini(ms->outbound);
+	if (ms->resolver != NULL)
+		dns_resolver_free(ms->resolver);
 	maildir_fini(ms->maildir);
 	smtpd_fini(ms->smtpd);
 	spool_close(ms->spool);
@@ -296,6 +363,29 @@ main_give_up_root(const struct main_world *w)
 	}
 }
 
+/* Spool directories of shards that no longer run (the spool was written with more): each is
+ * taken in by shard n % shards, so no mail is stranded. */
+static int
+main_find_stranded(const struct config *cfg, struct main_shard *ms)
+{
+	DIR *d = opendir(cfg->spool_dir);
+	if (d == NULL)
+		return errno == ENOENT ? 0 : -errno;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		char *end;
+		errno = 0;
+		unsigned long n = strtoul(de->d_name, &end, 10);
+		if (*end != '\0' || end == de->d_name || errno != 0 || n < cfg->shards
+			|| n >= QUEUE_ID_SHARD_MAX || de->d_type != DT_DIR)
+			continue;
+		struct main_shard *to = &ms[n % cfg->shards];
+		to->adopt[to->adopt_count++] = (uint32_t)n;
+	}
+	closedir(d);
+	return 0;
+}
+
 /* Runs the shards until SIGTERM or SIGINT, then stops them cleanly. */
 static int
 main_run(struct main_world *w)
@@ -313,11 +403,26 @@ main_run(struct main_world *w)
 		return 1;
 	}
 	w->started_real_ms = main_clock_real_ms();
+	rc = main_find_stranded(cfg, ms);
+	if (rc < 0) {
+		fprintf(stderr, "ringmta: %s: %s\n", cfg->spool_dir, strerror(-rc));
+		return 1;
+	}
+	if (cfg->shards > 1) {
+		struct xshard_config xc = { .shard_count = cfg->shards,
+			.ring_slots = XSHARD_RING_SLOTS_DEFAULT, .backlog_slots = XSHARD_BACKLOG_DEFAULT };
+		rc = xshard_create(&xc, &w->xshard);
+		if (rc < 0) {
+			fprintf(stderr, "ringmta: cross-shard rings: %s\n", strerror(-rc));
+			return 1;
+		}
+	}
 	for (; started < cfg->shards; started++) {
 		ms[started].w = w;
 		struct shard_params p = { .max_connections = cfg->max_connections,
 			.stop_grace_ms = MAIN_STOP_GRACE_MS, .setup = main_shard_setup,
-			.teardown = main_shard_teardown, .ctx = &ms[started] };
+			.teardown = main_shard_teardown, .loop_end = main_shard_loop_end,
+			.ctx = &ms[started] };
 		rc = shard_start(&shards[started], started, &p);
 		if (rc < 0) {
 			fprintf(stderr, "ringmta: shard %u: %s\n", started, strerror(-rc));
@@ -344,6 +449,8 @@ main_run(struct main_world *w)
 	for (uint32_t i = 0; i < started; i++)
 		shard_join(&shards[i]);
 	io_uring_queue_exit(&ring);
+	if (w->xshard != NULL)
+		xshard_destroy(w->xshard);
 	return rc == 0 ? 0 : 1;
 }
 
@@ -416,6 +523,8 @@ main(int argc, char **argv)
 {
 	static struct config cfg;
 	bool check_only = false;
+	if (argc >= 2 && strcmp(argv[1], "passwd") == 0)
+		return passwd_cmd_main(argc - 1, argv + 1);
 	if (main_config(argc, argv, &cfg, &check_only) != 0)
 		return 2;
 	if (check_only) {
@@ -434,6 +543,11 @@ main(int argc, char **argv)
 	}
 	static struct policy policy;
 	if (policy_init(&policy, &cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ringmta: %s\n", err);
+		return 2;
+	}
+	static struct route route;
+	if (route_init(&route, &cfg, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ringmta: %s\n", err);
 		return 2;
 	}
@@ -459,7 +573,13 @@ main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	static struct main_world world;
 	main_world_init(&world, &cfg, &policy, &privilege);
+	world.route = &route;
+	world.dns_ok = dns_resolver_config_from(&cfg, MAIN_RESOLV_CONF, &world.dns, err,
+		sizeof(err)) == 0;
+	if (!world.dns_ok)   /* local delivery works without; remote lookups defer */
+		log_error(main_clock_real_ms(), err, -ENOENT);
 	rc = main_run(&world);
+	route_fini(&route);
 	policy_fini(&policy);
 	return rc;
 }

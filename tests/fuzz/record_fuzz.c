@@ -71,7 +71,7 @@ fuzz_scan(struct slice seg)
 		}
 		CHECK(r.offset >= prev_end && r.size >= RECORD_HEADER_SIZE);
 		CHECK(r.offset + r.size == off && off <= seg.len && valid_end == off);
-		CHECK(r.type >= RECORD_MESSAGE && r.type <= RECORD_COPY);
+		CHECK(r.type >= RECORD_MESSAGE && r.type <= RECORD_TYPE_LAST);
 		CHECK(r.payload.len == r.size - RECORD_HEADER_SIZE && fuzz_inside(r.payload, seg));
 		record_bytes += r.size;
 		prev_end = off;
@@ -108,7 +108,7 @@ fuzz_fix_crcs(uint8_t *buf, size_t len)
 		memcpy(h, "RMQ1", 4);
 		h[5] = RECORD_VERSION;
 		h[6] = h[7] = 0;
-		h[4] = (uint8_t)(h[4] % RECORD_COPY + 1);
+		h[4] = (uint8_t)(h[4] % RECORD_TYPE_LAST + 1);
 		uint32_t plen = (uint32_t)h[8] | (uint32_t)h[9] << 8 | (uint32_t)h[10] << 16
 			| (uint32_t)h[11] << 24;
 		if (plen > len - off - RECORD_HEADER_SIZE)

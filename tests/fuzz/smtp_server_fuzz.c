@@ -2,9 +2,12 @@
  *
  * Input: a control byte (configuration and mode), two seed bytes for the split sizes, then the
  * stream. The driver behaves like the engine: it re-offers unconsumed bytes with the next ones
- * and answers every COMMIT. Checked on every call: consumed <= offered; at most
+ * and answers every COMMIT and AUTH (the verdict from the seed), and STARTTLS by dropping what
+ * follows it and starting the session over as TLS. Checked on every call: consumed <= offered; at most
  * SMTP_ACTIONS_MAX actions; replies well formed ("ddd[ -]" lines, one code, CRLF), contiguous,
- * with an enhanced code of their class (except greeting, HELO/EHLO answer, 354); COMMIT last;
+ * with an enhanced code of their class (except greeting, HELO/EHLO answer, 354, 334); COMMIT,
+ * AUTH and STARTTLS last; nothing read while one waits; credentials of 1..255 octets; a 235
+ * only right after a verdict of 0;
  * nothing after CLOSE; a committed body is the sum of its BODY slices and within the limit;
  * less than a line left over when the server waits. In line mode (one command line offered at
  * a time) a line holding a NUL never gets a 2xx or 3xx answer. */
@@ -29,6 +32,7 @@ struct fuzz {
 	uint64_t body_sum;        /* BODY octets since BODY_BEGIN */
 	bool body_open;
 	bool closed;
+	bool verdict_ok;          /* the last AUTH verdict was 0 and no reply has followed it */
 	uint8_t sink;             /* reads every body octet, so ASan sees bad slices */
 	uint8_t carry[FUZZ_STREAM_MAX];
 };
@@ -109,7 +113,8 @@ fuzz_check_reply(struct slice r)
 		for (size_t k = 0; k < len; k++)
 			CHECK(line[k] >= ' ' && line[k] < 0x7f);
 		last = line[3] == ' ';
-		bool exempt = memcmp(line, "354", 3) == 0 || ((memcmp(line, "220", 3) == 0
+		bool exempt = memcmp(line, "354", 3) == 0 || memcmp(line, "334", 3) == 0
+			|| ((memcmp(line, "220", 3) == 0
 			|| memcmp(line, "250", 3) == 0) && len >= 4 + sizeof(FUZZ_HOST) - 1
 			&& memcmp(line + 4, FUZZ_HOST, sizeof(FUZZ_HOST) - 1) == 0);
 		if (i == 0 && !exempt)
@@ -141,8 +146,10 @@ fuzz_check_commit(void)
 	fz.body_open = false;
 }
 
-/* Checks one call's actions; returns true if the last was COMMIT. */
-static bool
+enum fuzz_wait { FUZZ_WAIT_NONE, FUZZ_WAIT_COMMIT, FUZZ_WAIT_AUTH, FUZZ_WAIT_TLS };
+
+/* Checks one call's actions; returns what the server waits for after them. */
+static enum fuzz_wait
 fuzz_actions(const struct smtp_actions *acts, bool nul_line)
 {
 	const uint8_t *reply_end = NULL;
@@ -157,6 +164,9 @@ fuzz_actions(const struct smtp_actions *acts, bool nul_line)
 			reply_end = a->data.ptr + a->data.len;
 			if (nul_line)
 				CHECK(a->data.ptr[0] == '4' || a->data.ptr[0] == '5');
+			if (memcmp(a->data.ptr, "235", 3) == 0)
+				CHECK(fz.verdict_ok);
+			fz.verdict_ok = false;
 			break;
 		case SMTP_ACTION_BODY_BEGIN:
 			fz.body_open = true;
@@ -174,15 +184,38 @@ fuzz_actions(const struct smtp_actions *acts, bool nul_line)
 		case SMTP_ACTION_COMMIT:
 			CHECK(i + 1 == acts->count);
 			fuzz_check_commit();
-			return true;
+			return FUZZ_WAIT_COMMIT;
+		case SMTP_ACTION_AUTH:
+			CHECK(i + 1 == acts->count);
+			return FUZZ_WAIT_AUTH;
 		case SMTP_ACTION_STARTTLS:
-			break;
+			CHECK(i + 1 == acts->count);
+			return FUZZ_WAIT_TLS;
 		case SMTP_ACTION_CLOSE:
 			fz.closed = true;
 			break;
 		}
 	}
-	return false;
+	return FUZZ_WAIT_NONE;
+}
+
+/* The engine's part after an AUTH action: a verdict on well-formed credentials. */
+static void
+fuzz_auth(struct smtp_actions *acts)
+{
+	static const int verdicts[] = { 0, -EACCES, -EACCES, -EIO };
+	struct slice user, password;
+	smtp_server_auth_credentials(&fz.s, &user, &password);
+	CHECK(user.len >= 1 && user.len <= SMTP_AUTH_FIELD_LEN_MAX);
+	CHECK(password.len >= 1 && password.len <= SMTP_AUTH_FIELD_LEN_MAX);
+	CHECK(memchr(password.ptr, 0, password.len) == NULL);
+	for (size_t k = 0; k < user.len; k++)
+		fz.sink ^= user.ptr[k];
+	int verdict = verdicts[fuzz_rand() % ARRAY_LEN(verdicts)];
+	fz.verdict_ok = verdict == 0;
+	smtp_server_auth_done(&fz.s, verdict, acts);
+	fuzz_actions(acts, false);
+	CHECK(!fz.verdict_ok || smtp_server_authenticated(&fz.s));
 }
 
 /* In line mode only one command line is offered at a time, so its replies are known. */
@@ -213,15 +246,27 @@ fuzz_pump(size_t *len, bool line_mode)
 		CHECK(n <= offer);
 		if (fz.closed)
 			CHECK(n == 0 && acts.count == 0);
-		bool commit = fuzz_actions(&acts, nul_line && n == offer);
+		enum fuzz_wait wait = fuzz_actions(&acts, nul_line && n == offer);
 		memmove(fz.carry, fz.carry + n, *len - n);
 		*len -= n;
-		if (commit) {
+		if (wait != FUZZ_WAIT_NONE) {
 			acts.count = 0;
 			CHECK(smtp_server_feed(&fz.s, slice_make(fz.carry, *len), &acts) == 0);
 			CHECK(acts.count == 0);
+		}
+		if (wait == FUZZ_WAIT_COMMIT) {
 			smtp_server_committed(&fz.s, fz.commit_result, SLICE_LIT("FUZZQID"), &acts);
 			fuzz_actions(&acts, false);
+			continue;
+		}
+		if (wait == FUZZ_WAIT_AUTH) {
+			fuzz_auth(&acts);
+			continue;
+		}
+		if (wait == FUZZ_WAIT_TLS) {
+			*len = 0;   /* plaintext pipelined after STARTTLS is dropped */
+			smtp_server_tls_started(&fz.s);
+			CHECK(smtp_server_tls_active(&fz.s));
 			continue;
 		}
 		if (n == 0 && acts.count == 0)
@@ -242,10 +287,12 @@ fuzz_setup(uint8_t ctl)
 		.bad_cmd_max = (ctl & 4) ? 3 : 1000,
 		.rcpt_check = fuzz_rcpt_check,
 		.starttls_offered = (ctl & 8) != 0,
+		.auth_offered = (ctl & 8) != 0,
 	};
 	fz.commit_result = results[(ctl >> 5) & 3];
 	fz.body_open = false;
 	fz.closed = false;
+	fz.verdict_ok = false;
 	smtp_server_init(&fz.s, &fz.cfg, NULL);
 	struct smtp_actions acts = { .count = 0 };
 	smtp_server_start(&fz.s, &acts);

@@ -20,7 +20,8 @@ ROUNDS = int(os.environ.get("CRASH_ROUNDS", "4"))
 def body_for(mid):
     rnd = random.Random(mid)
     lines = [b"Subject: crash %s" % mid.encode(), b"Message-ID: <%s@crash.test>" % mid.encode(), b""]
-    for _ in range(rnd.randint(1, 60)):
+    # One in ten is large: its body reaches the spool in BODY records while it still arrives.
+    for _ in range(rnd.randint(1, 60) if rnd.random() < 0.9 else rnd.randint(300, 4000)):
         line = bytes(rnd.choice(b"abcdefghij .") for _ in range(rnd.randint(0, 90)))
         lines.append(line)
     lines.append(b"id=" + mid.encode())

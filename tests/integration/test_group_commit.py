@@ -1,6 +1,7 @@
 """Group commit: 1000 messages over 20 concurrent connections need far fewer than 1000 spool
-fdatasyncs (DESIGN.md "Durability contract"), and the body is copied once between the socket
-buffers and the disk.
+fdatasyncs (docs/ARCHITECTURE.md "Durability"), and no body octet is copied in user space between
+the socket buffers and the disk: a message that arrives within one loop turn is written to the
+spool straight from the receive buffers (the zero-copy DATA path).
 
 The spool's fdatasyncs go through io_uring, which strace cannot see; the daemon counts what it
 submits (its exit "stats" line), and, where perf can read the io_uring tracepoints, the kernel's
@@ -71,14 +72,15 @@ def test_group_commit():
         copied, body = total("body_copied"), total("body_bytes")
         print("     %d messages in %.2fs over %d connections, 2 shards" % (committed, elapsed, CLIENTS))
         print("     spool fdatasyncs: %d (%.3f per message)" % (spool_syncs, spool_syncs / committed))
-        print("     body copies between socket and disk: %.3f per message (%d of %d octets)"
-              % (copied / body, copied, body))
+        print("     user-space copies of body octets between socket and disk: %.3f per octet "
+              "(%d of %d)" % (copied / body, copied, body))
         if kernel_fsyncs is not None:
             print("     kernel count of IORING_OP_FSYNC requests: %d (Maildir uses syncfs per batch)"
                   % kernel_fsyncs)
         assert committed == MESSAGES
         assert spool_syncs < MESSAGES / 2, "group commit is not grouping"
-        assert copied <= body * 1.05, "more than one copy of the body"
+        # A body split over two loop turns has its small first part copied aside: allow a few.
+        assert copied <= body * 0.05, "the body is copied on its way to the spool"
     finally:
         d.cleanup()
 

@@ -562,6 +562,50 @@ Test(config, remote_smtp_port_bounds)
 	expect_value_err("remote_smtp_port", "65536");
 }
 
+Test(config, outbound_defaults_are_the_issues)
+{
+	config_default(&cfg);
+	cr_assert_eq(cfg.dest_concurrency_limit, 20);
+	cr_assert_eq(cfg.dest_recipient_limit, 50);
+	cr_assert_eq(cfg.connection_reuse_limit, 100);
+	cr_assert_eq(cfg.dest_rate_limit, 0);
+	cr_assert_eq(cfg.connection_idle_ms, 2000);
+	cr_assert_eq(cfg.smtp_mx_address_limit, 5);
+	cr_assert_eq(cfg.smtp_connect_timeout_ms, 30000);
+	cr_assert_str_eq(cfg.transport_maps, "");
+	cr_assert_str_eq(cfg.destination_policy_file, "");
+}
+
+Test(config, outbound_limit_bounds)
+{
+	expect_value_ok("destination_concurrency_limit", "1");
+	expect_value_ok("destination_concurrency_limit", "1000");
+	cr_assert_eq(cfg.dest_concurrency_limit, 1000);
+	expect_value_err("destination_concurrency_limit", "0");
+	expect_value_err("destination_concurrency_limit", "1001");
+	expect_value_ok("destination_recipient_limit", "1000");
+	expect_value_err("destination_recipient_limit", "1001");
+	expect_value_err("destination_recipient_limit", "0");
+	expect_value_ok("connection_reuse_limit", "100000");
+	expect_value_err("connection_reuse_limit", "100001");
+	expect_value_err("connection_reuse_limit", "0");
+	expect_value_ok("destination_rate_limit", "0");
+	expect_value_ok("destination_rate_limit", "100000");
+	expect_value_err("destination_rate_limit", "100001");
+	expect_value_ok("outbound_connection_limit", "1");
+	expect_value_err("outbound_connection_limit", "0");
+	expect_value_ok("connection_idle_time", "0");
+	expect_value_ok("connection_idle_time", "1m");
+	cr_assert_eq(cfg.connection_idle_ms, 60000);
+	expect_value_err("connection_idle_time", "3601");
+	expect_value_ok("smtp_mx_address_limit", "16");
+	expect_value_err("smtp_mx_address_limit", "17");
+	expect_value_ok("smtp_connect_timeout", "1");
+	expect_value_err("smtp_connect_timeout", "0");
+	expect_value_ok("transport_maps", "/etc/ringmta/transport");
+	cr_assert_str_eq(cfg.transport_maps, "/etc/ringmta/transport");
+}
+
 Test(config, shards_bounds_and_auto)
 {
 	expect_value_ok("shards", "1");
@@ -575,6 +619,21 @@ Test(config, shards_bounds_and_auto)
 	cr_assert_eq(cfg.shards, online_cpus());
 	expect_value_err("shards", "-1");
 	expect_value_err("shards", "Auto");
+}
+
+Test(config, maildir_sync_is_auto_fsync_or_syncfs)
+{
+	config_default(&cfg);
+	cr_assert_eq(cfg.maildir_sync, CONFIG_MAILDIR_SYNC_AUTO);
+	expect_value_ok("maildir_sync", "auto");
+	cr_assert_eq(cfg.maildir_sync, CONFIG_MAILDIR_SYNC_AUTO);
+	expect_value_ok("maildir_sync", "syncfs");
+	cr_assert_eq(cfg.maildir_sync, CONFIG_MAILDIR_SYNC_SYNCFS);
+	expect_value_ok("maildir_sync", "fsync");
+	cr_assert_eq(cfg.maildir_sync, CONFIG_MAILDIR_SYNC_FSYNC);
+	expect_value_err("maildir_sync", "Fsync");
+	expect_value_err("maildir_sync", "");
+	expect_value_err("maildir_sync", "fdatasync");
 }
 
 /* ---- relayhost and DNS servers ---- */
@@ -645,6 +704,41 @@ Test(config, dns_servers_count_at_and_past_the_limit)
 	cr_assert_eq(cfg.dns_server_count, CONFIG_DNS_SERVERS_MAX);
 	strcat(value, "127.0.0.99");
 	expect_value_err("dns_servers", value);
+}
+
+Test(config, inet_protocols_takes_postfix_values)
+{
+	config_default(&cfg);
+	cr_assert_eq(cfg.inet_protocols, CONFIG_INET_ALL);
+	expect_value_ok("inet_protocols", "ipv4");
+	cr_assert_eq(cfg.inet_protocols, CONFIG_INET_IPV4);
+	expect_value_ok("inet_protocols", "ipv6");
+	cr_assert_eq(cfg.inet_protocols, CONFIG_INET_IPV6);
+	expect_value_ok("inet_protocols", "ipv4, ipv6");
+	cr_assert_eq(cfg.inet_protocols, CONFIG_INET_ALL);
+	expect_value_ok("inet_protocols", "all");
+	cr_assert_eq(cfg.inet_protocols, CONFIG_INET_ALL);
+	expect_value_err("inet_protocols", "ipv5");
+	expect_value_err("inet_protocols", "ipv4, ip6");
+	expect_value_err("inet_protocols", "");
+}
+
+Test(config, dns_cache_max_timeout_and_attempts_bounds)
+{
+	config_default(&cfg);
+	cr_assert_eq(cfg.dns_cache_max, CONFIG_DNS_CACHE_MAX_DEFAULT);
+	cr_assert_eq(cfg.dns_timeout_ms, 0);
+	cr_assert_eq(cfg.dns_attempts, 0);
+	expect_value_ok("dns_cache_max", "0");
+	expect_value_ok("dns_cache_max", "1000000");
+	cr_assert_eq(cfg.dns_cache_max, CONFIG_DNS_CACHE_MAX_MAX);
+	expect_value_err("dns_cache_max", "1000001");
+	expect_value_ok("dns_timeout", "30");
+	cr_assert_eq(cfg.dns_timeout_ms, 30000);
+	expect_value_err("dns_timeout", "31");
+	expect_value_ok("dns_attempts", "5");
+	cr_assert_eq(cfg.dns_attempts, 5);
+	expect_value_err("dns_attempts", "6");
 }
 
 /* ---- -o ---- */
@@ -770,11 +864,15 @@ Test(config, print_round_trips_every_key)
 		"maildir_root = /var/mail\nspool_dir = /var/spool/ringmta\n"
 		"relay_networks = 127.0.0.0/8, ::1, fd00::/8, ::ffff:10.0.0.0/104\n"
 		"tls_cert_file = /etc/c.pem\ntls_key_file = /etc/k.pem\n"
+		"tls_eccert_file = /etc/ec.pem\ntls_eckey_file = /etc/eck.pem\n"
+		"tls_server_sni_file = /etc/sni\nsmtp_tls_security_level = verify\n"
+		"smtp_tls_ca_file = /etc/ca.pem\n"
 		"auth_users_file = /etc/auth\nmax_message_size = 1500\nmax_recipients = 100\n"
 		"dns_servers = 127.0.0.1 [::1]:5353\n"
 		"remote_smtp_port = 2526\nrelayhost = [smtp.example.com]:587\nshards = 3\n"
 		"max_connections = 7\nbad_cmd_max = 4\ncmd_timeout = 90\ndata_timeout = 1h\n"
-		"queue_lifetime = 3601\nlog_file = /var/log/ringmta.log\n");
+		"queue_lifetime = 3601\nlog_file = /var/log/ringmta.log\nmaildir_sync = syncfs\n"
+		"dns_timeout = 2\ndns_attempts = 3\ndns_cache_max = 10\ninet_protocols = ipv6\n");
 	expect_round_trip(&cfg);
 	expect_ok("max_message_size = 1000m\ncmd_timeout = 1\nqueue_lifetime = 365d\n"
 		"relayhost = example.com:25\nlocal_domains =\nmyhostname = localhost\n");
@@ -790,6 +888,10 @@ Test(config, print_writes_every_key_once)
 		"dns_servers", "remote_smtp_port", "relayhost", "shards", "max_connections",
 		"bad_cmd_max", "cmd_timeout", "data_timeout", "queue_lifetime", "log_file",
 		"mail_owner",
+		"maildir_sync", "dns_timeout", "dns_attempts", "dns_cache_max", "inet_protocols",
+		"minimal_backoff_time", "maximal_backoff_time", "delay_warning_time",
+		"tls_eccert_file", "tls_eckey_file", "tls_server_sni_file", "smtp_tls_security_level",
+		"smtp_tls_ca_file",
 	};
 	config_default(&cfg);
 	char *text = print_config(&cfg);
@@ -841,6 +943,34 @@ Test(config, check_tls_files_come_in_pairs)
 	expect_check_err("tls_cert_file = c.pem\n", "set both or neither");
 	expect_check_err("tls_key_file = k.pem\n", "set both or neither");
 	expect_ok("tls_cert_file = c.pem\ntls_key_file = k.pem\n");
+	cr_assert_eq(config_check(&cfg, err, sizeof(err)), 0, "%s", err);
+}
+
+Test(config, tls_security_level_takes_postfix_names)
+{
+	config_default(&cfg);
+	cr_assert_eq(cfg.smtp_tls_security_level, CONFIG_TLS_MAY, "opportunistic by default");
+	static const char *const names[] = { "none", "may", "encrypt", "verify" };
+	for (uint8_t i = 0; i < 4; i++) {
+		char line[64];
+		snprintf(line, sizeof(line), "smtp_tls_security_level = %s\n", names[i]);
+		expect_ok(line);
+		cr_assert_eq(cfg.smtp_tls_security_level, i);
+	}
+	config_default(&cfg);
+	cr_assert_eq(config_load_buf(&cfg, "f", "smtp_tls_security_level = dane\n", 31, err,
+		sizeof(err)), -1);
+	cr_assert(strstr(err, "f:1: smtp_tls_security_level") != NULL, "%s", err);
+	cr_assert_eq(config_load_buf(&cfg, "f", "smtp_tls_security_level = VERIFY\n", 33, err,
+		sizeof(err)), -1);
+}
+
+Test(config, check_ecdsa_pair_and_sni_file)
+{
+	expect_check_err("tls_eccert_file = e.pem\n", "set both or neither");
+	expect_check_err("tls_server_sni_file = sni\n", "needs a default certificate");
+	expect_ok("smtps_listen = 127.0.0.1:2465\ntls_eccert_file = e\ntls_eckey_file = k\n"
+		"tls_server_sni_file = sni\n");
 	cr_assert_eq(config_check(&cfg, err, sizeof(err)), 0, "%s", err);
 }
 

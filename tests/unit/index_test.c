@@ -194,14 +194,33 @@ Test(index, a_prepared_insert_needs_no_memory_after_its_reservation)
 	cr_assert_eq(index_rcpts_alloc(1, &many), 0);
 	cr_assert_null(many);                                   /* one recipient: no array */
 	for (uint64_t q = 1; q <= 2000; q++)
-		cr_assert_eq(index_insert_prepared(&ix, q, 4, 0, 100, 1, 0, NULL), 0);
+		cr_assert_eq(index_insert_prepared(&ix, q, 4, 0, 100, 1, 0, NULL, 0), 0);
 	cr_assert_eq(index_rcpts_alloc(3, &many), 0);
 	cr_assert_not_null(many);
-	cr_assert_eq(index_insert_prepared(&ix, 1, 4, 0, 100, 3, 0, many), -EEXIST);
-	cr_assert_eq(index_insert_prepared(&ix, 9000, 4, 0, 100, 1, 0, many), -EINVAL);
-	cr_assert_eq(index_insert_prepared(&ix, 9000, 4, 0, 100, 3, 0, many), 0);
+	cr_assert_eq(index_insert_prepared(&ix, 1, 4, 0, 100, 3, 0, many, 0), -EEXIST);
+	cr_assert_eq(index_insert_prepared(&ix, 9000, 4, 0, 100, 1, 0, many, 0), -EINVAL);
+	cr_assert_eq(index_insert_prepared(&ix, 9000, 4, 0, 100, 3, 0, many, 0), 0);
 	cr_assert_eq(index_find(&ix, 9000)->rcpt_count, 3);
 	cr_assert_eq(index_segment_live(&ix, 4), 2001);
+}
+
+Test(index, a_message_whose_body_begins_in_an_older_segment_counts_there)
+{
+	cr_assert_eq(index_insert_prepared(&ix, 7, 5, 100, 200, 1, 0, NULL, 2), 0);
+	cr_assert_eq(index_segment_live(&ix, 3), 1);        /* where its first part is */
+	cr_assert_eq(index_segment_live(&ix, 5), 0);
+	cr_assert_eq(index_find(&ix, 7)->span, 2);
+	cr_assert_eq(index_insert(&ix, 8, 6, 0, 100, 1, 0), 0);
+	cr_assert_eq(index_set_span(&ix, 8, 1), 0);         /* recovery of a PARTS record */
+	cr_assert_eq(index_segment_live(&ix, 5), 1);
+	cr_assert_eq(index_segment_live(&ix, 6), 0);
+	cr_assert_eq(index_insert_prepared(&ix, 9, 1, 0, 100, 1, 0, NULL, 2), -EINVAL);
+	cr_assert(index_mark_final(&ix, 7, 0, INDEX_RCPT_DELIVERED));
+	cr_assert_eq(index_segment_live(&ix, 3), 0);
+	cr_assert_eq(index_relocate(&ix, 8, 9, 64, 120, 0), 0);   /* a copy holds it all */
+	cr_assert_eq(index_find(&ix, 8)->span, 0);
+	cr_assert_eq(index_segment_live(&ix, 5), 0);
+	cr_assert_eq(index_segment_live(&ix, 9), 1);
 }
 
 Test(index, remove_takes_a_message_out_whatever_its_recipients)

@@ -154,6 +154,34 @@ Test(received, protocol_words_follow_rfc3848)
 	cr_assert(strstr(format(&ri), " with ESMTPSA id ") != NULL, "%s", buf);
 }
 
+Test(received, tls_adds_a_comment_with_protocol_and_cipher) /* RFC 3848, Postfix's form */
+{
+	struct received_info ri = info();
+	ri.protocol = received_protocol(true, true, false);
+	ri.tls = s("TLSv1.3 with cipher TLS_AES_128_GCM_SHA256 (128/128 bits) key-exchange X25519");
+	format(&ri);
+	cr_assert(strstr((char *)buf, "])\r\n\t(using TLSv1.3 with cipher TLS_AES_128_GCM_SHA256 "
+		"(128/128 bits) key-exchange X25519)\r\n\tby ") != NULL, "%s", buf);
+	cr_assert(strstr((char *)buf, " with ESMTPS id ") != NULL, "%s", buf);
+	ri.tls = s("");
+	cr_assert(strstr(format(&ri), "(using") == NULL, "no comment without TLS");
+}
+
+Test(received, the_tls_comment_cannot_escape_or_split_the_field)
+{
+	struct received_info ri = info();
+	ri.tls = s("a)\r\nX-Injected: 1\\(b(c)(");
+	format(&ri);
+	cr_assert(strstr((char *)buf, "(using a___X-Injected: 1__b(c)_)\r\n") != NULL, "%s", buf);
+	char longer[RECEIVED_TLS_MAX + 50];
+	memset(longer, 'x', sizeof(longer));
+	ri.tls = slice_make(longer, sizeof(longer));
+	format(&ri);
+	const char *at = strstr((char *)buf, "(using ");
+	cr_assert_not_null(at);
+	cr_assert_eq(strspn(at + 7, "x"), RECEIVED_TLS_MAX, "cut at the limit");
+}
+
 Test(received, recipient_with_control_characters_cannot_split_the_field)
 {
 	struct received_info ri = info();
@@ -188,6 +216,7 @@ Test(received, worst_case_fits_the_limit)
 		.client_addr = s("ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"),
 		.myhostname = s(host),
 		.protocol = s("ESMTPSA"),
+		.tls = s(big),
 		.queue_id = UINT64_MAX,
 		.for_rcpt = s(rcpt),
 		.now_ms = 253402300799999ull,

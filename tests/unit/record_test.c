@@ -477,7 +477,7 @@ Test(record, unknown_type_version_or_reserved_bits_make_a_record_invalid)
 {
 	/* Each is a header with a correct CRC over a changed field: only the checks catch it. */
 	static const struct { size_t at; uint8_t val; } bad[] = {
-		{ 4, 0 }, { 4, 7 }, { 5, 2 }, { 6, 1 }, { 7, 0x80 },
+		{ 4, 0 }, { 4, 9 }, { 5, 2 }, { 6, 1 }, { 7, 0x80 },
 	};
 	for (uint32_t k = 0; k < ARRAY_LEN(bad); k++) {
 		uint8_t rec[RECORD_HEADER_SIZE + 4] = { 0 };
@@ -517,4 +517,41 @@ Test(record, scan_from_past_the_end_returns_nothing)
 	cr_assert_eq(record_scan_next(slice_make(s.bytes, s.len), &off, &r, &skipped, &end), 0);
 	cr_assert_eq(off, s.len);
 	cr_assert_eq(skipped, 0);
+}
+
+Test(record, a_parts_table_round_trips_and_is_checked_against_its_record)
+{
+	struct record_part parts[3] = { { 4, 100, 5000 }, { 5, 24, 4096 }, { 5, 9000, 7 } };
+	uint8_t buf[64];
+	record_parts_encode(buf, parts, 3);
+	memcpy(buf + record_parts_size(3), "rest", 4);
+	struct slice in = slice_make(buf, record_parts_size(3) + 4);
+	uint32_t n;
+	struct slice table, rest;
+	cr_assert_eq(record_parts_decode(in, 5, 10000, &n, &table, &rest), 0);
+	cr_assert_eq(n, 3);
+	cr_assert(slice_eq(rest, SLICE_LIT("rest")));
+	for (uint32_t i = 0; i < 3; i++) {
+		struct record_part p = record_parts_get(table, i);
+		cr_assert_eq(p.segment, parts[i].segment);
+		cr_assert_eq(p.offset, parts[i].offset);
+		cr_assert_eq(p.len, parts[i].len);
+	}
+	/* A part after the record that names it, or in a newer segment: not what a writer makes. */
+	cr_assert_eq(record_parts_decode(in, 5, 9006, &n, &table, &rest), -EBADMSG);
+	cr_assert_eq(record_parts_decode(in, 4, 100000, &n, &table, &rest), -EBADMSG);
+	/* An empty part, a count past the table's octets, a count past the bound. */
+	parts[1].len = 1;
+	record_parts_encode(buf, parts, 3);
+	buf[4 + RECORD_PART_SIZE + 8] = 0;
+	cr_assert_eq(record_parts_decode(in, 5, 10000, &n, &table, &rest), -EBADMSG);
+	record_parts_encode(buf, parts, 3);
+	buf[0] = 4;
+	cr_assert_eq(record_parts_decode(slice_make(buf, record_parts_size(3)), 5, 10000, &n, &table,
+		&rest), -EBADMSG);
+	uint32_t big = RECORD_PARTS_MAX + 1;
+	memcpy(buf, &big, 4);
+	cr_assert_eq(record_parts_decode(in, 5, 10000, &n, &table, &rest), -EBADMSG);
+	cr_assert_eq(record_parts_decode(slice_make(buf, 3), 5, 10000, &n, &table, &rest),
+		-EBADMSG);
 }

@@ -456,6 +456,84 @@ Test(recover, a_copy_with_a_bad_state_or_count_is_ignored)
 	cr_assert_eq(res.records_unusable, 1);
 }
 
+/* Appends a BODY record of qid; returns where its payload is. */
+static struct record_part
+seg_body(struct seg *s, uint32_t seg_id, uint64_t qid, const char *text)
+{
+	size_t len = strlen(text);
+	uint8_t rec[RECORD_HEADER_SIZE + 256];
+	cr_assert_leq(len, 256);
+	memcpy(rec + RECORD_HEADER_SIZE, text, len);
+	struct iovec iov = { rec + RECORD_HEADER_SIZE, len };
+	record_header_encode(rec, RECORD_BODY, qid, &iov, 1);
+	struct record_part p = { .segment = seg_id, .offset = (uint32_t)(s->len + RECORD_HEADER_SIZE),
+		.len = (uint32_t)len };
+	seg_write(s, rec, RECORD_HEADER_SIZE + len);
+	return p;
+}
+
+/* Appends a PARTS record of qid naming parts[0..n) and an inline rest. */
+static uint64_t
+seg_parts(struct seg *s, uint64_t qid, const struct record_part *parts, uint32_t n)
+{
+	static struct record_rcpt r = { .path = SLICE_LIT("u@example.org"),
+		.local_part = SLICE_LIT("u"), .domain = SLICE_LIT("example.org") };
+	struct record_envelope env = { .arrival_ms = 1700000000000ull,
+		.client_addr = SLICE_LIT("127.0.0.1"), .helo = SLICE_LIT("client.example"),
+		.mail_from = SLICE_LIT("s@example.com"), .rcpt_count = 1, .rcpts = &r };
+	size_t env_len = record_envelope_size(&env);
+	size_t len = env_len + record_parts_size(n) + 4;
+	uint8_t *rec = malloc(RECORD_HEADER_SIZE + len);
+	record_envelope_encode(&env, rec + RECORD_HEADER_SIZE, env_len);
+	record_parts_encode(rec + RECORD_HEADER_SIZE + env_len, parts, n);
+	memcpy(rec + RECORD_HEADER_SIZE + env_len + record_parts_size(n), "end\n", 4);
+	struct iovec iov = { rec + RECORD_HEADER_SIZE, len };
+	record_header_encode(rec, RECORD_PARTS, qid, &iov, 1);
+	uint64_t off = s->len;
+	seg_write(s, rec, RECORD_HEADER_SIZE + len);
+	free(rec);
+	return off;
+}
+
+Test(recover, a_message_in_parts_counts_where_its_body_begins)
+{
+	struct seg s0 = seg_open(0);
+	struct record_part p[2];
+	p[0] = seg_body(&s0, 0, 0x500, "first part\n");
+	seg_body(&s0, 0, 0x600, "a body never committed\n");   /* no PARTS names it: dead */
+	seg_close(&s0);
+	struct seg s1 = seg_open(1);
+	p[1] = seg_body(&s1, 1, 0x500, "second part\n");
+	uint64_t off = seg_parts(&s1, 0x500, p, 2);
+	seg_close(&s1);
+	struct seg s2 = seg_open(2);
+	seg_message(&s2, 0x700, 1);
+	seg_close(&s2);
+	cr_assert_eq(recover_shard(dir, &ix, &res), 0);
+	const struct index_entry *e = index_find(&ix, 0x500);
+	cr_assert_not_null(e);
+	cr_assert_eq(e->kind, INDEX_KIND_PARTS);
+	cr_assert_eq(e->segment, 1);
+	cr_assert_eq(e->offset, off);
+	cr_assert_eq(e->span, 1);
+	cr_assert_null(index_find(&ix, 0x600));
+	cr_assert_eq(index_segment_live(&ix, 0), 1);   /* segment 0 holds its first part */
+	cr_assert_eq(res.segments_deleted, 0);
+	cr_assert(seg_exists(0));
+	cr_assert_eq(res.records_unusable, 0);
+}
+
+Test(recover, parts_that_lie_after_their_record_make_it_unusable)
+{
+	struct seg s0 = seg_open(0);
+	struct record_part p = { .segment = 0, .offset = 4000, .len = 10 };   /* past the record */
+	seg_parts(&s0, 0x800, &p, 1);
+	seg_close(&s0);
+	cr_assert_eq(recover_shard(dir, &ix, &res), 0);
+	cr_assert_null(index_find(&ix, 0x800));
+	cr_assert_eq(res.records_unusable, 1);
+}
+
 Test(recover, segments_are_replayed_in_numeric_order)
 {
 	/* Message in 0x10, its delivery in 0x11 and a new message in 0x2: 0x2 < 0x10 < 0x11. */

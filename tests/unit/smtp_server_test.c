@@ -5,7 +5,13 @@
  * All runs must give the same reply bytes, the same body bytes and the same sequence of other
  * actions. Every reply of every run is checked for form: "ddd[ -]" lines, one code per reply,
  * and an enhanced status code of the reply's class (RFC 2034, RFC 3463) except on the greeting,
- * the HELO/EHLO answer and 354. */
+ * the HELO/EHLO answer, 354 and 334.
+ *
+ * The driver answers like the engine: COMMIT with the next queued result, AUTH with a verdict
+ * on the credentials (alice/secret is right; user "tempfail" cannot be checked), STARTTLS by
+ * dropping every plaintext octet after the command and calling smtp_server_tls_started(). A
+ * transcript marks with TLS_MARK where the client's stream continues inside TLS: the octets
+ * before it that follow an accepted STARTTLS are the plaintext that is dropped. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -34,7 +40,7 @@ struct snap_rcpt {
 
 /* The envelope as seen at a COMMIT. */
 struct snap {
-	struct snap_str helo, mail_from, envid;
+	struct snap_str helo, mail_from, envid, mail_auth;
 	bool esmtp, smtputf8;
 	uint64_t declared_size, body_size;
 	enum smtp_body_type body;
@@ -47,6 +53,8 @@ struct rcpt_call {
 	struct snap_str local, domain;
 	bool quoted;
 };
+
+#define TLS_MARK "<TLS>"
 
 struct run {
 	uint8_t *replies;
@@ -65,10 +73,14 @@ struct run {
 	const int *commit_results;   /* outcomes handed to smtp_server_committed, 0 when past */
 	size_t feeds;                /* smtp_server_feed calls */
 	bool closed;
+	bool tls_started;            /* STARTTLS was answered and the handshake "done" */
+	uint32_t auth_calls;
+	struct snap_str auth_user, auth_password;   /* the last credentials handed out */
 	struct smtp_server *s;
 };
 
 static struct smtp_server_config test_cfg;
+static bool test_implicit_tls;   /* smtp_server_tls_started() before the greeting */
 static const int *test_commit_results;
 
 static void
@@ -110,6 +122,7 @@ cfg_reset(void)
 		.starttls_offered = false,
 	};
 	test_commit_results = NULL;
+	test_implicit_tls = false;
 }
 
 /* ---- checks on every reply ---- */
@@ -160,7 +173,7 @@ check_reply(struct slice rep)
 		cr_assert(memcmp(line.ptr, code, 3) == 0, "one code per reply");
 		cr_assert(line.ptr[3] == ' ' || line.ptr[3] == '-');
 		last = line.ptr[3] == ' ';
-		bool exempt = memcmp(code, "354", 3) == 0
+		bool exempt = memcmp(code, "354", 3) == 0 || memcmp(code, "334", 3) == 0
 			|| ((memcmp(code, "220", 3) == 0 || memcmp(code, "250", 3) == 0)
 				&& slice_starts_with(slice_skip(line, 4), SLICE_LIT(HOST)));
 		if (i == 0 && !exempt)
@@ -183,6 +196,7 @@ snap_envelope(struct run *r)
 	snap_copy(&sn->helo, env->helo);
 	snap_copy(&sn->mail_from, env->mail_from);
 	snap_copy(&sn->envid, env->dsn_envid);
+	snap_copy(&sn->mail_auth, env->mail_auth);
 	sn->esmtp = env->esmtp;
 	sn->smtputf8 = env->smtputf8;
 	sn->declared_size = env->declared_size;
@@ -200,11 +214,23 @@ snap_envelope(struct run *r)
 	}
 }
 
-/* Records one call's actions; returns true when one was COMMIT. */
-static bool
+enum wait { WAIT_NONE, WAIT_COMMIT, WAIT_AUTH, WAIT_TLS };
+
+/* The driver's verdict on credentials. */
+static int
+auth_verdict(struct slice user, struct slice password)
+{
+	if (slice_eq(user, SLICE_LIT("tempfail")))
+		return -EIO;
+	return slice_eq(user, SLICE_LIT("alice")) && slice_eq(password, SLICE_LIT("secret")) ? 0
+		: -EACCES;
+}
+
+/* Records one call's actions; returns what the server now waits for. */
+static enum wait
 record(struct run *r, const struct smtp_actions *acts)
 {
-	bool commit = false;
+	enum wait wait = WAIT_NONE;
 	const uint8_t *reply_end = NULL;
 	cr_assert_leq(acts->count, SMTP_ACTIONS_MAX);
 	for (uint32_t i = 0; i < acts->count; i++) {
@@ -233,14 +259,22 @@ record(struct run *r, const struct smtp_actions *acts)
 			if (a->type == SMTP_ACTION_COMMIT) {
 				cr_assert_eq(i + 1, acts->count, "COMMIT is the last action of a feed");
 				snap_envelope(r);
-				commit = true;
+				wait = WAIT_COMMIT;
+			}
+			if (a->type == SMTP_ACTION_AUTH) {
+				cr_assert_eq(i + 1, acts->count, "AUTH is the last action of a feed");
+				wait = WAIT_AUTH;
+			}
+			if (a->type == SMTP_ACTION_STARTTLS) {
+				cr_assert_eq(i + 1, acts->count, "STARTTLS is the last action of a feed");
+				wait = WAIT_TLS;
 			}
 			if (a->type == SMTP_ACTION_CLOSE)
 				r->closed = true;
 			break;
 		}
 	}
-	return commit;
+	return wait;
 }
 
 static void
@@ -253,10 +287,34 @@ pump(struct run *r, uint8_t *buf, size_t *len)
 		cr_assert_leq(n, *len);
 		if (r->closed)
 			cr_assert_eq(n, 0, "nothing is consumed after CLOSE");
-		bool commit = record(r, &acts);
+		enum wait wait = record(r, &acts);
 		memmove(buf, buf + n, *len - n);
 		*len -= n;
-		if (commit) {
+		if (wait == WAIT_TLS) {
+			/* The engine drops what follows STARTTLS; nothing may be read until TLS is up. */
+			acts.count = 0;
+			cr_assert_eq(smtp_server_feed(r->s, slice_make(buf, *len), &acts), 0);
+			cr_assert_eq(acts.count, 0);
+			*len = 0;
+			smtp_server_tls_started(r->s);
+			r->tls_started = true;
+			return;
+		}
+		if (wait == WAIT_AUTH) {
+			acts.count = 0;
+			cr_assert_eq(smtp_server_feed(r->s, slice_make(buf, *len), &acts), 0,
+				"nothing is read while the credentials are checked");
+			cr_assert_eq(acts.count, 0);
+			struct slice user, password;
+			smtp_server_auth_credentials(r->s, &user, &password);
+			snap_copy(&r->auth_user, user);
+			snap_copy(&r->auth_password, password);
+			r->auth_calls++;
+			smtp_server_auth_done(r->s, auth_verdict(user, password), &acts);
+			record(r, &acts);
+			continue;
+		}
+		if (wait == WAIT_COMMIT) {
 			int res = 0;
 			if (r->commit_results != NULL && *r->commit_results != 1)
 				res = *r->commit_results++;
@@ -308,29 +366,62 @@ run_reset(struct run *r)
 	r->replies_len = r->nreplies = r->body_len = r->ntypes = r->ncommits = r->feeds = 0;
 	r->rcpt_calls = 0;
 	r->closed = false;
+	r->tls_started = false;
+	r->auth_calls = 0;
+	r->auth_user.len = r->auth_password.len = 0;
+}
+
+/* Where TLS_MARK is in in (in.len if nowhere); *rest is in without the mark. */
+static size_t
+tls_mark_split(struct slice in, uint8_t *rest, size_t *rest_len)
+{
+	const uint8_t *m = memmem(in.ptr, in.len, TLS_MARK, sizeof(TLS_MARK) - 1);
+	size_t at = m != NULL ? (size_t)(m - in.ptr) : in.len;
+	memcpy(rest, in.ptr, at);
+	*rest_len = at;
+	if (m != NULL) {
+		size_t after = in.len - at - (sizeof(TLS_MARK) - 1);
+		memcpy(rest + at, m + sizeof(TLS_MARK) - 1, after);
+		*rest_len += after;
+	}
+	return at;
 }
 
 static void
-run_into(struct run *r, struct slice in, enum feed_mode mode, size_t split)
+run_into(struct run *r, struct slice marked, enum feed_mode mode, size_t split)
 {
 	run_reset(r);
 	r->commit_results = test_commit_results;
 	smtp_server_init(r->s, &test_cfg, r);
+	if (test_implicit_tls)
+		smtp_server_tls_started(r->s);
 	struct smtp_actions acts = { .count = 0 };
 	smtp_server_start(r->s, &acts);
 	record(r, &acts);
+	uint8_t *text = malloc(marked.len + 1);
+	size_t text_len;
+	size_t mark = tls_mark_split(marked, text, &text_len);
+	struct slice in = slice_make(text, text_len);
 	uint8_t *buf = malloc(in.len + 1);
 	size_t len = 0;
 	size_t pos = 0;
 	while (pos < in.len) {
 		size_t end = mode == FEED_WHOLE ? in.len : mode == FEED_BYTES ? pos + 1
 			: (pos < split ? split : in.len);
+		if (end > in.len)
+			end = in.len;   /* split offsets count the mark's octets too */
+		if (pos < mark && end > mark)
+			end = mark;   /* the client waits for the 220 before it starts TLS */
 		memcpy(buf + len, in.ptr + pos, end - pos);
 		len += end - pos;
 		pos = end;
+		bool was_tls = r->tls_started;
 		pump(r, buf, &len);
+		if (!was_tls && r->tls_started && pos < mark)
+			pos = mark;   /* plaintext pipelined after STARTTLS: dropped */
 	}
 	free(buf);
+	free(text);
 }
 
 static struct run *
@@ -344,7 +435,8 @@ run_transcript(struct slice in, enum feed_mode mode, size_t split)
 static void
 run_compare(const struct run *a, const struct run *b, const char *how)
 {
-	cr_assert_eq(a->replies_len, b->replies_len, "%s: reply bytes differ in length", how);
+	cr_assert_eq(a->replies_len, b->replies_len, "%s: reply bytes differ in length:\n%.*s\n--\n%.*s",
+		how, (int)a->replies_len, a->replies, (int)b->replies_len, b->replies);
 	cr_assert(memcmp(a->replies, b->replies, a->replies_len) == 0, "%s: replies differ", how);
 	cr_assert_eq(a->body_len, b->body_len, "%s: body lengths differ", how);
 	cr_assert(memcmp(a->body, b->body, a->body_len) == 0, "%s: bodies differ", how);
@@ -353,6 +445,8 @@ run_compare(const struct run *a, const struct run *b, const char *how)
 		"%s: action sequences differ", how);
 	cr_assert_eq(a->rcpt_calls, b->rcpt_calls, "%s: policy calls differ", how);
 	cr_assert_eq(a->ncommits, b->ncommits, "%s: commits differ", how);
+	cr_assert_eq(a->auth_calls, b->auth_calls, "%s: AUTH checks differ", how);
+	cr_assert_eq(a->tls_started, b->tls_started, "%s: TLS differs", how);
 }
 
 /* Feeds in whole, byte by byte and split at every offset; returns the whole run. */
@@ -648,28 +742,302 @@ Test(smtp_server, starttls_and_auth_not_offered_get_502) /* RFC 3207 4, RFC 4954
 	run_free(r);
 }
 
-Test(smtp_server, starttls_when_offered_hands_over_and_forgets_the_session) /* RFC 3207 4.2 */
+Test(smtp_server, starttls_stops_the_feed_until_the_handshake_is_done) /* RFC 3207 4.2 */
 {
 	test_cfg.starttls_offered = true;
-	struct run *r = run_transcript(SLICE_LIT("EHLO c\r\nSTARTTLS\r\n\x16\x03\x01"), FEED_WHOLE,
-		0);
-	expect_replies(r, "220 ", "250-", "220 2.0.0", NULL);
+	struct smtp_server *s = malloc(sizeof(*s));
+	smtp_server_init(s, &test_cfg, NULL);
+	struct smtp_actions acts = { .count = 0 };
+	smtp_server_start(s, &acts);
+	static const char in[] = "EHLO c\r\nSTARTTLS\r\nMAIL FROM:<x@y.example>\r\n";
+	acts.count = 0;
+	size_t n = smtp_server_feed(s, SLICE_LIT(in), &acts);
+	cr_assert_eq(n, sizeof("EHLO c\r\nSTARTTLS\r\n") - 1, "stops right after the STARTTLS line");
+	cr_assert_eq(acts.count, 3);
+	cr_assert(slice_starts_with(acts.items[1].data, SLICE_LIT("220 2.0.0")));
+	cr_assert_eq(acts.items[2].type, SMTP_ACTION_STARTTLS);
+	cr_assert_not(smtp_server_tls_active(s));
+	/* An engine that offered the pipelined rest anyway would get nothing read or answered. */
+	acts.count = 0;
+	cr_assert_eq(smtp_server_feed(s, slice_skip(SLICE_LIT(in), n), &acts), 0);
+	cr_assert_eq(acts.count, 0);
+	smtp_server_tls_started(s);
+	cr_assert(smtp_server_tls_active(s));
+	acts.count = 0;
+	static const char mail[] = "MAIL FROM:<a@b.example>\r\n";
+	cr_assert_eq(smtp_server_feed(s, SLICE_LIT(mail), &acts), sizeof(mail) - 1);
+	cr_assert(slice_starts_with(acts.items[0].data, SLICE_LIT("503 5.5.1 Error: send HELO/EHLO")),
+		"EHLO is required again");
+	free(s);
+}
+
+Test(smtp_server, plaintext_pipelined_after_starttls_is_never_answered) /* CVE-2011-0411 */
+{
+	test_cfg.starttls_offered = true;
+	struct run *r = transcript("EHLO c\r\nSTARTTLS\r\nMAIL FROM:<x@y.example>\r\nRSET\r\n"
+		TLS_MARK "EHLO c\r\nNOOP\r\n");
+	expect_replies(r, "220 ", "250-", "220 2.0.0", "250-", "250 2.0.0", NULL);
 	expect_types(r, SMTP_ACTION_STARTTLS, END);
-	cr_assert_eq(r->s->state, SMTP_STATE_CONNECTED);
+	cr_assert(r->tls_started);
 	run_free(r);
-	r = transcript("STARTTLS\r\nEHLO c\r\nMAIL FROM:<a@b.example>\r\nSTARTTLS\r\nRSET\r\n"
-		"STARTTLS x\r\n");
+}
+
+Test(smtp_server, starttls_is_refused_with_a_parameter_in_a_transaction_and_before_ehlo)
+{ /* RFC 3207 4 */
+	test_cfg.starttls_offered = true;
+	struct run *r = transcript("STARTTLS\r\nEHLO c\r\nMAIL FROM:<a@b.example>\r\nSTARTTLS\r\n"
+		"RSET\r\nSTARTTLS x\r\nSTARTTLS\r\n" TLS_MARK "EHLO c\r\n");
 	expect_replies(r, "220 ", "503 5.5.1", "250-", "250 2.1.0", "503 5.5.1", "250 2.0.0",
-		"501 5.5.4", NULL);
+		"501 5.5.4", "220 2.0.0", "250-", NULL);
 	run_free(r);
-	/* After the handshake the engine feeds the decrypted stream: EHLO no longer offers it. */
-	r = run_transcript(SLICE_LIT("EHLO c\r\nSTARTTLS\r\n"), FEED_WHOLE, 0);
-	uint8_t more[] = "EHLO c\r\nSTARTTLS\r\n";
-	size_t len = sizeof(more) - 1;
-	pump(r, more, &len);
-	expect_replies(r, "220 ", "250-", "220 2.0.0", "250-", "502 5.5.1", NULL);
+}
+
+Test(smtp_server, after_tls_starttls_is_not_offered_and_a_second_one_gets_503) /* RFC 3207 4 */
+{
+	test_cfg.starttls_offered = true;
+	struct run *r = transcript("EHLO c\r\nSTARTTLS\r\n" TLS_MARK "EHLO c\r\nSTARTTLS\r\n"
+		"STARTTLS x\r\n");
+	expect_replies(r, "220 ", "250-", "220 2.0.0", "250-", "503 5.5.1 Error: TLS already active",
+		"503 5.5.1", NULL);
+	cr_assert(memmem(reply(r, 1).ptr, reply(r, 1).len, "STARTTLS", 8) != NULL);
 	cr_assert(memmem(reply(r, 3).ptr, reply(r, 3).len, "STARTTLS", 8) == NULL);
 	run_free(r);
+}
+
+Test(smtp_server, the_session_starts_over_after_tls) /* RFC 3207 4.2 */
+{
+	test_cfg.starttls_offered = true;
+	struct run *r = transcript("EHLO before.example\r\nSTARTTLS\r\n" TLS_MARK
+		"MAIL FROM:<a@b.example>\r\nHELO after.example\r\nMAIL FROM:<a@b.example>\r\n"
+		"RCPT TO:<u@d.example>\r\nDATA\r\n.\r\n");
+	expect_replies(r, "220 ", "250-", "220 2.0.0", "503 5.5.1", "250 ", "250 2.1.0",
+		"250 2.1.5", "354 ", "250 2.0.0 Ok: queued as Q1", NULL);
+	cr_assert_str_eq(r->commits[0].helo.s, "after.example", "nothing from before TLS is kept");
+	cr_assert_not(r->commits[0].esmtp);
+	run_free(r);
+}
+
+Test(smtp_server, implicit_tls_never_offers_starttls) /* RFC 8314 3 */
+{
+	test_cfg.starttls_offered = true;
+	test_implicit_tls = true;
+	struct run *r = transcript("EHLO c\r\nSTARTTLS\r\n");
+	expect_replies(r, "220 ", "250-", "503 5.5.1", NULL);
+	cr_assert(memmem(reply(r, 1).ptr, reply(r, 1).len, "STARTTLS", 8) == NULL);
+	run_free(r);
+}
+
+/* ---- AUTH (RFC 4954) ---- */
+
+#define AUTH_OK "AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n"   /* \0alice\0secret */
+#define AFTER_TLS "EHLO c\r\nSTARTTLS\r\n" TLS_MARK "EHLO c\r\n"
+
+static void
+cfg_submission(void)
+{
+	test_cfg.starttls_offered = true;
+	test_cfg.auth_offered = true;
+}
+
+Test(smtp_server, auth_is_advertised_and_accepted_only_over_tls) /* RFC 4954 4, DESIGN */
+{
+	cfg_submission();
+	struct run *r = transcript("EHLO c\r\n" AUTH_OK "STARTTLS\r\n" TLS_MARK "EHLO c\r\n"
+		AUTH_OK);
+	expect_replies(r, "220 ", "250-", "538 5.7.11", "220 2.0.0", "250-", "235 2.7.0", NULL);
+	cr_assert(memmem(reply(r, 1).ptr, reply(r, 1).len, "AUTH", 4) == NULL);
+	cr_assert(memmem(reply(r, 4).ptr, reply(r, 4).len, "250-AUTH PLAIN LOGIN\r\n", 22) != NULL);
+	cr_assert_eq(r->auth_calls, 1, "nothing is checked before TLS");
+	cr_assert_str_eq(r->auth_user.s, "alice");
+	cr_assert_str_eq(r->auth_password.s, "secret");
+	cr_assert(smtp_server_authenticated(r->s));
+	cr_assert(slice_eq(smtp_server_auth_user(r->s), SLICE_LIT("alice")));
+	run_free(r);
+}
+
+Test(smtp_server, auth_not_offered_on_the_listener_gets_502_even_over_tls) /* RFC 4954 4 */
+{
+	test_cfg.starttls_offered = true;
+	struct run *r = transcript(AFTER_TLS AUTH_OK);
+	expect_replies(r, "220 ", "250-", "220 2.0.0", "250-", "502 5.5.1", NULL);
+	cr_assert(memmem(reply(r, 3).ptr, reply(r, 3).len, "AUTH", 4) == NULL);
+	run_free(r);
+}
+
+Test(smtp_server, auth_plain_with_and_without_initial_response) /* RFC 4954 4, RFC 4616 */
+{
+	cfg_submission();
+	struct run *r = transcript(AFTER_TLS "AUTH PLAIN\r\nAGFsaWNlAHNlY3JldA==\r\n");
+	expect_replies(r, "220 ", "250-", "220 2.0.0", "250-", "334 \r\n", "235 2.7.0", NULL);
+	run_free(r);
+	r = transcript(AFTER_TLS "auth plain YWxpY2UAYWxpY2UAc2VjcmV0\r\n");   /* authzid = authcid */
+	expect_replies(r, "220 ", "250-", "220 2.0.0", "250-", "235 2.7.0", NULL);
+	run_free(r);
+}
+
+Test(smtp_server, auth_login_with_and_without_initial_response) /* draft-murchison-sasl-login */
+{
+	cfg_submission();
+	struct run *r = transcript(AFTER_TLS "AUTH LOGIN\r\nYWxpY2U=\r\nc2VjcmV0\r\n");
+	expect_replies(r, "220 ", "250-", "220 2.0.0", "250-", "334 VXNlcm5hbWU6\r\n",
+		"334 UGFzc3dvcmQ6\r\n", "235 2.7.0", NULL);
+	run_free(r);
+	r = transcript(AFTER_TLS "AUTH LOGIN YWxpY2U=\r\nc2VjcmV0\r\n");
+	expect_replies(r, "220 ", "250-", "220 2.0.0", "250-", "334 UGFzc3dvcmQ6\r\n",
+		"235 2.7.0", NULL);
+	cr_assert_str_eq(r->auth_password.s, "secret");
+	run_free(r);
+}
+
+Test(smtp_server, bad_credentials_get_535_with_the_same_text_for_unknown_users) /* 4954 6 */
+{
+	cfg_submission();
+	struct run *r = transcript(AFTER_TLS "AUTH PLAIN AGFsaWNlAHdyb25n\r\n"
+		"AUTH PLAIN AG5vc3VjaHVzZXIAd3Jvbmc=\r\n" AUTH_OK);
+	expect_replies(r, "220 ", "250-", "220 2.0.0", "250-", "535 5.7.8", "535 5.7.8",
+		"235 2.7.0", NULL);
+	cr_assert(slice_eq(reply(r, 4), reply(r, 5)), "unknown and known users look the same");
+	cr_assert_eq(smtp_server_auth_failures(r->s), 2);
+	run_free(r);
+}
+
+Test(smtp_server, repeated_auth_failures_end_with_421) /* RFC 4954 6, issue 11 */
+{
+	cfg_submission();
+	struct run *r = transcript(AFTER_TLS "AUTH PLAIN AGFsaWNlAHdyb25n\r\n"
+		"AUTH LOGIN YWxpY2U=\r\nd3Jvbmc=\r\nAUTH PLAIN Ym9iAGFsaWNlAHNlY3JldA==\r\n" AUTH_OK);
+	expect_replies(r, "220 ", "250-", "220 2.0.0", "250-", "535 5.7.8", "334 ", "535 5.7.8",
+		"535 5.7.8", "421 4.7.0", NULL);
+	expect_types(r, SMTP_ACTION_STARTTLS, SMTP_ACTION_AUTH, SMTP_ACTION_AUTH, CLOSE, END);
+	run_free(r);
+}
+
+Test(smtp_server, a_failed_check_gets_454_and_does_not_count) /* RFC 4954 6 */
+{
+	cfg_submission();
+	struct run *r = transcript(AFTER_TLS "AUTH PLAIN AHRlbXBmYWlsAHg=\r\n" AUTH_OK);
+	expect_replies(r, "220 ", "250-", "220 2.0.0", "250-", "454 4.7.0", "235 2.7.0", NULL);
+	cr_assert_eq(smtp_server_auth_failures(r->s), 0);
+	run_free(r);
+}
+
+Test(smtp_server, malformed_base64_and_cancel_get_501) /* RFC 4954 4 */
+{
+	cfg_submission();
+	struct run *r = transcript(AFTER_TLS "AUTH PLAIN AGFsaWNlAHNlY3JldA=\r\n"
+		"AUTH PLAIN\r\n!!!!\r\nAUTH LOGIN\r\nYWxpY2U=\r\n*\r\nAUTH PLAIN\r\n*\r\n"
+		"AUTH PLAIN AGFsaWNlAA==\r\nAUTH PLAIN =\r\nNOOP\r\n");
+	expect_replies(r, "220 ", "250-", "220 2.0.0", "250-", "501 5.5.2", "334 ", "501 5.5.2",
+		"334 VXNl", "334 UGFz", "501 5.7.0", "334 ", "501 5.7.0", "501 5.5.2", "501 5.5.2",
+		"250 2.0.0", NULL);
+	cr_assert_eq(r->auth_calls, 0, "nothing malformed is ever checked");
+	cr_assert_eq(smtp_server_auth_failures(r->s), 0);
+	run_free(r);
+}
+
+Test(smtp_server, unknown_mechanism_gets_504_and_syntax_errors_501) /* RFC 4954 4 */
+{
+	cfg_submission();
+	struct run *r = transcript(AFTER_TLS "AUTH CRAM-MD5\r\nAUTH\r\nAUTH PLAIN a b\r\n"
+		"AUTH PLAIN  AGFsaWNlAHNlY3JldA==\r\n");
+	expect_replies(r, "220 ", "250-", "220 2.0.0", "250-", "504 5.5.4", "501 5.5.4",
+		"501 5.5.4", "501 5.5.4", NULL);
+	run_free(r);
+}
+
+Test(smtp_server, second_auth_and_auth_in_a_transaction_get_503) /* RFC 4954 4 */
+{
+	cfg_submission();
+	struct run *r = transcript(AFTER_TLS "MAIL FROM:<a@b.example>\r\n" AUTH_OK "RSET\r\n"
+		AUTH_OK AUTH_OK "EHLO again\r\n" AUTH_OK);
+	expect_replies(r, "220 ", "250-", "220 2.0.0", "250-", "250 2.1.0",
+		"503 5.5.1 Error: MAIL transaction", "250 2.0.0", "235 2.7.0",
+		"503 5.5.1 Error: already authenticated", "250-", "503 5.5.1", NULL);
+	run_free(r);
+	r = transcript("EHLO c\r\nSTARTTLS\r\n" TLS_MARK AUTH_OK "HELO c\r\n" AUTH_OK);
+	expect_replies(r, "220 ", "250-", "220 2.0.0", "503 5.5.1 Error: send EHLO", "250 ",
+		"503 5.5.1 Error: send EHLO", NULL);
+	run_free(r);
+}
+
+Test(smtp_server, an_over_long_auth_response_gets_500_and_ends_the_exchange) /* RFC 4954 4 */
+{
+	cfg_submission();
+	static char in[256 + SMTP_CMD_LINE_LEN_MAX + 64];
+	int n = snprintf(in, sizeof(in), "%sAUTH PLAIN\r\n", AFTER_TLS);
+	memset(in + n, 'A', SMTP_CMD_LINE_LEN_MAX + 4);
+	n += SMTP_CMD_LINE_LEN_MAX + 4;
+	n += snprintf(in + n, sizeof(in) - (size_t)n, "\r\nNOOP\r\n");
+	struct run *r = transcript_n(in, (size_t)n);
+	expect_replies(r, "220 ", "250-", "220 2.0.0", "250-", "334 ", "500 5.5.6", "250 2.0.0",
+		NULL);
+	run_free(r);
+}
+
+Test(smtp_server, the_password_is_wiped_once_checked)
+{
+	cfg_submission();
+	struct run *r = transcript(AFTER_TLS AUTH_OK);
+	const uint8_t *pw = r->s->auth.password;
+	for (size_t i = 0; i < sizeof(r->s->auth.password); i++)
+		cr_assert_eq(pw[i], 0);
+	for (size_t i = 0; i < sizeof(r->s->auth.decoded); i++)
+		cr_assert_eq(r->s->auth.decoded[i], 0);
+	run_free(r);
+}
+
+Test(smtp_server, tls_and_auth_required_refuse_mail_with_530) /* RFC 3207 4, RFC 4954 6 */
+{
+	cfg_submission();
+	test_cfg.tls_required = true;
+	test_cfg.auth_required = true;
+	struct run *r = transcript("EHLO c\r\nMAIL FROM:<a@b.example>\r\nSTARTTLS\r\n" TLS_MARK
+		"EHLO c\r\nMAIL FROM:<a@b.example>\r\n" AUTH_OK "MAIL FROM:<a@b.example>\r\n");
+	expect_replies(r, "220 ", "250-", "530 5.7.0 Must issue a STARTTLS", "220 2.0.0", "250-",
+		"530 5.7.0 Authentication required", "235 2.7.0", "250 2.1.0", NULL);
+	run_free(r);
+}
+
+Test(smtp_server, mail_auth_parameter_is_accepted_where_auth_is_advertised) /* RFC 4954 5 */
+{
+	cfg_submission();
+	struct run *r = transcript("EHLO c\r\nMAIL FROM:<a@b.example> AUTH=<>\r\nSTARTTLS\r\n"
+		TLS_MARK "EHLO c\r\nMAIL FROM:<a@b.example> AUTH=alice+40b.example\r\n"
+		"RCPT TO:<u@d.example>\r\nDATA\r\n.\r\n" AUTH_OK
+		"MAIL FROM:<a@b.example> AUTH=alice+40b.example\r\nRCPT TO:<u@d.example>\r\n"
+		"DATA\r\n.\r\nMAIL FROM:<a@b.example> AUTH=\r\nMAIL FROM:<a@b.example> AUTH=a=b\r\n");
+	expect_replies(r, "220 ", "250-", "555 5.5.4", "220 2.0.0", "250-", "250 2.1.0",
+		"250 2.1.5", "354 ", "250 2.0.0", "235 2.7.0", "250 2.1.0", "250 2.1.5", "354 ",
+		"250 2.0.0", "501 5.5.4", "501 5.5.4", NULL);
+	cr_assert_eq(r->commits[0].mail_auth.len, 0, "not authenticated: as if AUTH=<>");
+	cr_assert_str_eq(r->commits[1].mail_auth.s, "alice+40b.example");
+	run_free(r);
+}
+
+Test(smtp_server, auth_timeouts_and_shutdown_close_and_ignore_a_late_verdict) /* smtp_server.h */
+{
+	cfg_submission();
+	test_implicit_tls = true;
+	struct smtp_server *s = malloc(sizeof(*s));
+	smtp_server_init(s, &test_cfg, NULL);
+	smtp_server_tls_started(s);
+	struct smtp_actions acts = { .count = 0 };
+	smtp_server_start(s, &acts);
+	acts.count = 0;
+	static const char in[] = "EHLO c\r\n" AUTH_OK;
+	cr_assert_eq(smtp_server_feed(s, SLICE_LIT(in), &acts), sizeof(in) - 1);
+	cr_assert_eq(acts.items[acts.count - 1].type, SMTP_ACTION_AUTH);
+	acts.count = 0;
+	smtp_server_timeout(s, &acts);
+	cr_assert(slice_starts_with(acts.items[0].data, SLICE_LIT("421 4.4.2")));
+	cr_assert(smtp_server_closed(s));
+	for (size_t i = 0; i < sizeof(s->auth.password); i++)
+		cr_assert_eq(s->auth.password[i], 0);
+	acts.count = 0;
+	smtp_server_auth_done(s, 0, &acts);
+	cr_assert_eq(acts.count, 0);
+	cr_assert_not(smtp_server_authenticated(s));
+	free(s);
 }
 
 /* ---- PIPELINING ---- */

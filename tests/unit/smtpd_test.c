@@ -8,7 +8,7 @@
 #include "base/ring.h"
 #include "conf/config.h"
 #include "conf/policy.h"
-#include "engine/bufring.h"
+#include "base/bufring.h"
 #include "engine/conn.h"
 #include "engine/smtpd.h"
 

@@ -1,9 +1,18 @@
-/* engine/bufring.c - provided receive buffers; see bufring.h. */
-#include "engine/bufring.h"
+/* base/bufring.c - provided receive buffers; see bufring.h. */
+#include "base/bufring.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+
+/* Puts buffer bid into the ring (visible after the next flush). */
+static void
+bufring_add(struct bufring *b, uint16_t bid)
+{
+	io_uring_buf_ring_add(b->br, bufring_buf(b, bid), b->size, bid,
+		io_uring_buf_ring_mask(b->count), (int)b->returned++);
+}
 
 int
 bufring_init(struct bufring *b, struct ring *r, uint16_t group, uint32_t count, uint32_t size)
@@ -22,6 +31,12 @@ bufring_init(struct bufring *b, struct ring *r, uint16_t group, uint32_t count, 
 		munmap(br, ring_bytes);
 		return rc;
 	}
+	b->refs = calloc(count, sizeof(*b->refs));
+	if (b->refs == NULL) {
+		munmap(base, (size_t)count * size);
+		munmap(br, ring_bytes);
+		return -ENOMEM;
+	}
 	b->br = br;
 	b->base = base;
 	b->count = count;
@@ -39,7 +54,7 @@ bufring_init(struct bufring *b, struct ring *r, uint16_t group, uint32_t count, 
 	}
 	io_uring_buf_ring_init(b->br);
 	for (uint32_t bid = 0; bid < count; bid++)
-		bufring_return(b, (uint16_t)bid);
+		bufring_add(b, (uint16_t)bid);
 	bufring_flush(b);
 	return 0;
 }
@@ -47,6 +62,7 @@ bufring_init(struct bufring *b, struct ring *r, uint16_t group, uint32_t count, 
 void
 bufring_fini(struct bufring *b)
 {
+	free(b->refs);
 	if (b->br != NULL)
 		munmap(b->br, b->count * sizeof(struct io_uring_buf));
 	if (b->base != NULL)
@@ -55,11 +71,42 @@ bufring_fini(struct bufring *b)
 }
 
 void
-bufring_return(struct bufring *b, uint16_t bid)
+bufring_taken(struct bufring *b, uint16_t bid)
 {
 	ASSERT(bid < b->count);
-	io_uring_buf_ring_add(b->br, bufring_buf(b, bid), b->size, bid,
-		io_uring_buf_ring_mask(b->count), (int)b->returned++);
+	ASSERT(b->refs[bid] == 0);
+	b->refs[bid] = 1;
+	b->held++;
+}
+
+void
+bufring_hold(struct bufring *b, uint16_t bid)
+{
+	ASSERT(bid < b->count);
+	ASSERT(b->refs[bid] > 0);
+	ASSERT(b->refs[bid] < UINT16_MAX);
+	b->refs[bid]++;
+}
+
+void
+bufring_release(struct bufring *b, uint16_t bid)
+{
+	ASSERT(bid < b->count);
+	ASSERT(b->refs[bid] > 0);
+	if (--b->refs[bid] > 0)
+		return;
+	ASSERT(b->held > 0);
+	b->held--;
+	bufring_add(b, bid);
+}
+
+int32_t
+bufring_which(const struct bufring *b, const void *p)
+{
+	const uint8_t *q = p;
+	if (q < b->base || q >= b->base + (size_t)b->count * b->size)
+		return -1;
+	return (int32_t)((size_t)(q - b->base) / b->size);
 }
 
 void

@@ -1,0 +1,79 @@
+/* conf/passwd.h - the AUTH users (auth_users_file) and password verification with crypt(3).
+ *
+ * The file is in Dovecot's passwd-file form, one user per line:
+ *
+ *   user:{SCHEME}hash[:more fields, ignored]      or      user:hash
+ *
+ * Accepted schemes (case-insensitive), all verified by libxcrypt's crypt_rn:
+ *   {CRYPT}         any crypt(3) string libxcrypt accepts as current (not legacy): yescrypt $y$,
+ *                   bcrypt $2b$/$2y$/$2a$, SHA-crypt $6$/$5$, scrypt $7$, gost-yescrypt $gy$
+ *   {BLF-CRYPT}     bcrypt ($2...)
+ *   {SHA512-CRYPT}  $6$
+ * A bare hash is read as {CRYPT}. Refused at load, naming the line: any other scheme ({PLAIN},
+ * {SSHA}, {SHA256-CRYPT}, ...), what libxcrypt calls legacy (DES, MD5-crypt, SHA256-crypt $5$,
+ * NT, SunMD5), an empty hash, a repeated user, a user name
+ * with a blank, a control character or more than PASSWD_USER_LEN_MAX octets. Blank lines and
+ * lines starting with '#' are skipped. User names compare exactly (octet for octet).
+ *
+ * Loaded once at start-up into a frozen table (like conf/policy's users): shards read it at once
+ * without locks. passwd_verify is slow by design (the hash's cost) and runs on the worker pool
+ * (base/workpool), never on a shard: passwd_job_run is the job function.
+ *
+ * An unknown user is verified against a dummy hash with the settings (method, cost) of the
+ * file's first entry, so that the answer and its timing do not tell whether the user exists; the
+ * result is always "no". The comparison of the computed and the stored hash is constant-time.
+ * Passwords are never logged, and the copies made here are wiped after use. */
+#ifndef RINGMTA_CONF_PASSWD_H
+#define RINGMTA_CONF_PASSWD_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/assert.h"
+#include "base/slice.h"
+
+#define PASSWD_USER_LEN_MAX          255u          /* RFC 4616 2: authcid up to 255 octets */
+#define PASSWD_PASSWORD_LEN_MAX      255u          /* RFC 4616 2: passwd up to 255 octets */
+#define PASSWD_HASH_LEN_MAX          383u          /* libxcrypt's CRYPT_OUTPUT_SIZE, less NUL */
+#define PASSWD_USERS_MAX         1000000u          /* lines of auth_users_file */
+#define PASSWD_FILE_SIZE_MAX   (256u << 20)        /* octets of auth_users_file */
+#define PASSWD_LINE_MAX             1024u          /* the line `ringmta passwd` prints */
+
+struct passwd_table;   /* opaque: defined in passwd.c */
+
+/* Reads the users file at path. Returns 0, or -1 with a message naming file and line in err. */
+MUST_USE int passwd_load(const char *path, struct passwd_table **out, char *err, size_t err_len);
+
+/* The same from memory; name is the file name shown in errors. */
+MUST_USE int passwd_load_buf(const char *name, struct slice text, struct passwd_table **out,
+	char *err, size_t err_len);
+
+void passwd_free(struct passwd_table *t);
+
+uint32_t passwd_count(const struct passwd_table *t);
+
+/* Checks user's password: 0 if it matches, -EACCES if it does not or the user is unknown (same
+ * cost either way), -EIO if crypt failed. Slow; thread-safe; reads t only. */
+MUST_USE int passwd_verify(const struct passwd_table *t, struct slice user, struct slice password);
+
+/* A fresh yescrypt hash of password (libxcrypt's default cost and a random salt), NUL-terminated
+ * in out. Returns its length, or -EINVAL (empty, too long or holding a NUL), -EIO. */
+MUST_USE int passwd_hash_new(struct slice password, char *out, size_t cap);
+
+/* A verification on the worker pool: the submitter fills it and keeps it until the completion;
+ * passwd_job_run verifies, wipes the password and returns passwd_verify's result. */
+struct passwd_job {
+	const struct passwd_table *table;
+	uint16_t user_len;
+	uint16_t password_len;
+	uint8_t user[PASSWD_USER_LEN_MAX];
+	uint8_t password[PASSWD_PASSWORD_LEN_MAX];
+};
+
+/* Fills job (copies user and password; false if either is too long: nothing copied). */
+MUST_USE bool passwd_job_init(struct passwd_job *job, const struct passwd_table *t,
+	struct slice user, struct slice password);
+
+/* workpool_job_fn: arg is a struct passwd_job. */
+int32_t passwd_job_run(void *arg);
+#endif
