@@ -5,6 +5,7 @@ state. Only 127.0.0.1 and ::1 are used.
 """
 import os
 import pwd
+import re
 import shutil
 import signal
 import smtplib
@@ -49,6 +50,9 @@ class Daemon:
             "local_domains": "localhost, example.test",
             "myhostname": "mx.example.test",
             "shards": str(shards),
+            # Never the machine's resolver: a loopback port where nothing answers, so remote
+            # domains defer; a test that resolves names sets its own DNS server.
+            "dns_servers": "127.0.0.1:%d" % free_port(),
         }
         if users is not None:
             path = os.path.join(self.dir, "users")
@@ -129,6 +133,15 @@ class Daemon:
             for p in (self.maildir, path):
                 os.chown(p, owner.pw_uid, owner.pw_gid)
         return path
+    def wait_for_log(self, pattern, timeout=5.0):
+        """The log once a line matches pattern (a regex): shards write their lines in batches,
+        a little after the event (base/log_sink)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.read_log()
+            if re.search(pattern, log) or time.monotonic() >= deadline:
+                return log
+            time.sleep(0.02)
 
     def mailbox_files(self, user):
         new = os.path.join(self.maildir, user, "new")
@@ -214,8 +227,7 @@ def mount_full_mailbox(d, user):
     """A mailbox on which nothing can be created, even by root: a private tmpfs with no free inode
     mounted on it, so every delivery fails with ENOSPC, a temporary failure. Returns its path (to
     umount when the mailbox should work again), or None where no tmpfs can be mounted."""
-    path = os.path.join(d.maildir, user)
-    os.makedirs(path, exist_ok=True)
+    path = d.mailbox_dir(user)
     if os.geteuid() != 0 or subprocess.run(
             ["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=1", "tmpfs", path],
             capture_output=True).returncode != 0:
