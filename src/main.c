@@ -242,9 +242,10 @@ static void
 main_shard_loop_end(struct shard *sh, void *ctx)
 {
 	struct main_shard *ms = ctx;
-	(void)sh;
 	if (ms->xep != NULL)
 		xshard_detach(ms->xep);
+	if (!sh->clean_exit)
+		log_sink_abandon(ms->log);   /* no teardown follows: its lines go out now */
 }
 
 /* On the shard's thread: the spool, the SMTP sessions and their listeners, the agents. */

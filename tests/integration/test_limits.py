@@ -110,7 +110,7 @@ def test_relay_networks_may_relay_and_no_one_else():
             assert code == 554 and msg.startswith(b"5.7.1"), (code, msg)
             code, _ = s.rcpt("postmaster@localhost")
             assert code == 250, "local mail is taken from anyone"
-        log = d.read_log()
+        log = d.wait_for_log(r"client=::1 relay=no")
         assert "client=127.0.0.1 relay=yes" in log and "client=::1 relay=no" in log, log
         assert d.stop() == 0
     finally:
