@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,7 @@
 #define SENDMAIL_RECV_MAX    SMTP_REPLY_LINE_LEN_MAX
 #define SENDMAIL_PIECES_MAX  (SMTP_RCPT_COUNT_MAX * 2u + 4u)   /* around each Bcc: field */
 #define SENDMAIL_NAME_MAX    128u     /* the display name of From: */
+#define SENDMAIL_BS_QUIET_MS 5000u    /* -bs: after stdin ends, the daemon's last answers */
 
 enum sendmail_mode { SENDMAIL_SEND, SENDMAIL_SMTP, SENDMAIL_LIST, SENDMAIL_FLUSH };
 
@@ -423,7 +425,7 @@ sendmail_send_all(int fd, const void *p, size_t len)
 {
 	const uint8_t *b = p;
 	while (len > 0) {
-		ssize_t n = send(fd, b, len, MSG_NOSIGNAL);
+		ssize_t n = write(fd, b, len);   /* a socket or stdout; SIGPIPE is ignored */
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
@@ -546,7 +548,9 @@ sendmail_sender(const struct sendmail_opts *o, const char *login_addr, char *out
 }
 
 /* -bs: the caller speaks SMTP on stdin and stdout, relayed to the daemon as they are (the
- * daemon's own parser and limits apply). */
+ * daemon's own parser and limits apply). At the end of stdin the daemon still answers what was
+ * pipelined: the socket is half-closed only once it has been quiet for SENDMAIL_BS_QUIET_MS (a
+ * dialog without QUIT), and the relay ends when the daemon closes. */
 static int
 sendmail_smtp(const struct config *cfg)
 {
@@ -562,24 +566,33 @@ sendmail_smtp(const struct config *cfg)
 		{ .fd = c->fd, .events = POLLIN } };
 	uint8_t buf[16384];
 	int rc = 0;
-	while (rc == 0 && poll(pf, 2, (int)SENDMAIL_TIMEOUT_S * 1000) > 0) {
+	bool half_closed = false;
+	while (rc == 0) {
+		int wait_ms = pf[0].fd < 0 && !half_closed ? (int)SENDMAIL_BS_QUIET_MS
+			: (int)SENDMAIL_TIMEOUT_S * 1000;
+		int n_ready = poll(pf, 2, wait_ms);
+		if (n_ready == 0 && pf[0].fd < 0 && !half_closed) {
+			shutdown(c->fd, SHUT_WR);
+			half_closed = true;
+			continue;
+		}
+		if (n_ready <= 0)
+			rc = EX_TEMPFAIL;
 		for (int i = 0; i < 2 && rc == 0; i++) {
 			if (pf[i].fd < 0 || !(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
 				continue;
 			ssize_t n = read(pf[i].fd, buf, sizeof(buf));
-			if (n <= 0 && i == 1) {
-				rc = 1;   /* the daemon closed the session: done */
-			} else if (n <= 0) {
-				shutdown(c->fd, SHUT_WR);
+			if (n <= 0 && i == 1)
+				rc = -1;   /* the daemon closed the session: done */
+			else if (n <= 0)
 				pf[0].fd = -1;
-			} else if (!sendmail_send_all(i == 0 ? c->fd : STDOUT_FILENO, buf, (size_t)n)) {
+			else if (!sendmail_send_all(i == 0 ? c->fd : STDOUT_FILENO, buf, (size_t)n))
 				rc = i == 0 ? EX_TEMPFAIL : EX_IOERR;
-			}
 		}
 	}
 	close(c->fd);
 	free(c);
-	return rc == 1 ? 0 : rc;
+	return rc == -1 ? 0 : rc;
 }
 
 /* `ringmta queue list` or `ringmta queue flush` (with -c when sendmail had -C). */
@@ -642,6 +655,7 @@ sendmail_main(int argc, char **argv)
 {
 	static struct config cfg;
 	struct sendmail_opts o = { .mode = SENDMAIL_SEND };
+	signal(SIGPIPE, SIG_IGN);   /* a daemon that goes away is an error return, not a kill */
 	int rc = sendmail_parse(argc, argv, &o);
 	if (rc != 0)
 		return rc;
