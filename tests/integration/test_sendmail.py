@@ -69,7 +69,7 @@ def test_plain_message_gets_date_message_id_from():
         assert b"Return-Path: <root@mx.example.test>" in h
         assert msg.endswith(b"\r\n\r\nhello\r\nworld\r\n"), msg
         no_bare_newlines(msg)
-        log = t.d.read_log()
+        log = t.d.wait_for_log(r"event=accepted .*client=local:root")
         assert re.search(r"event=accepted .*client=local:root", log), log
         assert "event=connect shard=0 client=local:root relay=yes" in log, log
     finally:
@@ -107,7 +107,7 @@ def test_t_takes_to_cc_bcc_and_removes_bcc():
             h = header_block(msg)
             assert b"Bcc" not in h and b"eve@" not in h and b"frank@" not in h, (user, h)
             assert b"To: Alice Example <alice@localhost>" in h, h
-        log = t.d.read_log()
+        log = t.d.wait_for_log("nrcpt=7")
         assert log.count("event=accepted") == 1 and "nrcpt=7" in log, log
     finally:
         t.close()
@@ -166,7 +166,7 @@ def test_bare_lf_dot_cannot_end_the_message_or_smuggle_a_second_one():
                         b"DATA\r\ninjected\r\n.\r\nQUIT\r\n\r\n.\r\nlast\r\nline\r\n.\r\n"), body
         time.sleep(0.5)
         assert t.d.mailbox_files("mallory") == []
-        assert t.d.read_log().count("event=accepted") == 1
+        assert t.d.wait_for_log("event=accepted").count("event=accepted") == 1
     finally:
         t.close()
 
@@ -251,7 +251,8 @@ def test_local_user_may_relay():
     try:
         r = t.send(["someone@remote.example.org"], b"Subject: out\n\nx\n")
         assert r.returncode == 0, r.stderr
-        assert re.search(r"event=accepted .*client=local:root", t.d.read_log())
+        assert re.search(r"event=accepted .*client=local:root",
+                         t.d.wait_for_log(r"event=accepted .*client=local:root"))
     finally:
         t.close()
 
