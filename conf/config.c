@@ -1455,6 +1455,7 @@ config_format_started(char *buf, size_t cap, uint64_t now_ms, const struct confi
 	config_line_addrs(&l, "submission_listen", cfg->submission_listen,
 		cfg->submission_listen_count);
 	config_line_addrs(&l, "smtps_listen", cfg->smtps_listen, cfg->smtps_listen_count);
+	log_line_str(&l, "local_listen", cfg->local_listen);
 	log_line_str(&l, "spool_dir", cfg->spool_dir);
 	return log_line_end(&l);
 }

@@ -99,6 +99,7 @@ def test_files_user_and_unit(root, deb):
         assert os.path.isfile(root.file(p)), p
     assert os.readlink(root.file("/usr/sbin/sendmail")) == "ringmta"
     assert os.readlink(root.file("/usr/bin/mailq")) == "../sbin/ringmta"
+    assert os.path.realpath(root.file("/usr/lib/sendmail")) == root.file("/usr/sbin/ringmta")
     conf = open(root.file("/etc/ringmta/ringmta.conf")).read()
     assert "\nlisten = 127.0.0.1:25\n" in conf and "\n#max_recipients = 1000\n" in conf, conf
     keys = root.inside("/usr/sbin/ringmta --check-config -c /etc/ringmta/ringmta.conf").stdout

@@ -1011,13 +1011,14 @@ Test(config, started_line_names_shards_host_listeners_and_spool)
 {
 	char line[LOG_LINE_MAX];
 	config_default(&cfg);
-	const char *text = "listen = 127.0.0.1:2525, [::1]:2525\nmyhostname = mx.example\n";
+	const char *text = "listen = 127.0.0.1:2525, [::1]:2525\nmyhostname = mx.example\n"
+		"local_listen = /run/ringmta/sendmail.sock\n";
 	cr_assert_eq(config_load_buf(&cfg, "t", text, strlen(text), err, sizeof(err)), 0);
 	size_t n = config_format_started(line, sizeof(line), 1714566896789ull, &cfg, 4);
 	line[n] = '\0';
 	cr_assert_str_eq(line, "2024-05-01T12:34:56.789Z event=started shards=4 "
 		"myhostname=mx.example listen=127.0.0.1:2525,[::1]:2525 submission_listen= "
-		"smtps_listen= spool_dir=./var/spool\n");
+		"smtps_listen= local_listen=/run/ringmta/sendmail.sock spool_dir=./var/spool\n");
 }
 
 /* The sample configuration (--print-sample): every key of config_print appears with a meaning
