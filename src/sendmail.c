@@ -274,7 +274,7 @@ sendmail_field(const struct sendmail_opts *o, struct sendmail_msg *m,
 	}
 	if (!bcc)
 		sendmail_piece(m, f->whole);
-	else if (m->piece_count + 2 > SENDMAIL_PIECES_MAX)
+	else if (m->piece_count + 3 > SENDMAIL_PIECES_MAX)   /* the next field, CRLF, the body */
 		return EX_DATAERR;   /* more Bcc: fields than any message has */
 	return 0;
 }

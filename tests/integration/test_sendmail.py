@@ -124,6 +124,11 @@ def test_t_without_recipients_or_with_a_broken_field_is_dataerr():
         assert r.returncode == EX_DATAERR, (r.returncode, r.stderr)
         r = t.send([], b"Subject: x\n\nhi\n")
         assert r.returncode == EX_USAGE, (r.returncode, r.stderr)
+        many = b"To: alice@localhost\n" + b"Bcc: bob@localhost\nX: y\n" * 1100 + b"\nhi\n"
+        r = t.send(["-t"], many)
+        assert r.returncode == EX_DATAERR, (r.returncode, r.stderr)   # over 1000 recipients
+        r = t.send(["-t"], b"To: alice@localhost\n" + b"Bcc: \nX: y\n" * 2100 + b"\nhi\n")
+        assert r.returncode == EX_DATAERR, (r.returncode, r.stderr)   # pieces, not a crash
         time.sleep(0.3)
         assert "event=accepted" not in t.d.read_log()
     finally:
