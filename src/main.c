@@ -684,6 +684,9 @@ main(int argc, char **argv)
 	}
 	if (main_local_dir(cfg.local_listen) != 0)
 		return 2;
+	rc = notify_open();   /* as root: the notify socket need not be mail_owner's */
+	if (rc < 0)
+		log_error(main_clock_real_ms(), "sd_notify", rc);
 	/* Blocked in every thread: the main thread takes them with sigwait. */
 	sigset_t set;
 	sigemptyset(&set);

@@ -9,8 +9,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+static int notify_fd = -1;   /* connected to $NOTIFY_SOCKET; main thread only */
+
 int
-notify_send(const char *state)
+notify_open(void)
 {
 	const char *path = getenv("NOTIFY_SOCKET");
 	if (path == NULL || path[0] == '\0')
@@ -26,9 +28,19 @@ notify_send(const char *state)
 	if (fd < 0)
 		return -errno;
 	socklen_t sa_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
-	ssize_t n = sendto(fd, state, strlen(state), MSG_NOSIGNAL, (const struct sockaddr *)&sun,
-		sa_len);
-	int rc = n < 0 ? -errno : 0;
-	close(fd);
-	return rc;
+	if (connect(fd, (const struct sockaddr *)&sun, sa_len) != 0) {
+		int rc = -errno;
+		close(fd);
+		return rc;
+	}
+	notify_fd = fd;
+	return 0;
+}
+
+int
+notify_send(const char *state)
+{
+	if (notify_fd < 0)
+		return 0;
+	return send(notify_fd, state, strlen(state), MSG_NOSIGNAL) < 0 ? -errno : 0;
 }

@@ -129,7 +129,7 @@ class Started:
         exec_start = [l for l in unit.splitlines() if l.startswith("ExecStart=")][0]
         self.argv = shlex.split(exec_start[len("ExecStart="):])
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.notify.bind(root.file("/run/notify.sock"))
+        self.notify.bind(root.file("/run/notify.sock"))   # root's, not writable by ringmta
         os.makedirs(root.file("/run/ringmta"), mode=0o755, exist_ok=True)   # RuntimeDirectory
         self.log = open(os.path.join(root.top, "ringmta.log"), "wb")
         self.proc = subprocess.Popen(["chroot", root.path] + self.argv, stdout=self.log,
@@ -139,6 +139,13 @@ class Started:
     def read_log(self):
         with open(os.path.join(self.root.top, "ringmta.log"), "rb") as f:
             return f.read().decode(errors="replace")
+
+    def wait_log(self, text, timeout=5.0):
+        """The log once it holds text (shards write their lines in batches)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.read_log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.read_log()
 
 
 def test_starts_from_the_installed_configuration(root, st):
@@ -164,14 +171,14 @@ def test_sendmail_as_a_user(root, st):
     assert r.returncode == 0
     files = wait_files(root.file("/var/lib/ringmta/mail/root/new"), 2)
     assert len(files) == 2, st.read_log()
-    assert "client=local:nobody" in st.read_log(), st.read_log()
+    assert "client=local:nobody" in st.wait_log("client=local:nobody"), st.read_log()
 
 
 def test_sighup_then_sigterm(root, st):
     st.proc.send_signal(signal.SIGHUP)
     time.sleep(0.3)
     assert st.proc.poll() is None, "SIGHUP ended the daemon"
-    assert "event=sighup" in st.read_log()
+    assert "event=sighup" in st.wait_log("event=sighup"), st.read_log()
     st.proc.send_signal(signal.SIGTERM)
     assert st.proc.wait(20) == 0, st.read_log()
     r = root.inside("printf 'x\\n' | /usr/sbin/sendmail root@localhost", check=False)
