@@ -6,7 +6,7 @@
  * daemon's 250 to the end of data. The daemon knows the submitting user from the socket
  * (SO_PEERCRED) and logs it as the client. Before sending, the message gets the header fields it
  * lacks (From:, Date:, Message-ID:; RFC 5322 3.6); with -t its recipients come from To:, Cc: and
- * Bcc:, and Bcc: fields are removed. Line ends become CRLF and dots are stuffed on the way out
+ * Bcc:; Bcc: fields are removed with or without -t (RFC 5322 3.6.3). Line ends become CRLF and dots are stuffed on the way out
  * (proto/data_stuff), so no line of the input can end the data early.
  *
  * Exit statuses (sysexits.h, as Postfix's sendmail): 0 queued; EX_USAGE bad options;
