@@ -113,6 +113,20 @@ def test_t_takes_to_cc_bcc_and_removes_bcc():
         t.close()
 
 
+def test_bcc_is_removed_without_t_too():
+    """RFC 5322 3.6.3: Bcc: is for the sender's eyes; its recipients are not told (no -t: the
+    command line names the recipients, and the field still goes)."""
+    t = Local()
+    try:
+        r = t.send(["alice@localhost"], b"To: alice@localhost\nBcc: secret@localhost\n\nx\n")
+        assert r.returncode == 0, r.stderr
+        h = header_block(t.one("alice"))
+        assert b"Bcc" not in h and b"secret" not in h, h
+        assert t.d.mailbox_files("secret") == []
+    finally:
+        t.close()
+
+
 def test_t_without_recipients_or_with_a_broken_field_is_dataerr():
     t = Local()
     try:
