@@ -629,6 +629,19 @@ main_fd_limit(struct config *cfg)
 	return 0;
 }
 
+/* --check-config, --print-sample, --print-man-keys: print, and exit with this status. */
+static int
+main_print(enum main_mode mode, const struct config *cfg)
+{
+	if (mode == MAIN_MODE_CHECK) {
+		config_print(cfg, stdout);
+		return 0;
+	}
+	int rc = mode == MAIN_MODE_SAMPLE ? config_print_sample(cfg, stdout)
+		: config_print_man(stdout);
+	return rc == 0 && fflush(stdout) == 0 ? 0 : 1;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -640,15 +653,8 @@ main(int argc, char **argv)
 		return sub;
 	if (main_config(argc, argv, &cfg, &mode) != 0)
 		return 2;
-	if (mode == MAIN_MODE_CHECK) {
-		config_print(&cfg, stdout);
-		return 0;
-	}
-	if (mode == MAIN_MODE_SAMPLE || mode == MAIN_MODE_MAN) {
-		int prc = mode == MAIN_MODE_SAMPLE ? config_print_sample(&cfg, stdout)
-			: config_print_man(stdout);
-		return prc == 0 && fflush(stdout) == 0 ? 0 : 1;
-	}
+	if (mode != MAIN_MODE_RUN)
+		return main_print(mode, &cfg);
 	char err[CONFIG_ERR_MAX];
 	if (main_check_supported(&cfg, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ringmta: %s\n", err);
