@@ -16,17 +16,23 @@
 #include "base/queue_id.h"
 
 #define LOG_TRUNCATED      " truncated"
-/* Kept free while building: a closing quote, the marker and the LF always fit. */
+#define LOG_TRUNCATED_JSON ",\"truncated\":true}"
+/* Kept free while building: a closing quote, the marker (for JSON with the object's closing
+ * brace) and the LF always fit. */
 #define LOG_RESERVE        (1u + sizeof(LOG_TRUNCATED) - 1u + 1u)
+#define LOG_RESERVE_JSON   (1u + sizeof(LOG_TRUNCATED_JSON) - 1u + 1u)
 #define LOG_MS_PER_DAY     86400000ull
 
 _Static_assert(LOG_LINE_MAX <= PIPE_BUF, "a line is one atomic pipe write");
-_Static_assert(LOG_LINE_MIN > LOG_TIME_LEN + LOG_RESERVE + 32u, "room for time and event");
+_Static_assert(LOG_LINE_MIN > LOG_TIME_LEN + LOG_RESERVE_JSON + 32u, "room for time and event");
 
 /* Set by the first log_open before the shards start; later opens dup3 onto the same number.
  * Atomic because a reopen may run while shard threads read them (relaxed: each is one word). */
 static _Atomic int log_out_fd = STDERR_FILENO;
 static _Atomic bool log_out_appends;
+
+/* Set once at start-up, before the shards start (log_set_format). */
+static enum log_format log_fmt = LOG_FORMAT_TEXT;
 
 /* Each thread's sink (log_thread_sink); none for main and the helper threads. */
 static __thread log_sink_fn log_tls_sink;
@@ -71,7 +77,8 @@ log_format_time(char *out, uint64_t unix_ms)
 static size_t
 log_line_room(const struct log_line *l)
 {
-	return l->full ? 0 : l->cap - LOG_RESERVE - l->len;
+	return l->full ? 0
+		: l->cap - (log_fmt == LOG_FORMAT_JSON ? LOG_RESERVE_JSON : LOG_RESERVE) - l->len;
 }
 
 static void
@@ -99,28 +106,63 @@ log_needs_escape(uint8_t c, bool keep_blank)
 	return c <= 0x20 || c >= 0x7f || c == '"' || c == '\\';
 }
 
-/* Appends value escaped; an escape sequence is never cut in two. */
+/* Appends value escaped; an escape sequence is never cut in two. Text: \xHH. JSON (RFC 8259
+ * 7): the same octets (blanks kept) as \u00HH, and '"' and '\' as \" and \\. */
 static void
 log_put_escaped(struct log_line *l, struct slice value, bool keep_blank)
 {
 	static const char hex[] = "0123456789abcdef";
+	bool json = log_fmt == LOG_FORMAT_JSON;
 	for (size_t i = 0; i < value.len && !l->full; i++) {
 		uint8_t c = value.ptr[i];
-		if (!log_needs_escape(c, keep_blank)) {
+		if (!log_needs_escape(c, keep_blank || json)) {
 			log_put(l, (const char *)&value.ptr[i], 1);
-			continue;
+		} else if (!json) {
+			char esc[4] = { '\\', 'x', hex[c >> 4], hex[c & 15u] };
+			log_put(l, esc, sizeof(esc));
+		} else if (c == '"' || c == '\\') {
+			char esc[2] = { '\\', (char)c };
+			log_put(l, esc, sizeof(esc));
+		} else {
+			char esc[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15u] };
+			log_put(l, esc, sizeof(esc));
 		}
-		char esc[4] = { '\\', 'x', hex[c >> 4], hex[c & 15u] };
-		log_put(l, esc, sizeof(esc));
 	}
 }
 
+/* Text: " key="; JSON: ",\"key\":" (keys are the code's own names: nothing to escape). */
 static void
 log_put_key(struct log_line *l, const char *key)
 {
-	log_put(l, " ", 1);
+	bool json = log_fmt == LOG_FORMAT_JSON;
+	if (json && !l->full)
+		l->field_start = l->len;
+	log_put_str(l, json ? ",\"" : " ");
 	log_put_str(l, key);
-	log_put(l, "=", 1);
+	log_put_str(l, json ? "\":" : "=");
+}
+
+/* A string value: text as it is (escaped), JSON between quotes. A JSON string cut short is
+ * closed by log_line_end. */
+static void
+log_put_string(struct log_line *l, struct slice value, bool keep_blank)
+{
+	if (log_fmt == LOG_FORMAT_TEXT) {
+		log_put_escaped(l, value, keep_blank);
+		return;
+	}
+	log_put(l, "\"", 1);
+	l->in_quote = !l->full;
+	log_put_escaped(l, value, true);
+	log_put(l, "\"", 1);
+	if (!l->full)
+		l->in_quote = false;
+}
+
+void
+log_set_format(enum log_format f)
+{
+	log_fmt = f;
 }
 
 void
@@ -130,6 +172,15 @@ log_line_begin(struct log_line *l, char *buf, size_t cap, uint64_t now_ms, const
 	*l = (struct log_line){ .buf = buf, .cap = cap };
 	char t[LOG_TIME_LEN + 1];
 	log_format_time(t, now_ms);
+	if (log_fmt == LOG_FORMAT_JSON) {
+		log_put_str(l, "{\"time\":\"");
+		log_put(l, t, LOG_TIME_LEN);
+		log_put_str(l, "\",\"event\":\"");
+		log_put_str(l, event);
+		log_put_str(l, "\"");
+		l->field_start = l->len;
+		return;
+	}
 	log_put(l, t, LOG_TIME_LEN);
 	log_put_str(l, " event=");
 	log_put_str(l, event);
@@ -139,7 +190,7 @@ void
 log_line_slice(struct log_line *l, const char *key, struct slice value)
 {
 	log_put_key(l, key);
-	log_put_escaped(l, value, false);
+	log_put_string(l, value, false);
 }
 
 void
@@ -152,6 +203,10 @@ void
 log_line_path(struct log_line *l, const char *key, struct slice value)
 {
 	log_put_key(l, key);
+	if (log_fmt == LOG_FORMAT_JSON) {
+		log_put_string(l, value, false);
+		return;
+	}
 	log_put(l, "<", 1);
 	log_put_escaped(l, value, false);
 	log_put(l, ">", 1);
@@ -161,6 +216,10 @@ void
 log_line_quoted(struct log_line *l, const char *key, struct slice value)
 {
 	log_put_key(l, key);
+	if (log_fmt == LOG_FORMAT_JSON) {
+		log_put_string(l, value, true);
+		return;
+	}
 	log_put(l, "\"", 1);
 	l->in_quote = !l->full;
 	log_put_escaped(l, value, true);
@@ -184,7 +243,7 @@ log_line_qid(struct log_line *l, uint64_t qid)
 	char id[QUEUE_ID_STR_LEN + 1];
 	queue_id_format(qid, id);   /* as the 250 reply shows it, so the reply's id greps */
 	log_put_key(l, "qid");
-	log_put(l, id, QUEUE_ID_STR_LEN);
+	log_put_string(l, slice_make(id, QUEUE_ID_STR_LEN), false);
 }
 
 void
@@ -200,11 +259,19 @@ size_t
 log_line_end(struct log_line *l)
 {
 	/* LOG_RESERVE keeps room for these whatever happened before. */
+	bool json = log_fmt == LOG_FORMAT_JSON;
+	/* JSON: a field cut before its value (or inside a number) goes whole; a string cut
+	 * inside stays, closed. */
+	if (json && l->full && !l->in_quote)
+		l->len = l->field_start;
 	if (l->in_quote)
 		l->buf[l->len++] = '"';
 	if (l->full) {
-		memcpy(l->buf + l->len, LOG_TRUNCATED, sizeof(LOG_TRUNCATED) - 1);
-		l->len += sizeof(LOG_TRUNCATED) - 1;
+		const char *mark = json ? LOG_TRUNCATED_JSON : LOG_TRUNCATED;
+		memcpy(l->buf + l->len, mark, strlen(mark));
+		l->len += strlen(mark);
+	} else if (json) {
+		l->buf[l->len++] = '}';
 	}
 	l->buf[l->len++] = '\n';
 	ASSERT(l->len <= l->cap);

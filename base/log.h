@@ -15,7 +15,14 @@
  * way lines from several threads never interleave (a pipe keeps writes up to PIPE_BUF whole; a
  * file opened O_APPEND keeps each write together). log_open runs once before the shards start,
  * and again at any time to reopen. The convenience functions (log_conn_open, ...) format into a
- * stack buffer and write; nothing allocates. */
+ * stack buffer and write; nothing allocates.
+ *
+ * log_format = json (log_set_format, once before the shards start) writes the same lines as one
+ * JSON object each, for log shippers: {"time":"...","event":"delivery","qid":"...",...}, numbers
+ * as numbers (durations in seconds), strings JSON-escaped (RFC 8259 7): '"', '\' and every octet
+ * the text format escapes become \" \\ or \u00HH, so a line is valid JSON (and ASCII) whatever
+ * the network sent; mail addresses without their angle brackets. A cut line ends with
+ * "truncated":true. */
 #ifndef RINGMTA_BASE_LOG_H
 #define RINGMTA_BASE_LOG_H
 #include <stdbool.h>
@@ -52,6 +59,14 @@ enum log_status {
 	LOG_STATUS_EXPIRED,
 };
 
+enum log_format {
+	LOG_FORMAT_TEXT,    /* key=value */
+	LOG_FORMAT_JSON,    /* one JSON object per line */
+};
+
+/* Start-up, before any other thread logs: the format of every later line. */
+void log_set_format(enum log_format f);
+
 /* A line being built in a caller buffer; the log_line_* functions never write past cap. */
 struct log_line {
 	char *buf;
@@ -59,6 +74,7 @@ struct log_line {
 	size_t len;
 	bool full;        /* something did not fit: the line ends with " truncated" */
 	bool in_quote;
+	size_t field_start;   /* JSON: where the last field began (a cut one is dropped whole) */
 };
 
 /* Starts "<time> event=<event>"; cap is at least LOG_LINE_MIN. */

@@ -17,7 +17,10 @@ ring_clock_ms(clockid_t id)
 void
 ring_clock(struct ring *r)
 {
-	r->now_ms = ring_clock_ms(CLOCK_MONOTONIC);
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	r->now_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+	r->now_ms = r->now_us / 1000u;
 	r->now_real_ms = ring_clock_ms(CLOCK_REALTIME);
 }
 

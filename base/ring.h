@@ -58,6 +58,7 @@ struct ring {
 	int fd;                      /* for IORING_OP_MSG_RING from other threads */
 	uint32_t shard;              /* index of the owning shard */
 	uint64_t now_ms;             /* CLOCK_MONOTONIC, read once per loop turn */
+	uint64_t now_us;             /* the same reading in microseconds, for latencies */
 	uint64_t now_real_ms;        /* CLOCK_REALTIME, for logs, headers and the durable schedule */
 	bool stopping;               /* the shard is stopping: flush, do not start new work */
 	/* private: use the functions */
@@ -94,7 +95,7 @@ int ring_init(struct ring *r, uint32_t shard, uint32_t entries, uint32_t files);
 
 void ring_fini(struct ring *r);
 
-/* Reads both clocks into now_ms and now_real_ms. */
+/* Reads both clocks into now_ms (and now_us) and now_real_ms. */
 void ring_clock(struct ring *r);
 
 /* Start-up: a new op code whose completions go to fn(ctx, cqe). Never RING_OP_NONE. */

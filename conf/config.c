@@ -57,6 +57,7 @@ enum config_kind {
 	CONFIG_KIND_RELAYHOST,
 	CONFIG_KIND_DNS,
 	CONFIG_KIND_MAILDIR_SYNC, /* fsync | syncfs */
+	CONFIG_KIND_LOG_FORMAT,  /* uint32_t enum log_format: text | json */
 	CONFIG_KIND_INET,        /* all, ipv4, ipv6, "ipv4, ipv6" (Postfix inet_protocols) */
 	CONFIG_KIND_TLS_LEVEL,   /* uint8_t enum config_tls_level */
 };
@@ -80,6 +81,7 @@ static const struct config_key config_keys[] = {
 	CONFIG_LIST("listen", CONFIG_KIND_ADDRS, listen, 1),
 	CONFIG_LIST("submission_listen", CONFIG_KIND_ADDRS, submission_listen, 0),
 	CONFIG_LIST("smtps_listen", CONFIG_KIND_ADDRS, smtps_listen, 0),
+	CONFIG_LIST("metrics_listen", CONFIG_KIND_ADDRS, metrics_listen, 0),
 	CONFIG_VALUE("local_listen", CONFIG_KIND_PATH, local_listen, 0, 0),
 	CONFIG_VALUE("myhostname", CONFIG_KIND_HOSTNAME, myhostname, 0, 0),
 	{ "local_domains", CONFIG_KIND_DOMAINS, CONFIG_F(local_domains),
@@ -145,6 +147,7 @@ static const struct config_key config_keys[] = {
 	CONFIG_VALUE("delay_warning_time", CONFIG_KIND_LIFETIME, delay_warning_s, 0,
 		CONFIG_QUEUE_LIFETIME_MAX_S),
 	CONFIG_VALUE("log_file", CONFIG_KIND_PATH, log_file, 0, 0),
+	CONFIG_VALUE("log_format", CONFIG_KIND_LOG_FORMAT, log_format, 0, 0),
 	CONFIG_VALUE("maildir_sync", CONFIG_KIND_MAILDIR_SYNC, maildir_sync, 0, 0),
 };
 
@@ -160,6 +163,8 @@ static const struct config_doc {
 	{ "listen", "inbound SMTP addresses, e.g. 0.0.0.0:25, [::]:25", NULL },
 	{ "submission_listen", "port 587 addresses (needs TLS and AUTH; not built yet)", NULL },
 	{ "smtps_listen", "port 465 addresses, implicit TLS (not built yet)", NULL },
+	{ "metrics_listen", "addresses of the Prometheus endpoint (HTTP GET /metrics); empty: off",
+		NULL },
 	{ "local_listen", "Unix socket where `ringmta sendmail` hands in local mail (may relay); "
 		"empty: none", NULL },
 	{ "myhostname", "name in the greeting, EHLO, Received: and Maildir file names",
@@ -218,6 +223,7 @@ static const struct config_doc {
 	{ "delay_warning_time", "after this long, one \"delayed\" notice to the sender (0: never)",
 		NULL },
 	{ "log_file", "where log lines go; empty: stderr", NULL },
+	{ "log_format", "text (key=value) or json (one JSON object per line)", NULL },
 	{ "maildir_sync", "how a Maildir delivery is made durable: auto, fsync or syncfs", NULL },
 };
 
@@ -225,6 +231,11 @@ static const char *const config_maildir_sync_names[] = {
 	[CONFIG_MAILDIR_SYNC_AUTO] = "auto",
 	[CONFIG_MAILDIR_SYNC_FSYNC] = "fsync",
 	[CONFIG_MAILDIR_SYNC_SYNCFS] = "syncfs",
+};
+
+static const char *const config_log_formats[] = {
+	[LOG_FORMAT_TEXT] = "text",
+	[LOG_FORMAT_JSON] = "json",
 };
 
 static const char *const config_tls_levels[] = {
@@ -960,6 +971,15 @@ config_set_value(struct config *cfg, const struct config_key *k, struct slice va
 		}
 		config_why(why, value, " is not auto, fsync or syncfs");
 		return -1;
+	case CONFIG_KIND_LOG_FORMAT:
+		for (size_t i = 0; i < ARRAY_LEN(config_log_formats); i++) {
+			if (slice_eq(value, config_cstr(config_log_formats[i]))) {
+				cfg->log_format = (uint32_t)i;
+				return 0;
+			}
+		}
+		config_why(why, value, " is not text or json");
+		return -1;
 	case CONFIG_KIND_INET:
 		return config_parse_inet(cfg, value, why);
 	case CONFIG_KIND_TLS_LEVEL:
@@ -1020,6 +1040,9 @@ config_print_value(FILE *f, const struct config *cfg, const struct config_key *k
 		break;
 	case CONFIG_KIND_MAILDIR_SYNC:
 		fputs(config_maildir_sync_names[cfg->maildir_sync], f);
+		break;
+	case CONFIG_KIND_LOG_FORMAT:
+		fputs(config_log_formats[cfg->log_format], f);
 		break;
 	case CONFIG_KIND_INET:
 		fputs(config_inet_name(*(const uint32_t *)field), f);
@@ -1286,6 +1309,14 @@ config_check(const struct config *cfg, char *err, size_t err_len)
 			cfg->submission_listen_count))
 			goto twice;
 	}
+	for (uint32_t i = 0; i < cfg->metrics_listen_count; i++) {
+		if (config_addr_listed(&cfg->metrics_listen[i], cfg->listen, cfg->listen_count)
+			|| config_addr_listed(&cfg->metrics_listen[i], cfg->submission_listen,
+			cfg->submission_listen_count)
+			|| config_addr_listed(&cfg->metrics_listen[i], cfg->smtps_listen,
+			cfg->smtps_listen_count))
+			goto twice;
+	}
 	if (cfg->minimal_backoff_s > cfg->maximal_backoff_s) {
 		snprintf(err, err_len, "minimal_backoff_time is above maximal_backoff_time");
 		return -1;
@@ -1302,7 +1333,7 @@ config_check(const struct config *cfg, char *err, size_t err_len)
 	return 0;
 twice:
 	snprintf(err, err_len,
-		"listen, submission_listen, smtps_listen: an address is in two lists");
+		"listen, submission_listen, smtps_listen, metrics_listen: an address is in two lists");
 	return -1;
 }
 
@@ -1428,19 +1459,27 @@ config_line_addrs(struct log_line *l, const char *key, const struct config_addr 
 	size_t len = 0;
 	text[0] = '\0';
 	for (uint32_t i = 0; i < count; i++) {
-		char host[INET6_ADDRSTRLEN];
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)&addrs[i].sa;
-		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&addrs[i].sa;
-		bool v4 = addrs[i].sa.ss_family == AF_INET;
-		inet_ntop(addrs[i].sa.ss_family, v4 ? (const void *)&sin->sin_addr
-			: (const void *)&sin6->sin6_addr, host, sizeof(host));
-		int n = snprintf(text + len, sizeof(text) - len, v4 ? "%s%s:%u" : "%s[%s]:%u",
-			i > 0 ? "," : "", host, ntohs(v4 ? sin->sin_port : sin6->sin6_port));
+		char addr[CONFIG_ADDR_TEXT_MAX];
+		config_addr_format(&addrs[i], addr, sizeof(addr));
+		int n = snprintf(text + len, sizeof(text) - len, "%s%s", i > 0 ? "," : "", addr);
 		if (n < 0 || (size_t)n >= sizeof(text) - len)
 			break;
 		len += (size_t)n;
 	}
 	log_line_str(l, key, text);
+}
+
+void
+config_addr_format(const struct config_addr *a, char *buf, size_t cap)
+{
+	char host[INET6_ADDRSTRLEN];
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)&a->sa;
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&a->sa;
+	bool v4 = a->sa.ss_family == AF_INET;
+	inet_ntop(a->sa.ss_family, v4 ? (const void *)&sin->sin_addr
+		: (const void *)&sin6->sin6_addr, host, sizeof(host));
+	snprintf(buf, cap, v4 ? "%s:%u" : "[%s]:%u", host,
+		ntohs(v4 ? sin->sin_port : sin6->sin6_port));
 }
 
 size_t
@@ -1455,6 +1494,7 @@ config_format_started(char *buf, size_t cap, uint64_t now_ms, const struct confi
 	config_line_addrs(&l, "submission_listen", cfg->submission_listen,
 		cfg->submission_listen_count);
 	config_line_addrs(&l, "smtps_listen", cfg->smtps_listen, cfg->smtps_listen_count);
+	config_line_addrs(&l, "metrics_listen", cfg->metrics_listen, cfg->metrics_listen_count);
 	log_line_str(&l, "local_listen", cfg->local_listen);
 	log_line_str(&l, "spool_dir", cfg->spool_dir);
 	return log_line_end(&l);

@@ -102,6 +102,8 @@ struct config {
 	uint32_t submission_listen_count;
 	struct config_addr smtps_listen[CONFIG_LISTEN_MAX];
 	uint32_t smtps_listen_count;
+	struct config_addr metrics_listen[CONFIG_LISTEN_MAX];   /* the Prometheus endpoint */
+	uint32_t metrics_listen_count;
 	char local_listen[CONFIG_STR_MAX];   /* Unix socket for `ringmta sendmail`; empty: none */
 
 	char myhostname[256];
@@ -152,6 +154,7 @@ struct config {
 	uint32_t maximal_backoff_s;      /* the longest */
 	uint32_t delay_warning_s;        /* a "delayed" notice after this long (0: never) */
 	char log_file[CONFIG_STR_MAX];   /* empty: stderr */
+	uint32_t log_format;             /* enum log_format (base/log.h): text or json */
 	enum config_maildir_sync maildir_sync;
 
 	/* Parsed forms of dns_servers and relayhost (the text fields above keep the normalised
@@ -189,6 +192,10 @@ int config_check(const struct config *cfg, char *err, size_t err_len);
 /* Prints the effective configuration as a loadable `key = value` file: every key, in a form that
  * config_load_file reads back to an identical struct config. */
 void config_print(const struct config *cfg, FILE *f);
+/* "127.0.0.1:25" or "[::1]:25" into buf (cut to cap, which CONFIG_ADDR_TEXT_MAX fits). */
+#define CONFIG_ADDR_TEXT_MAX (INET6_ADDRSTRLEN + 8)
+void config_addr_format(const struct config_addr *a, char *buf, size_t cap);
+
 /* Prints the sample configuration file: every key with its one line of meaning; a key whose
  * value in cfg differs from the embedded default is set (with its default in a comment), the
  * others are commented out showing their default. Returns 0, or -1 when out of memory. */

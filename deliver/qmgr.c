@@ -64,6 +64,7 @@ struct qmgr {
 	uint32_t busy;
 	struct qmgr_msg *wait_head, *wait_tail;
 	struct qmgr_stats stats;
+	struct tally destinations;
 };
 
 static uint32_t
@@ -169,6 +170,10 @@ qmgr_outcome_ex(struct qmgr *q, struct qmgr_msg *m, uint32_t i, enum qmgr_outcom
 	if (o == QMGR_SENT) {
 		spool_rcpt_delivered(sp, m->qid, i);
 		q->stats.delivered++;
+		tally_add(&q->destinations, r.domain, QMGR_DEST_DELIVERED);
+		uint64_t now = q->ring->now_real_ms;
+		hist_add(&q->stats.delivery_latency,
+			(now > m->v.arrival_ms ? now - m->v.arrival_ms : 0) * 1000u);
 		qmgr_log(q, m, r.path, LOG_STATUS_DELIVERED, status, detail, res);
 		/* RFC 3461 6.2.1.3: a receiver that took the DSN parameters reports success itself;
 		 * to one that did not, the mail was "relayed". */
@@ -182,6 +187,7 @@ qmgr_outcome_ex(struct qmgr *q, struct qmgr_msg *m, uint32_t i, enum qmgr_outcom
 		bool warn = false;
 		if (spool_rcpt_defer(sp, m->qid, i, &next, &warn) == 0) {
 			q->stats.deferred++;
+			tally_add(&q->destinations, r.domain, QMGR_DEST_DEFERRED);
 			qmgr_log(q, m, r.path, LOG_STATUS_DEFERRED, status, detail, res);
 			if (warn)
 				(void)qmgr_report(m, i, DSN_ACTION_DELAYED, status, detail, false,
@@ -190,11 +196,13 @@ qmgr_outcome_ex(struct qmgr *q, struct qmgr_msg *m, uint32_t i, enum qmgr_outcom
 		}
 		/* RFC 3463 4.4.7: delivery time expired; the diagnostic is the last reason. */
 		q->stats.expired++;
+		tally_add(&q->destinations, r.domain, QMGR_DEST_EXPIRED);
 		qmgr_log(q, m, r.path, LOG_STATUS_EXPIRED, "4.4.7", detail, res);
 		qmgr_failed(q, m, i, "4.4.7", detail, res);
 		return;
 	}
 	q->stats.bounced++;
+	tally_add(&q->destinations, r.domain, QMGR_DEST_BOUNCED);
 	qmgr_log(q, m, r.path, LOG_STATUS_BOUNCED, status, detail, res);
 	qmgr_failed(q, m, i, status, detail, res);
 }
@@ -780,4 +788,10 @@ const struct qmgr_stats *
 qmgr_stats(const struct qmgr *q)
 {
 	return &q->stats;
+}
+
+const struct tally *
+qmgr_destinations(const struct qmgr *q)
+{
+	return &q->destinations;
 }

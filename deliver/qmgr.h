@@ -17,7 +17,9 @@
 #define RINGMTA_DELIVER_QMGR_H
 #include <stdint.h>
 
+#include "base/hist.h"
 #include "base/ring.h"
+#include "base/tally.h"
 
 struct config;
 struct policy;
@@ -40,6 +42,7 @@ struct qmgr_params {
 
 struct qmgr_stats {
 	uint64_t delivered;
+	struct hist delivery_latency;   /* arrival to delivery, of each delivered recipient */
 	uint64_t deferred;
 	uint64_t bounced;
 	uint64_t expired;
@@ -51,4 +54,14 @@ int qmgr_init(struct ring *r, const struct qmgr_params *p, struct qmgr **out);
 void qmgr_fini(struct qmgr *q);
 
 const struct qmgr_stats *qmgr_stats(const struct qmgr *q);
+
+/* The same outcomes by recipient domain, for the busiest domains (base/tally.h). */
+enum qmgr_dest_kind {
+	QMGR_DEST_DELIVERED,
+	QMGR_DEST_DEFERRED,
+	QMGR_DEST_BOUNCED,
+	QMGR_DEST_EXPIRED,
+};
+_Static_assert(QMGR_DEST_EXPIRED < TALLY_KINDS, "a tally kind per outcome");
+const struct tally *qmgr_destinations(const struct qmgr *q);
 #endif

@@ -10,11 +10,11 @@
 #include <unistd.h>
 
 #include "base/log.h"
-#include "engine/smtpd.h"
 
 struct listeners {
 	struct ring *ring;
-	struct smtpd *smtpd;
+	listen_accept_fn accept;
+	void *accept_ctx;
 	uint8_t op;
 	int fd[LISTEN_MAX];
 	uint32_t profile[LISTEN_MAX];
@@ -116,7 +116,8 @@ listen_complete(void *ctx, const struct io_uring_cqe *cqe)
 		l->armed[i] = false;
 	if (cqe->res >= 0) {
 		l->stats.accepted++;
-		smtpd_accept(l->smtpd, cqe->res, l->profile[i]);
+		l->stats.accepted_by[i]++;
+		l->accept(l->accept_ctx, cqe->res, l->profile[i]);
 	} else if (cqe->res == -EMFILE || cqe->res == -ENFILE) {
 		listen_exhausted(l, i, cqe->res);
 	} else if (cqe->res != -ECANCELED) {
@@ -179,8 +180,8 @@ static const struct ring_hooks listen_hooks = {
 };
 
 int
-listeners_open(struct ring *r, struct smtpd *d, const struct listen_spec *specs,
-	uint32_t count, struct listeners **out, uint32_t *failed)
+listeners_open(struct ring *r, listen_accept_fn accept, void *ctx,
+	const struct listen_spec *specs, uint32_t count, struct listeners **out, uint32_t *failed)
 {
 	if (count > LISTEN_MAX)
 		return -E2BIG;
@@ -188,7 +189,8 @@ listeners_open(struct ring *r, struct smtpd *d, const struct listen_spec *specs,
 	if (l == NULL)
 		return -ENOMEM;
 	l->ring = r;
-	l->smtpd = d;
+	l->accept = accept;
+	l->accept_ctx = ctx;
 	for (uint32_t i = 0; i < count; i++) {
 		int fd = listen_socket(&specs[i]);
 		if (fd < 0) {

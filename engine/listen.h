@@ -3,7 +3,8 @@
  * Every shard opens its own socket on each listen address (SO_REUSEPORT: the kernel spreads the
  * connections over the shards) and keeps one multishot accept armed on it. Each listener has a
  * profile index (port 25 style, submission, implicit TLS): an accepted connection goes to the
- * SMTP server sessions with its listener's profile. When the process is out of descriptors
+ * session kind the listeners were opened for (the SMTP server sessions, or the metrics
+ * endpoint) with its listener's profile. When the process is out of descriptors
  * (EMFILE, ENFILE) the accept is not re-armed at once, which would spin: it waits
  * LISTEN_BACKOFF_MS, the shard keeps serving the connections it has, and the condition is
  * logged at most once per LISTEN_LOG_INTERVAL_MS. At shutdown the accepts are cancelled and the
@@ -17,8 +18,10 @@
 
 #include "base/ring.h"
 
-struct smtpd;
 struct listeners;
+
+/* Where an accepted socket goes (ownership of fd too), with its listener's profile. */
+typedef void (*listen_accept_fn)(void *ctx, int fd, uint32_t profile);
 
 #define LISTEN_MAX                48u      /* sockets per shard */
 #define LISTEN_BACKLOG          4096
@@ -34,13 +37,15 @@ struct listen_spec {
 
 struct listen_stats {
 	uint64_t accepted;
+	uint64_t accepted_by[LISTEN_MAX]; /* per listener, in the order of the specs */
 	uint64_t fd_exhausted;          /* accepts that failed for want of descriptors */
 };
 
-/* Opens and arms every listener (blocking socket calls: start-up only). Returns 0, or -errno
- * with the failing address's index in *failed. */
-int listeners_open(struct ring *r, struct smtpd *d, const struct listen_spec *specs,
-	uint32_t count, struct listeners **out, uint32_t *failed);
+/* Opens and arms every listener (blocking socket calls: start-up only); accepted sockets go
+ * to accept(ctx, ...): the SMTP sessions (smtpd_accept), or the metrics endpoint (httpd_accept).
+ * Returns 0, or -errno with the failing address's index in *failed. */
+int listeners_open(struct ring *r, listen_accept_fn accept, void *ctx,
+	const struct listen_spec *specs, uint32_t count, struct listeners **out, uint32_t *failed);
 
 /* After the ring is gone. */
 void listeners_close(struct listeners *l);

@@ -335,8 +335,9 @@ smtpd_refuse(int fd, struct slice reply)
 }
 
 void
-smtpd_accept(struct smtpd *d, int fd, uint32_t listener)
+smtpd_accept(void *smtpd, int fd, uint32_t listener)
 {
+	struct smtpd *d = smtpd;
 	ASSERT(listener < d->p.profile_count);
 	if (d->ring->stopping) {
 		smtpd_refuse(fd, SLICE_LIT("421 4.3.2 Service shutting down, try again later\r\n"));

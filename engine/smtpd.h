@@ -42,8 +42,9 @@ int smtpd_init(struct ring *r, const struct smtpd_params *p, struct smtpd **out)
 void smtpd_fini(struct smtpd *d);
 
 /* A connection accepted on listener `listener`: greets it. Takes fd; on no free slot answers
- * 421 4.7.0 and closes. While the shard stops, answers 421 4.3.2 and closes. */
-void smtpd_accept(struct smtpd *d, int fd, uint32_t listener);
+ * 421 4.7.0 and closes. While the shard stops, answers 421 4.3.2 and closes. smtpd is the
+ * struct smtpd. */
+void smtpd_accept(void *smtpd, int fd, uint32_t listener);   /* a listen_accept_fn */
 
 const struct smtpd_stats *smtpd_stats(const struct smtpd *d);
 #endif

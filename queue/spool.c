@@ -81,7 +81,11 @@ struct spool {
 	uint64_t seg_off;
 	uint32_t oldest_seg;            /* segments below it are deleted */
 	int *read_fds;                  /* read_fds[i]: segment oldest_seg + i, or -1 */
+	uint64_t *seg_sizes;            /* seg_sizes[i]: octets of segment oldest_seg + i, once
+	                                 * it is no longer the active one (as read_fds) */
 	uint32_t read_fd_count;
+	uint64_t closed_bytes;          /* octets of the segments before the active one */
+	uint64_t batch_start_us;        /* when the flying batch was submitted */
 	struct index ix;
 	struct schedule sched;
 	struct queue_id_gen qids;
@@ -171,6 +175,24 @@ spool_schedule_recovered(struct spool *sp)
 	return 0;
 }
 
+/* The sizes of the segments recovery left before the active one (start-up: blocking). */
+static int
+spool_sizes_recovered(struct spool *sp)
+{
+	int rc = spool_read_fds_cover(sp);
+	if (rc < 0)
+		return rc;
+	for (uint32_t seg = sp->oldest_seg; seg < sp->seg_id; seg++) {
+		char name[SEGMENT_NAME_LEN + 1];
+		struct stat st;
+		recover_segment_name(seg, name);
+		uint64_t size = fstatat(sp->dir_fd, name, &st, 0) == 0 ? (uint64_t)st.st_size : 0;
+		sp->seg_sizes[seg - sp->oldest_seg] = size;
+		sp->closed_bytes += size;
+	}
+	return 0;
+}
+
 static int
 spool_dirs(const struct spool_params *p, char *path, size_t cap)
 {
@@ -247,6 +269,9 @@ spool_open(struct ring *r, const struct spool_params *p, struct spool **out)
 		goto fail_dir;
 	sp->seg_fd = rc;
 	rc = spool_schedule_recovered(sp);
+	if (rc < 0)
+		goto fail_seg;
+	rc = spool_sizes_recovered(sp);
 	if (rc < 0)
 		goto fail_seg;
 	queue_id_gen_init(&sp->qids, p->shard, r->now_real_ms / 1000, res.max_queue_id);
@@ -600,11 +625,17 @@ spool_read_fds_cover(struct spool *sp)
 	uint32_t count = sp->seg_id - sp->oldest_seg + 1;
 	if (count <= sp->read_fd_count)
 		return 0;
+	uint64_t *sizes = realloc(sp->seg_sizes, count * sizeof(*sizes));
+	if (sizes == NULL)
+		return -ENOMEM;
+	sp->seg_sizes = sizes;
 	int *grown = realloc(sp->read_fds, count * sizeof(*grown));
 	if (grown == NULL)
 		return -ENOMEM;
-	for (uint32_t j = sp->read_fd_count; j < count; j++)
+	for (uint32_t j = sp->read_fd_count; j < count; j++) {
 		grown[j] = -1;
+		sizes[j] = 0;
+	}
 	sp->read_fds = grown;
 	sp->read_fd_count = count;
 	return 0;
@@ -626,6 +657,8 @@ spool_rollover(struct spool *sp)
 		sp->read_fds[i] = sp->seg_fd;
 	else
 		close(sp->seg_fd);   /* a read descriptor of its own was opened already */
+	sp->seg_sizes[i] = sp->seg_off;
+	sp->closed_bytes += sp->seg_off;
 	sp->seg_fd = fd;
 	sp->seg_id++;
 	sp->seg_off = 0;
@@ -689,6 +722,7 @@ spool_flush(struct spool *sp)
 	sp->cqe_wait = chunks + 1;
 	sp->batch_err = 0;
 	sp->busy = true;
+	sp->batch_start_us = sp->ring->now_us;
 	sp->stats.fdatasyncs++;
 }
 
@@ -711,7 +745,9 @@ spool_read_fds_shift(struct spool *sp)
 {
 	if (sp->read_fd_count == 0)
 		return;
+	sp->closed_bytes -= sp->seg_sizes[0];
 	memmove(sp->read_fds, sp->read_fds + 1, (sp->read_fd_count - 1) * sizeof(int));
+	memmove(sp->seg_sizes, sp->seg_sizes + 1, (sp->read_fd_count - 1) * sizeof(uint64_t));
 	sp->read_fds[--sp->read_fd_count] = -1;
 }
 
@@ -829,6 +865,7 @@ spool_body_done(struct spool *sp, struct spool_rec *r)
 static void
 spool_batch_done(struct spool *sp)
 {
+	hist_add(&sp->stats.fdatasync_latency, sp->ring->now_us - sp->batch_start_us);
 	for (uint32_t i = 0; i < sp->flying.count; i++) {
 		struct spool_rec *r = &sp->flying.recs[i];
 		spool_octets_done(sp, r);
@@ -1243,6 +1280,45 @@ spool_next_due_ms(const struct spool *sp)
 	return top.due_ms > sp->ring->now_real_ms ? top.due_ms - sp->ring->now_real_ms : 0;
 }
 
+uint64_t
+spool_bytes(const struct spool *sp)
+{
+	return sp->closed_bytes + sp->seg_off;
+}
+
+const uint64_t spool_census_age_ms[SPOOL_CENSUS_AGES - 1] = {
+	5u * 60u * 1000u, 3600u * 1000u, 4u * 3600u * 1000u, 24u * 3600u * 1000u,
+};
+
+struct spool_census_walk {
+	uint64_t now_ms;
+	struct spool_census *out;
+};
+
+static void
+spool_census_one(void *ctx, const struct index_entry *e)
+{
+	struct spool_census_walk *w = ctx;
+	uint64_t age = w->now_ms > e->arrival_ms ? w->now_ms - e->arrival_ms : 0;
+	uint32_t a = 0;
+	while (a < SPOOL_CENSUS_AGES - 1 && age >= spool_census_age_ms[a])
+		a++;
+	enum spool_census_state st = SPOOL_CENSUS_PENDING;
+	if (e->inflight > 0)
+		st = SPOOL_CENSUS_ACTIVE;
+	else if (e->due_ms > w->now_ms)
+		st = SPOOL_CENSUS_DEFERRED;
+	w->out->messages[st][a]++;
+}
+
+void
+spool_census(const struct spool *sp, uint64_t now_ms, struct spool_census *out)
+{
+	*out = (struct spool_census){ 0 };
+	struct spool_census_walk w = { .now_ms = now_ms, .out = out };
+	index_foreach(&sp->ix, spool_census_one, &w);
+}
+
 uint32_t
 spool_live(const struct spool *sp)
 {
@@ -1505,6 +1581,7 @@ spool_close(struct spool *sp)
 			close(sp->read_fds[i]);
 	}
 	free(sp->read_fds);
+	free(sp->seg_sizes);
 	close(sp->seg_fd);
 	close(sp->dir_fd);
 	index_fini(&sp->ix);

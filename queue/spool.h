@@ -36,6 +36,7 @@
 #include <stdint.h>
 
 #include "base/bufring.h"
+#include "base/hist.h"
 #include "base/ring.h"
 #include "base/slice.h"
 #include "queue/index.h"
@@ -65,6 +66,8 @@ struct spool_params {
 
 struct spool_stats {
 	uint64_t fdatasyncs;
+	struct hist fdatasync_latency;  /* a batch's submission to its fdatasync's completion, as
+	                                 * the loop sees them (clock readings of the two turns) */
 	uint64_t messages;              /* committed */
 	uint64_t segments_deleted;
 	uint64_t copied;                /* messages copied forward out of old segments */
@@ -202,6 +205,27 @@ uint64_t spool_next_due_ms(const struct spool *sp);
 
 /* Messages live in the queue. */
 uint32_t spool_live(const struct spool *sp);
+
+/* Octets of this shard's segment files (what the spool takes on disk). */
+uint64_t spool_bytes(const struct spool *sp);
+
+/* The live messages by state and by age, for operators (a metrics gauge). A message is ACTIVE
+ * when a recipient is in flight, else DEFERRED when no recipient is due before its next attempt,
+ * else PENDING (due, waiting for the queue manager). */
+enum spool_census_state {
+	SPOOL_CENSUS_PENDING,
+	SPOOL_CENSUS_ACTIVE,
+	SPOOL_CENSUS_DEFERRED,
+	SPOOL_CENSUS_STATES,
+};
+#define SPOOL_CENSUS_AGES 5u   /* up to 5 minutes, 1 hour, 4 hours, 1 day, older */
+extern const uint64_t spool_census_age_ms[SPOOL_CENSUS_AGES - 1];
+struct spool_census {
+	uint64_t messages[SPOOL_CENSUS_STATES][SPOOL_CENSUS_AGES];
+};
+
+/* Counts every live message (one walk of the index: O(live messages)) at wall-clock now_ms. */
+void spool_census(const struct spool *sp, uint64_t now_ms, struct spool_census *out);
 
 const struct spool_stats *spool_stats(const struct spool *sp);
 #endif

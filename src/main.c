@@ -23,7 +23,9 @@
 #include "deliver/outbound.h"
 #include "deliver/qmgr.h"
 #include "dns/resolver.h"
+#include "engine/httpd.h"
 #include "engine/listen.h"
+#include "engine/metrics.h"
 #include "engine/shard.h"
 #include "engine/smtpd.h"
 #include "engine/xshard.h"
@@ -198,6 +200,8 @@ struct main_world {
 	struct dns_resolver_config dns;
 	bool dns_ok;                             /* else lookups defer: no DNS server known */
 	struct xshard *xshard;                   /* NULL with one shard */
+	struct listen_spec metrics_listen[CONFIG_LISTEN_MAX];
+	struct metrics *metrics;                 /* NULL without metrics_listen */
 };
 
 /* What runs on one shard, as the setup made it. */
@@ -213,6 +217,11 @@ struct main_shard {
 	struct dns_resolver *resolver;
 	struct outbound *outbound;
 	struct xshard_endpoint *xep;
+	struct httpd *httpd;                  /* shard 0 only, with metrics_listen */
+	struct listeners *metrics_listeners;
+	uint64_t metrics_due_ms;              /* the next publication */
+	uint64_t census_due_ms;               /* the next count of the queue */
+	struct metrics_shard snap;            /* scratch of the publication */
 	struct log_sink *log;
 };
 
@@ -236,6 +245,10 @@ main_world_init(struct main_world *w, const struct config *cfg, const struct pol
 		w->listen[i].profile = 0;
 	}
 	w->listen_count = cfg->listen_count;
+	for (uint32_t i = 0; i < cfg->metrics_listen_count; i++) {
+		w->metrics_listen[i].sa = cfg->metrics_listen[i].sa;
+		w->metrics_listen[i].sa_len = cfg->metrics_listen[i].sa_len;
+	}
 	w->local_count = 0;
 	if (cfg->local_listen[0] != '\0') {
 		struct listen_spec *l = &w->listen[w->listen_count];
@@ -248,6 +261,105 @@ main_world_init(struct main_world *w, const struct config *cfg, const struct pol
 		l->profile = 0;   /* the port 25 profile; the session lets a local user relay */
 		w->local_count = 1;
 	}
+}
+
+_Static_assert((int)QMGR_DEST_DELIVERED == (int)METRICS_DELIVERED
+	&& (int)QMGR_DEST_DEFERRED == (int)METRICS_DEFERRED
+	&& (int)QMGR_DEST_BOUNCED == (int)METRICS_BOUNCED
+	&& (int)QMGR_DEST_EXPIRED == (int)METRICS_EXPIRED, "the tally's kinds are the outcomes");
+
+/* What this shard's modules counted, into its metrics slot (see engine/metrics.h). */
+static void
+main_metrics_publish(struct shard *sh, struct main_shard *ms)
+{
+	struct metrics_shard *x = &ms->snap;
+	const struct listen_stats *ls = listeners_stats(ms->listeners);
+	const struct qmgr_stats *q = qmgr_stats(ms->qmgr);
+	const struct spool_stats *sp = spool_stats(ms->spool);
+	const struct outbound_stats *o = outbound_stats(ms->outbound);
+	struct spool_census queue = x->queue;   /* kept from the last count */
+	if (sh->ring.now_ms >= ms->census_due_ms) {
+		spool_census(ms->spool, sh->ring.now_real_ms, &queue);
+		/* The walk is O(queued messages): spaced out in proportion, so that it costs
+		 * about the same share of the shard whatever the depth. */
+		uint64_t every = spool_live(ms->spool) / METRICS_CENSUS_MESSAGES_PER_MS;
+		every = every < METRICS_PUBLISH_MS ? METRICS_PUBLISH_MS
+			: every > METRICS_CENSUS_MAX_MS ? METRICS_CENSUS_MAX_MS : every;
+		ms->census_due_ms = sh->ring.now_ms + every;
+	}
+	*x = (struct metrics_shard){
+		.connections = conn_pool_live(&sh->conns),
+		.received = smtpd_stats(ms->smtpd)->messages_committed,
+		.outcomes = { q->delivered, q->deferred, q->bounced, q->expired },
+		.out_connections = o->connections,
+		.out_connect_failures = o->connect_failures,
+		.spool_bytes = spool_bytes(ms->spool),
+		.fdatasyncs = sp->fdatasyncs,
+		.fdatasync_latency = sp->fdatasync_latency,
+		.delivery_latency = q->delivery_latency,
+		.loop_turns = sh->stats.turns,
+		.loop_completions = sh->stats.completions,
+		.loop_busy_ns = sh->stats.busy_ns,
+		.queue = queue,
+	};
+	memcpy(x->accepted, ls->accepted_by, sizeof(x->accepted));
+	x->destination_count = tally_top(qmgr_destinations(ms->qmgr), x->destinations,
+		METRICS_DESTINATIONS_MAX);
+	if (ms->resolver != NULL) {
+		struct dns_resolver_stats d;
+		dns_resolver_get_stats(ms->resolver, &d);
+		x->dns_queries = d.queries;
+		x->dns_timeouts = d.timeouts;
+		x->dns_cache_hits = d.cache_hits;
+		x->dns_cache_misses = d.cache_misses;
+	}
+	metrics_publish(ms->w->metrics, sh->index, x);
+}
+
+static void
+main_metrics_turn(void *ctx)
+{
+	struct shard *sh = ctx;
+	struct main_shard *ms = sh->p.ctx;
+	if (sh->ring.now_ms < ms->metrics_due_ms)
+		return;
+	main_metrics_publish(sh, ms);
+	ms->metrics_due_ms = sh->ring.now_ms + METRICS_PUBLISH_MS;
+}
+
+static uint64_t
+main_metrics_next_ms(void *ctx)
+{
+	const struct shard *sh = ctx;
+	const struct main_shard *ms = sh->p.ctx;
+	return ms->metrics_due_ms > sh->ring.now_ms ? ms->metrics_due_ms - sh->ring.now_ms : 0;
+}
+
+static const struct ring_hooks main_metrics_hooks = {
+	.name = "metrics",
+	.turn = main_metrics_turn,
+	.next_ms = main_metrics_next_ms,
+};
+
+/* With metrics_listen: every shard publishes; shard 0 serves the endpoint. */
+static int
+main_shard_metrics(struct shard *sh, struct main_shard *ms)
+{
+	const struct main_world *w = ms->w;
+	if (w->metrics == NULL)
+		return 0;
+	ring_hooks_register(&sh->ring, &main_metrics_hooks, sh);
+	if (sh->index != 0)
+		return 0;
+	int rc = httpd_init(&sh->ring, &sh->conns, w->metrics, &ms->httpd);
+	if (rc < 0)
+		return rc;
+	uint32_t failed = 0;
+	rc = listeners_open(&sh->ring, httpd_accept, ms->httpd, w->metrics_listen,
+		w->cfg->metrics_listen_count, &ms->metrics_listeners, &failed);
+	if (rc < 0)
+		fprintf(stderr, "ringmta: metrics_listen %u: %s\n", failed, strerror(-rc));
+	return rc;
 }
 
 /* On the shard's thread: the cross-shard endpoint, the resolver and the outbound agent. */
@@ -326,10 +438,12 @@ main_shard_setup(struct shard *sh, void *ctx)
 		return rc;
 	uint32_t failed = 0;
 	uint32_t count = w->listen_count + (sh->index == 0 ? w->local_count : 0);
-	rc = listeners_open(r, ms->smtpd, w->listen, count, &ms->listeners, &failed);
-	if (rc < 0)
+	rc = listeners_open(r, smtpd_accept, ms->smtpd, w->listen, count, &ms->listeners, &failed);
+	if (rc < 0) {
 		fprintf(stderr, "ringmta: listen %u: %s\n", failed, strerror(-rc));
-	return rc;
+		return rc;
+	}
+	return main_shard_metrics(sh, ms);
 }
 
 /* At exit: what this shard did, for operators and for perf/ (the fdatasyncs go through the ring,
@@ -373,6 +487,9 @@ main_shard_teardown(struct shard *sh, void *ctx)
 	struct main_shard *ms = ctx;
 	main_shard_stats(sh, ms);
 	listeners_close(ms->listeners);
+	if (ms->metrics_listeners != NULL)
+		listeners_close(ms->metrics_listeners);
+	httpd_fini(ms->httpd);
 	qmgr_fini(ms->qmgr);
 	outbound_fini(ms->outbound);
 	if (ms->resolver != NULL)
@@ -427,6 +544,22 @@ main_find_stranded(const struct config *cfg, struct main_shard *ms)
 	}
 	closedir(d);
 	return 0;
+}
+
+/* With metrics_listen: the shards' metrics slots, the SMTP listeners named as configured. */
+static int
+main_metrics_create(struct main_world *w)
+{
+	const struct config *cfg = w->cfg;
+	if (cfg->metrics_listen_count == 0)
+		return 0;
+	static char names[CONFIG_LISTEN_MAX][CONFIG_ADDR_TEXT_MAX];
+	const char *name_ptrs[CONFIG_LISTEN_MAX];
+	for (uint32_t i = 0; i < cfg->listen_count; i++) {
+		config_addr_format(&cfg->listen[i], names[i], sizeof(names[i]));
+		name_ptrs[i] = names[i];
+	}
+	return metrics_create(cfg->shards, name_ptrs, cfg->listen_count, &w->metrics);
 }
 
 /* Readiness for systemd's Type=notify; a failure is logged, the daemon goes on. */
@@ -491,6 +624,11 @@ main_run(struct main_world *w)
 			return 1;
 		}
 	}
+	rc = main_metrics_create(w);
+	if (rc < 0) {
+		fprintf(stderr, "ringmta: metrics: %s\n", strerror(-rc));
+		return 1;
+	}
 	for (; started < cfg->shards; started++) {
 		ms[started].w = w;
 		struct shard_params p = { .max_connections = cfg->max_connections,
@@ -522,6 +660,8 @@ main_run(struct main_world *w)
 	io_uring_queue_exit(&ring);
 	if (w->xshard != NULL)
 		xshard_destroy(w->xshard);
+	if (w->metrics != NULL)
+		metrics_destroy(w->metrics);
 	return rc == 0 ? 0 : 1;
 }
 
@@ -675,6 +815,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "ringmta: %s\n", err);
 		return 2;
 	}
+	log_set_format((enum log_format)cfg.log_format);
 	if (log_open(cfg.log_file, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ringmta: %s\n", err);
 		return 2;

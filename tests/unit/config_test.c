@@ -242,6 +242,32 @@ Test(config, listen_takes_ipv4_and_ipv6_lists)
 	expect_addr(&cfg.smtps_listen[1], AF_INET, "127.0.0.2", 2465);
 }
 
+Test(config, log_format_is_text_or_json)
+{
+	expect_ok("");
+	cr_assert_eq(cfg.log_format, LOG_FORMAT_TEXT);
+	expect_value_ok("log_format", "json");
+	cr_assert_eq(cfg.log_format, LOG_FORMAT_JSON);
+	expect_value_err("log_format", "JSON");
+	expect_value_err("log_format", "syslog");
+}
+
+Test(config, metrics_listen_is_off_by_default_and_takes_a_list)
+{
+	expect_ok("");
+	cr_assert_eq(cfg.metrics_listen_count, 0);
+	expect_ok("metrics_listen = 127.0.0.1:9125, [::1]:9125\n");
+	cr_assert_eq(cfg.metrics_listen_count, 2);
+	expect_addr(&cfg.metrics_listen[1], AF_INET6, "::1", 9125);
+}
+
+static void expect_check_err(const char *text, const char *want);
+
+Test(config, metrics_listen_must_not_share_an_smtp_address)
+{
+	expect_check_err("listen = 127.0.0.1:2525\nmetrics_listen = 127.0.0.1:2525\n", "two lists");
+}
+
 Test(config, listen_must_not_be_empty_but_the_submission_lists_may)
 {
 	expect_value_err("listen", "");
@@ -891,7 +917,7 @@ Test(config, print_writes_every_key_once)
 		"maildir_sync", "dns_timeout", "dns_attempts", "dns_cache_max", "inet_protocols",
 		"minimal_backoff_time", "maximal_backoff_time", "delay_warning_time",
 		"tls_eccert_file", "tls_eckey_file", "tls_server_sni_file", "smtp_tls_security_level",
-		"smtp_tls_ca_file",
+		"smtp_tls_ca_file", "metrics_listen", "log_format",
 	};
 	config_default(&cfg);
 	char *text = print_config(&cfg);
@@ -1018,7 +1044,8 @@ Test(config, started_line_names_shards_host_listeners_and_spool)
 	line[n] = '\0';
 	cr_assert_str_eq(line, "2024-05-01T12:34:56.789Z event=started shards=4 "
 		"myhostname=mx.example listen=127.0.0.1:2525,[::1]:2525 submission_listen= "
-		"smtps_listen= local_listen=/run/ringmta/sendmail.sock spool_dir=./var/spool\n");
+		"smtps_listen= metrics_listen= local_listen=/run/ringmta/sendmail.sock "
+		"spool_dir=./var/spool\n");
 }
 
 /* The sample configuration (--print-sample): every key of config_print appears with a meaning

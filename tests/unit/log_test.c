@@ -123,6 +123,59 @@ Test(log, accepted_line_has_qid_sender_size_count_client_and_helo) /* RFC 2505 2
 		"from=<> size=0 nrcpt=1 client=::1 helo=\n");
 }
 
+/* log_format = json: the same lines as JSON objects (RFC 8259), numbers as numbers. */
+Test(log, json_lines_are_objects_with_numbers_and_strings)
+{
+	log_set_format(LOG_FORMAT_JSON);
+	size_t n = log_format_delivery(line, LOG_LINE_MAX, T0, 1, s("bob@example.com"),
+		LOG_STATUS_DEFERRED, 12, s("4.7.1"), s("451 4.7.1 try \"later\""));
+	cr_assert_str_eq(done(n), "{\"time\":\"2024-05-01T12:34:56.789Z\",\"event\":\"delivery\","
+		"\"qid\":\"0000000000000001\",\"to\":\"bob@example.com\",\"status\":\"deferred\","
+		"\"delay\":0.012,\"dsn\":\"4.7.1\",\"detail\":\"451 4.7.1 try \\\"later\\\"\"}\n");
+	n = log_format_conn_open(line, LOG_LINE_MAX, T0, 3, "::1", true);
+	cr_assert_str_eq(done(n), "{\"time\":\"2024-05-01T12:34:56.789Z\",\"event\":\"connect\","
+		"\"shard\":3,\"client\":\"::1\",\"relay\":\"yes\"}\n");
+	log_set_format(LOG_FORMAT_TEXT);
+}
+
+/* RFC 8259 7: control octets, '"' and '\\' escaped; non-ASCII as \u00HH, so a line is valid
+ * JSON whatever the network sent, and nothing can end the line or the string. */
+Test(log, json_escapes_network_octets)
+{
+	log_set_format(LOG_FORMAT_JSON);
+	size_t n = log_format_accepted(line, LOG_LINE_MAX, T0, 1, s("a\"b@c"), 1, 1, s("127.0.0.1"),
+		s("x\\y\r\n\x01 \xc3\xa9\x7f"));
+	const char *l = done(n);
+	cr_assert(strstr(l, "\"from\":\"a\\\"b@c\"") != NULL, "%s", l);
+	cr_assert(strstr(l, "\"helo\":\"x\\\\y\\u000d\\u000a\\u0001 \\u00c3\\u00a9\\u007f\"}\n")
+		!= NULL, "%s", l);
+	log_set_format(LOG_FORMAT_TEXT);
+}
+
+/* A cut JSON line stays one valid object: a string cut inside is closed, a field cut before its
+ * value is dropped, and "truncated":true ends it. */
+Test(log, json_cut_lines_stay_valid)
+{
+	log_set_format(LOG_FORMAT_JSON);
+	static char big[3 * LOG_LINE_MAX];
+	memset(big, 'x', sizeof(big) - 1);
+	size_t n = log_format_delivery(line, LOG_LINE_MAX, T0, 1, s("a@b"), LOG_STATUS_BOUNCED, 0,
+		s("5.0.0"), s(big));
+	const char *l = done(n);
+	cr_assert(strcmp(l + n - 21, "x\",\"truncated\":true}\n") == 0, "%s", l + n - 40);
+	for (size_t cap = LOG_LINE_MIN; cap < LOG_LINE_MIN + 40; cap++) {
+		n = log_format_accepted(line, cap, T0, 1, s("a@b"), 1, 1, s("127.0.0.1"), s(big));
+		cr_assert(n <= cap);
+		l = done(n);
+		cr_assert(strcmp(l + n - 19, ",\"truncated\":true}\n") == 0, "cap %zu: %s", cap, l);
+		cr_assert(strstr(l, "\":,") == NULL, "cap %zu: a key without its value: %s", cap, l);
+		const char *v = strstr(l, "\"helo\":");
+		if (v != NULL)   /* the value is a whole string */
+			cr_assert_eq(l[n - 20], '"', "cap %zu: %s", cap, l);
+	}
+	log_set_format(LOG_FORMAT_TEXT);
+}
+
 Test(log, delivery_lines_for_each_status)
 {
 	size_t n = log_format_delivery(line, LOG_LINE_MAX, T0, 1, s("bob@example.com"),
