@@ -104,6 +104,7 @@ struct config {
 	char local_users_file[CONFIG_STR_MAX];          /* empty: every local part exists */
 	char maildir_root[CONFIG_STR_MAX];
 	char spool_dir[CONFIG_STR_MAX];
+	char control_socket[CONFIG_STR_MAX];            /* empty: <spool_dir>/control */
 	struct config_network relay_networks[CONFIG_NETWORKS_MAX];
 	uint32_t relay_network_count;
 
@@ -175,12 +176,23 @@ int config_load_buf(struct config *cfg, const char *name, const char *buf, size_
 /* Applies one `key=value` (-o) with the same parser. Returns 0, or -1 with a message in err. */
 int config_set(struct config *cfg, const char *key_value, char *err, size_t err_len);
 
+/* The whole load: the embedded default, then file (if not NULL), then each override in order,
+ * then config_check. Returns 0, or -1 with a message in err. */
+int config_load_all(struct config *cfg, const char *file, const char *const *overrides,
+	uint32_t override_count, char *err, size_t err_len);
+
 /* Cross-key checks after all sources are applied. Returns 0, or -1 with a message in err. */
 int config_check(const struct config *cfg, char *err, size_t err_len);
 
 /* Prints the effective configuration as a loadable `key = value` file: every key, in a form that
  * config_load_file reads back to an identical struct config. */
 void config_print(const struct config *cfg, FILE *f);
+/* The control socket of shard `shard` (`ringmta queue`): control_socket, or
+ * <spool_dir>/control, for shard 0; with ".<shard>" appended for the others. Returns 0, or
+ * -ENAMETOOLONG when it does not fit out (cap) or a Unix socket address. */
+#define CONFIG_CONTROL_SOCKET_MAX 108u   /* sun_path, its NUL included */
+int config_control_socket(const struct config *cfg, uint32_t shard, char *out, size_t cap);
+
 /* The "started" log line: shards, myhostname, the listen lists and spool_dir. Returns its length
  * (cap >= LOG_LINE_MIN). */
 size_t config_format_started(char *buf, size_t cap, uint64_t now_ms, const struct config *cfg,

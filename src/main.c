@@ -20,12 +20,14 @@
 #include "deliver/outbound.h"
 #include "deliver/qmgr.h"
 #include "dns/resolver.h"
+#include "engine/control.h"
 #include "engine/listen.h"
 #include "engine/shard.h"
 #include "engine/smtpd.h"
 #include "engine/xshard.h"
 #include "queue/spool.h"
 #include "src/passwd_cmd.h"
+#include "src/queue_cmd.h"
 
 #define MAIN_OVERRIDES_MAX 64u
 #define MAIN_STOP_GRACE_MS 10000u   /* after SIGTERM: finish commits and deliveries */
@@ -36,6 +38,8 @@ main_usage(FILE *f)
 {
 	fprintf(f, "usage: ringmta [-c FILE] [-o key=value]... [--check-config]\n"
 		"       ringmta passwd USER   (prints an auth_users_file line)\n"
+		"       ringmta queue [-c FILE] [-o key=value]... list|summary|flush|delete|hold|"
+		"release|bounce ...\n"
 		"  -c FILE          configuration file of key = value lines\n"
 		"  -o key=value     override one key (after the file; may repeat)\n"
 		"  --check-config   print the effective configuration and exit\n");
@@ -47,9 +51,8 @@ main_config(int argc, char **argv, struct config *cfg, bool *check_only)
 {
 	char err[CONFIG_ERR_MAX];
 	const char *file = NULL;
-	const char *overrides[MAIN_OVERRIDES_MAX];
+	const char *overrides[MAIN_OVERRIDES_MAX] = { NULL };
 	uint32_t override_count = 0;
-	config_default(cfg);
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
 			file = argv[++i];
@@ -66,18 +69,11 @@ main_config(int argc, char **argv, struct config *cfg, bool *check_only)
 			return -1;
 		}
 	}
-	if (file != NULL && config_load_file(cfg, file, err, sizeof(err)) != 0)
-		goto fail;
-	for (uint32_t i = 0; i < override_count; i++) {
-		if (config_set(cfg, overrides[i], err, sizeof(err)) != 0)
-			goto fail;
+	if (config_load_all(cfg, file, overrides, override_count, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ringmta: %s\n", err);
+		return -1;
 	}
-	if (config_check(cfg, err, sizeof(err)) != 0)
-		goto fail;
 	return 0;
-fail:
-	fprintf(stderr, "ringmta: %s\n", err);
-	return -1;
 }
 
 /* mkdir -p: the default ./var/spool and ./var/mail need their parents. */
@@ -181,6 +177,7 @@ struct main_shard {
 	struct dns_resolver *resolver;
 	struct outbound *outbound;
 	struct xshard_endpoint *xep;
+	struct control *control;
 };
 
 static void
@@ -274,6 +271,16 @@ main_shard_setup(struct shard *sh, void *ctx)
 	rc = qmgr_init(r, &qp, &ms->qmgr);
 	if (rc < 0)
 		return rc;
+	char path[CONFIG_CONTROL_SOCKET_MAX];
+	rc = config_control_socket(cfg, sh->index, path, sizeof(path));
+	struct control_params cp = { .path = path, .shard = sh->index, .shards = cfg->shards,
+		.spool = ms->spool, .conns = &sh->conns };
+	if (rc == 0)
+		rc = control_open(r, &cp, &ms->control);
+	if (rc < 0) {
+		fprintf(stderr, "ringmta: control socket %s: %s\n", path, strerror(-rc));
+		return rc;
+	}
 	uint32_t failed = 0;
 	rc = listeners_open(r, ms->smtpd, w->listen, w->listen_count, &ms->listeners, &failed);
 	if (rc < 0)
@@ -320,6 +327,7 @@ main_shard_teardown(struct shard *sh, void *ctx)
 	struct main_shard *ms = ctx;
 	main_shard_stats(sh, ms);
 	listeners_close(ms->listeners);
+	control_close(ms->control);
 	qmgr_fini(ms->qmgr);
 	outbound_fini(ms->outbound);
 	if (ms->resolver != NULL)
@@ -429,6 +437,13 @@ main(int argc, char **argv)
 	bool check_only = false;
 	if (argc >= 2 && strcmp(argv[1], "passwd") == 0)
 		return passwd_cmd_main(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "queue") == 0)
+		return queue_cmd_main(argc - 1, argv + 1);
+	const char *base = strrchr(argv[0], '/');
+	if (strcmp(base != NULL ? base + 1 : argv[0], "mailq") == 0) {
+		argv[0] = "mailq";
+		return queue_cmd_main(argc, argv);
+	}
 	if (main_config(argc, argv, &cfg, &check_only) != 0)
 		return 2;
 	if (check_only) {
