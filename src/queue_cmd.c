@@ -170,11 +170,17 @@ queue_cmd_read(struct queue_cmd *qc, int fd, uint32_t *shards)
 	}
 }
 
-/* Asks one shard. Returns 0, 1 (an error answer), or an exit status from the connection. */
+/* Asks one shard. Returns 0, 1 (an error answer), or an exit status from the connection. A
+ * daemon that is starting has shard 0's socket before the others': those are waited for. */
 static int
-queue_cmd_ask(struct queue_cmd *qc, const char *path, uint32_t *shards)
+queue_cmd_ask(struct queue_cmd *qc, const char *path, bool first, uint32_t *shards)
 {
 	int fd = queue_cmd_connect(path);
+	for (uint32_t i = 0; !first && i < QUEUE_CMD_START_WAIT_MS / 50u
+		&& (fd == -ENOENT || fd == -ECONNREFUSED); i++) {
+		usleep(50000);
+		fd = queue_cmd_connect(path);
+	}
 	if (fd == -ENOENT || fd == -ECONNREFUSED) {
 		fprintf(stderr, "ringmta queue: the daemon is not running (nothing listens on %s)\n",
 			path);
@@ -391,7 +397,7 @@ queue_cmd_main(int argc, char **argv)
 			rc = QUEUE_CMD_USAGE;   /* config_check made sure it fits */
 		uint32_t n = 0;
 		if (rc == QUEUE_CMD_OK)
-			rc = queue_cmd_ask(&qc, path, &n);
+			rc = queue_cmd_ask(&qc, path, s == 0, &n);
 		if (rc == QUEUE_CMD_OK && s == 0)
 			shards = n;
 	}

@@ -10,7 +10,8 @@
 #ifndef RINGMTA_SRC_QUEUE_CMD_H
 #define RINGMTA_SRC_QUEUE_CMD_H
 
-#define QUEUE_CMD_TIMEOUT_S 60   /* per read from a shard's socket */
+#define QUEUE_CMD_TIMEOUT_S      60       /* per read from a shard's socket */
+#define QUEUE_CMD_START_WAIT_MS  10000u   /* for the other shards' sockets of a daemon starting */
 
 /* argv[0] is "queue" (or "mailq": a listing). Returns the process exit status. */
 int queue_cmd_main(int argc, char **argv);
