@@ -249,6 +249,40 @@ def test_hold_survives_kill_and_release_delivers(_w):
         d.cleanup()
 
 
+def test_hold_survives_copy_forward(_w):
+    """A held message in a segment that empties is copied forward (queue/spool): the COPY record
+    carries the hold, the old segment goes, and after kill -9 the message is still held."""
+    sw = Switch()
+    f = ob.W.fake("127.0.0.49", rcpt=sw)
+    d = daemon({"minimal_backoff_time": "2s", "maximal_backoff_time": "2s"})
+    d.options["shards"] = "1"
+    try:
+        d.start()
+        ob.send(d, "k@d9.out.test")
+        qid = deferred(d, "k@d9.out.test")
+        queue(d, "hold", qid)
+        body = "Subject: bulk\r\n\r\n" + ("x" * 998 + "\r\n") * 200   # 200 KB
+        seg0 = os.path.join(d.spool, "0", "%016x.log" % 0)
+        deadline = time.monotonic() + 120
+        n = 0
+        while os.path.exists(seg0) and time.monotonic() < deadline:
+            ob.send(d, "bulk@localhost", body=body)
+            n += 1
+        assert not os.path.exists(seg0), "segment 0 never went (%d messages)" % n
+        assert by_id(d, qid)["held"] is True
+        d.kill()
+        d.start()
+        m = by_id(d, qid)
+        assert m is not None and m["held"] is True, m
+        sw.open = True
+        time.sleep(3)
+        assert not f.accepted(), "held after its copy forward and a restart"
+        queue(d, "release", qid)
+        assert len(f.wait_accepted(1, timeout=10)) == 1
+    finally:
+        d.cleanup()
+
+
 def test_delete_survives_kill(_w):
     sw = Switch()
     f = ob.W.fake("127.0.0.47", rcpt=sw)
