@@ -570,6 +570,8 @@ static void
 control_start(struct control_session *s)
 {
 	struct control *q = s->q;
+	if (s->req.verb == QCTL_FLUSH && q->p.flush != NULL)
+		q->p.flush(q->p.flush_ctx);
 	if (s->req.arg == QCTL_ARG_QID) {
 		if (s->req.verb == QCTL_FLUSH) {
 			const struct index_entry *e = spool_entry(q->p.spool, s->req.qid);

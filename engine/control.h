@@ -30,12 +30,18 @@ struct control;
 #define CONTROL_SUMMARY_DOMAINS_MAX 65536u /* distinct domains in a summary; the rest: "(other)" */
 #define CONTROL_LISTEN_BACKLOG   16
 
+/* Called on every flush, before the recipients are made due (main: the outbound agent revives
+ * its dead destinations). */
+typedef void (*control_flush_fn)(void *ctx);
+
 struct control_params {
 	const char *path;               /* this shard's socket */
 	uint32_t shard;
 	uint32_t shards;
 	struct spool *spool;
 	struct conn_pool *conns;
+	control_flush_fn flush;         /* may be NULL */
+	void *flush_ctx;
 };
 
 /* Start-up: makes the socket (an old one at path is removed first: the spool lock says no

@@ -231,6 +231,12 @@ main_shard_loop_end(struct shard *sh, void *ctx)
 		xshard_detach(ms->xep);
 }
 
+static void
+main_flush(void *ctx)
+{
+	outbound_flush(ctx);
+}
+
 /* On the shard's thread: the spool, the SMTP sessions and their listeners, the agents. */
 static int
 main_shard_setup(struct shard *sh, void *ctx)
@@ -274,7 +280,8 @@ main_shard_setup(struct shard *sh, void *ctx)
 	char path[CONFIG_CONTROL_SOCKET_MAX];
 	rc = config_control_socket(cfg, sh->index, path, sizeof(path));
 	struct control_params cp = { .path = path, .shard = sh->index, .shards = cfg->shards,
-		.spool = ms->spool, .conns = &sh->conns };
+		.spool = ms->spool, .conns = &sh->conns, .flush = main_flush,
+		.flush_ctx = ms->outbound };
 	if (rc == 0)
 		rc = control_open(r, &cp, &ms->control);
 	if (rc < 0) {

@@ -210,6 +210,23 @@ def test_flush(_w):
         d.cleanup()
 
 
+def test_flush_revives_a_dead_destination(_w):
+    """Every connection refused: the destination is suspended until its next retry (an hour).
+    A flush (as Postfix's) revives it: the receiver, up again, gets the mail at once. (One
+    connection at most: one failure is the whole cohort.)"""
+    d = daemon({"destination_concurrency_limit": "1"})
+    try:
+        d.start()
+        ob.send(d, "z@d10.out.test")
+        qid = deferred(d, "z@d10.out.test")
+        f = ob.W.fake("127.0.0.50")
+        queue(d, "flush", qid)
+        assert len(f.wait_accepted(1, timeout=10)) == 1, d.read_log()[-1500:]
+        ob.wait_status(d, "z@d10.out.test", "delivered")
+    finally:
+        d.cleanup()
+
+
 def test_hold_survives_kill_and_release_delivers(_w):
     sw = Switch()
     f = ob.W.fake("127.0.0.46", rcpt=sw)
