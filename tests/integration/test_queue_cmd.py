@@ -98,6 +98,11 @@ def test_daemon_not_running():
         assert "not running" in p.stderr and d.spool in p.stderr, p.stderr
         d.start()
         assert queue(d, "list").stdout.strip() == "Mail queue is empty"
+        mailq = os.path.join(d.dir, "mailq")   # a link named mailq is `ringmta queue list`
+        os.symlink(os.path.abspath(os.path.join(build_dir(), "ringmta")), mailq)
+        argv = [mailq] + [a for k, v in d.options.items() for a in ("-o", "%s=%s" % (k, v))]
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0 and p.stdout.strip() == "Mail queue is empty", p
         d.kill()   # kill -9: the socket file stays, nobody listens on it
         assert os.path.exists(os.path.join(d.spool, "control"))
         p = queue(d, "hold", "6B03E9C700000000", check=False)
