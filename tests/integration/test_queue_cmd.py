@@ -391,6 +391,23 @@ def test_errors(_w):
             while not got.endswith(b"\n") or got.count(b"\n") < 2:
                 got += s.recv(4096)
         assert b"error hold: not a queue id" in got, got
+        # CONTROL_SESSIONS_MAX (4) commands at once per shard; the fifth is told so at once.
+        idle = [socket.socket(socket.AF_UNIX) for _ in range(4)]
+        for s in idle:
+            s.connect(path)
+            assert s.recv(4096).startswith(b"ringmta-queue 1 shard=0 ")
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(path)
+            s.settimeout(5)
+            got = b""
+            while got.count(b"\n") < 2:
+                got += s.recv(4096)
+        assert b"error busy: 4 queue commands at once already" in got, got
+        for s in idle:
+            s.close()
+        deadline = time.monotonic() + 5
+        while queue(d, "list", check=False).returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert queue(d, "list").returncode == 0, "still serving"
     finally:
         d.cleanup()
