@@ -155,11 +155,11 @@ qmgr_failed(struct qmgr *q, struct qmgr_msg *m, uint32_t i, const char *status,
 		spool_rcpt_bounced(q->p.spool, m->qid, i);
 }
 
-/* Keeps the attempt's reply for `ringmta queue list`: the RFC 3463 status, and the SMTP code a
- * receiver's reply ("451 4.7.1 ...") begins with. */
+/* Keeps the attempt's reply for `ringmta queue list`: the RFC 3463 status, the SMTP code a
+ * receiver's reply ("451 4.7.1 ...") begins with, and the text (the reply, or our reason). */
 static void
 qmgr_note(struct qmgr *q, struct qmgr_msg *m, uint32_t i, const char *status,
-	const struct outbound_result *res)
+	const char *detail, const struct outbound_result *res)
 {
 	uint8_t dsn[3] = { 0, 0, 0 };
 	unsigned a, b, c;
@@ -172,7 +172,7 @@ qmgr_note(struct qmgr *q, struct qmgr_msg *m, uint32_t i, const char *status,
 	const char *r = res != NULL && res->remote ? res->reply : "";
 	if (r[0] >= '2' && r[0] <= '5' && r[1] >= '0' && r[1] <= '9' && r[2] >= '0' && r[2] <= '9')
 		code = (uint16_t)((r[0] - '0') * 100 + (r[1] - '0') * 10 + (r[2] - '0'));
-	spool_rcpt_note(q->p.spool, m->qid, i, code, dsn);
+	spool_rcpt_note(q->p.spool, m->qid, i, code, dsn, slice_make(detail, strlen(detail)));
 }
 
 /* One recipient's attempt is over: record it in the spool, log it, remember what to report.
@@ -186,7 +186,7 @@ qmgr_outcome_ex(struct qmgr *q, struct qmgr_msg *m, uint32_t i, enum qmgr_outcom
 	int rc = record_envelope_rcpt(&m->v, i, &r);
 	ASSERT(rc == 0);
 	struct spool *sp = q->p.spool;
-	qmgr_note(q, m, i, status, res);
+	qmgr_note(q, m, i, status, detail, res);
 	if (o == QMGR_SENT) {
 		spool_rcpt_delivered(sp, m->qid, i);
 		q->stats.delivered++;

@@ -282,6 +282,11 @@ control_list_text(struct control_session *s, const struct index_entry *e,
 			qctl_out_str(o, last);
 			qctl_out_str(o, "\"");
 		}
+		struct slice text = spool_rcpt_reply(s->q->p.spool, e->qid, i);
+		if (text.len > 0) {
+			qctl_out_str(o, " reply=");
+			qctl_out_json(o, text);
+		}
 		qctl_out_str(o, "\n");
 	}
 }
@@ -329,6 +334,12 @@ control_list_json(struct control_session *s, const struct index_entry *e,
 		qctl_out_str(o, ",\"last_reply\":");
 		if (last[0] != '\0')
 			qctl_out_json(o, slice_make(last, strlen(last)));
+		else
+			qctl_out_str(o, "null");
+		struct slice text = spool_rcpt_reply(s->q->p.spool, e->qid, i);
+		qctl_out_str(o, ",\"last_reply_text\":");
+		if (text.len > 0)
+			qctl_out_json(o, text);
 		else
 			qctl_out_str(o, "null");
 		qctl_out_str(o, "}");

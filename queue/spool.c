@@ -16,6 +16,7 @@
 #include "queue/msg.h"
 #include "queue/record.h"
 #include "queue/recover.h"
+#include "queue/reply_cache.h"
 #include "queue/schedule.h"
 
 #define SPOOL_CHUNK_BYTES_MAX   (1u << 30)   /* bytes per pwritev: its length fits user_data */
@@ -84,6 +85,7 @@ struct spool {
 	int *read_fds;                  /* read_fds[i]: segment oldest_seg + i, or -1 */
 	uint32_t read_fd_count;
 	struct index ix;
+	struct reply_cache *replies;    /* the last replies' text, for the queue listing */
 	struct schedule sched;
 	struct queue_id_gen qids;
 	uint64_t rand_state;            /* back-off jitter */
@@ -228,7 +230,8 @@ spool_open(struct ring *r, const struct spool_params *p, struct spool **out)
 	sp->seg_fd = -1;
 	sp->rand_state = (r->now_real_ms << 16) ^ ((uint64_t)p->shard * 0x9e3779b97f4a7c15ull) ^ 1u;
 	schedule_init(&sp->sched);
-	rc = index_init(&sp->ix);
+	sp->replies = reply_cache_new();
+	rc = sp->replies == NULL ? -ENOMEM : index_init(&sp->ix);
 	if (rc < 0)
 		goto fail_free;
 	sp->dir_fd = open(path, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
@@ -263,6 +266,7 @@ fail_index:
 	index_fini(&sp->ix);
 fail_free:
 	schedule_fini(&sp->sched);
+	reply_cache_free(sp->replies);
 	free(sp);
 	return rc;
 }
@@ -1318,9 +1322,17 @@ spool_ids(const struct spool *sp, uint64_t *out, uint32_t max)
 
 void
 spool_rcpt_note(struct spool *sp, uint64_t qid, uint32_t rcpt, uint16_t code,
-	const uint8_t dsn[3])
+	const uint8_t dsn[3], struct slice text)
 {
 	index_note(&sp->ix, qid, rcpt, code, dsn);
+	if (text.len > 0)
+		reply_cache_put(sp->replies, qid, rcpt, text);
+}
+
+struct slice
+spool_rcpt_reply(const struct spool *sp, uint64_t qid, uint32_t rcpt)
+{
+	return reply_cache_get(sp->replies, qid, rcpt);
 }
 
 const struct index_entry *
@@ -1612,6 +1624,7 @@ spool_close(struct spool *sp)
 	close(sp->seg_fd);
 	close(sp->dir_fd);
 	index_fini(&sp->ix);
+	reply_cache_free(sp->replies);
 	schedule_fini(&sp->sched);
 	for (uint32_t i = 0; i < sp->queued.count; i++) {
 		spool_octets_done(sp, &sp->queued.recs[i]);

@@ -221,9 +221,14 @@ uint32_t spool_ctl_flush(struct spool *sp, uint64_t qid);
 /* Up to max queue ids of live messages into out, in no particular order. Returns how many. */
 uint32_t spool_ids(const struct spool *sp, uint64_t *out, uint32_t max);
 
-/* Remembers the reply of recipient rcpt's last attempt for the listing (index_note). */
+/* Remembers the reply of recipient rcpt's last attempt for the listing: code and status in
+ * the index (index_note), the text in a bounded cache (queue/reply_cache.h). */
 void spool_rcpt_note(struct spool *sp, uint64_t qid, uint32_t rcpt, uint16_t code,
-	const uint8_t dsn[3]);
+	const uint8_t dsn[3], struct slice text);
+
+/* The text of that reply, or an empty slice (unknown, or no longer kept). Valid until the
+ * next note. */
+struct slice spool_rcpt_reply(const struct spool *sp, uint64_t qid, uint32_t rcpt);
 
 /* Milliseconds until the next message is due (UINT64_MAX: none). */
 uint64_t spool_next_due_ms(const struct spool *sp);

@@ -134,6 +134,8 @@ queue_cmd_read(struct queue_cmd *qc, int fd, uint32_t *shards)
 			ssize_t n = read(fd, qc->buf + qc->buf_len, qc->buf_cap - qc->buf_len);
 			if (n < 0 && errno == EINTR)
 				continue;
+			if (n <= 0 && !header)
+				return -ENOTCONN;   /* gone before a word: a daemon killed or stopping */
 			if (n <= 0)
 				return n < 0 ? -errno : -ECONNRESET;
 			qc->buf_len += (size_t)n;
@@ -190,10 +192,15 @@ queue_cmd_ask(struct queue_cmd *qc, const char *path, bool first, uint32_t *shar
 		fprintf(stderr, "ringmta queue: %s: %s\n", path, strerror(-fd));
 		return fd == -EACCES ? QUEUE_CMD_NOT_RUNNING : QUEUE_CMD_FAILED;
 	}
-	int rc = write(fd, qc->line, qc->line_len) == (ssize_t)qc->line_len ? 0 : -errno;
+	int rc = write(fd, qc->line, qc->line_len) == (ssize_t)qc->line_len ? 0 : -ENOTCONN;
 	if (rc == 0)
 		rc = queue_cmd_read(qc, fd, shards);
 	close(fd);
+	if (rc == -ENOTCONN) {
+		fprintf(stderr, "ringmta queue: the daemon is not running, or stopping (%s closed at "
+			"once)\n", path);
+		return QUEUE_CMD_NOT_RUNNING;
+	}
 	if (rc < 0) {
 		fprintf(stderr, "ringmta queue: %s: %s\n", path, rc == -EPROTO
 			? "not a ringmta control socket answer" : strerror(-rc));

@@ -159,8 +159,10 @@ def test_list_and_summary(_w):
                 assert r["state"] == "deferred", r
                 assert r["next_attempt_ms"] > time.time() * 1000 + 1800 * 1000, r
                 assert r["last_reply"] == "451 4.7.1", r
+                assert r["last_reply_text"] == "451 4.7.1 greylisted, try later", r
         text = queue(d, "list").stdout
         assert text.count("deferred next=") == 12, text
+        assert text.count(' reply="451 4.7.1 greylisted, try later"') == 12, text
         assert msgs[0]["id"] in text and "<bob@localhost>" in text, text
         assert text.rstrip().endswith("-- 6 messages"), text
         s = json.loads(queue(d, "summary", "--json").stdout)
