@@ -374,17 +374,15 @@ queue_cmd_main(int argc, char **argv)
 	const char *file = NULL;
 	const char *overrides[QUEUE_CMD_OVERRIDES_MAX] = { NULL };
 	uint32_t override_count = 0;
-	bool mailq = strcmp(argv[0], "mailq") == 0;
-	char *list_argv[] = { argv[0], "list" };
 	int end = queue_cmd_options(argc, argv, &file, overrides, &override_count, &qc.json);
-	if (mailq && end < 0) {
-		argv = list_argv;
-		end = 2;
-	}
 	if (end < 0) {
 		queue_cmd_usage(stderr);
 		return QUEUE_CMD_USAGE;
 	}
+	/* Given no -c: the package's configuration when it is there, as sendmail(1) (and mailq,
+	 * which runs this) reads it; meson defines RINGMTA_CONFIG_FILE for src/. */
+	if (file == NULL && access(RINGMTA_CONFIG_FILE, F_OK) == 0)
+		file = RINGMTA_CONFIG_FILE;
 	char err[CONFIG_ERR_MAX];
 	if (config_load_all(&cfg, file, overrides, override_count, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ringmta queue: %s\n", err);

@@ -98,10 +98,12 @@ def test_daemon_not_running():
         assert "not running" in p.stderr and d.spool in p.stderr, p.stderr
         d.start()
         assert queue(d, "list").stdout.strip() == "Mail queue is empty"
-        mailq = os.path.join(d.dir, "mailq")   # a link named mailq is `ringmta queue list`
+        mailq = os.path.join(d.dir, "mailq")   # mailq (src/sendmail) runs `ringmta queue list`
         os.symlink(os.path.abspath(os.path.join(build_dir(), "ringmta")), mailq)
-        argv = [mailq] + [a for k, v in d.options.items() for a in ("-o", "%s=%s" % (k, v))]
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        conf = os.path.join(d.dir, "ringmta.conf")
+        with open(conf, "w") as f:
+            f.write("".join("%s = %s\n" % kv for kv in d.options.items()))
+        p = subprocess.run([mailq, "-C", conf], capture_output=True, text=True, timeout=60)
         assert p.returncode == 0 and p.stdout.strip() == "Mail queue is empty", p
         d.kill()   # kill -9: the socket file stays, nobody listens on it
         assert os.path.exists(os.path.join(d.spool, "control"))
