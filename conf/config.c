@@ -89,6 +89,7 @@ static const struct config_key config_keys[] = {
 	CONFIG_VALUE("local_users_file", CONFIG_KIND_PATH, local_users_file, 0, 0),
 	CONFIG_VALUE("maildir_root", CONFIG_KIND_PATH, maildir_root, 0, 0),
 	CONFIG_VALUE("spool_dir", CONFIG_KIND_PATH, spool_dir, 0, 0),
+	CONFIG_VALUE("control_socket", CONFIG_KIND_PATH, control_socket, 0, 0),
 	CONFIG_VALUE("mail_owner", CONFIG_KIND_USER, mail_owner, 0, 0),
 	{ "relay_networks", CONFIG_KIND_NETWORKS, CONFIG_F(relay_networks),
 		CONFIG_F(relay_network_count), 0, 0, NULL },
@@ -175,6 +176,8 @@ static const struct config_doc {
 	{ "maildir_root", "mail for user@<local domain> goes to <maildir_root>/user/{tmp,new,cur}",
 		NULL },
 	{ "spool_dir", "the queue", NULL },
+	{ "control_socket", "the Unix socket of `ringmta queue` (shard n > 0: <control_socket>.n), "
+		"mode 0600; empty: <spool_dir>/control", NULL },
 	{ "mail_owner", "started as root: the user that owns the spool and Maildirs and runs the "
 		"daemon once its sockets are bound", NULL },
 	{ "relay_networks", "client networks (CIDR) allowed to relay; none by default", NULL },
@@ -1330,11 +1333,45 @@ config_check(const struct config *cfg, char *err, size_t err_len)
 		snprintf(err, err_len, "spool_dir and maildir_root must not be empty");
 		return -1;
 	}
+	char sock[CONFIG_CONTROL_SOCKET_MAX];
+	if (config_control_socket(cfg, cfg->shards - 1, sock, sizeof(sock)) != 0) {
+		snprintf(err, err_len, "control_socket: longer than a Unix socket name (%u octets%s)",
+			CONFIG_CONTROL_SOCKET_MAX - 1, cfg->control_socket[0] == '\0'
+			? "; the default is <spool_dir>/control" : "");
+		return -1;
+	}
 	return 0;
 twice:
 	snprintf(err, err_len,
 		"listen, submission_listen, smtps_listen, metrics_listen: an address is in two lists");
 	return -1;
+}
+
+int
+config_load_all(struct config *cfg, const char *file, const char *const *overrides,
+	uint32_t override_count, char *err, size_t err_len)
+{
+	config_default(cfg);
+	if (file != NULL && config_load_file(cfg, file, err, err_len) != 0)
+		return -1;
+	for (uint32_t i = 0; i < override_count; i++) {
+		if (config_set(cfg, overrides[i], err, err_len) != 0)
+			return -1;
+	}
+	return config_check(cfg, err, err_len);
+}
+
+int
+config_control_socket(const struct config *cfg, uint32_t shard, char *out, size_t cap)
+{
+	int n = cfg->control_socket[0] != '\0'
+		? snprintf(out, cap, "%s", cfg->control_socket)
+		: snprintf(out, cap, "%s/control", cfg->spool_dir);
+	if (n >= 0 && (size_t)n < cap && shard > 0)
+		n += snprintf(out + n, cap - (size_t)n, ".%u", shard);
+	if (n < 0 || (size_t)n >= cap || (size_t)n >= CONFIG_CONTROL_SOCKET_MAX)
+		return -ENAMETOOLONG;
+	return 0;
 }
 
 /* The value of k in cfg as config_print writes it: malloc'ed, NULL when out of memory. Through a

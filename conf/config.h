@@ -112,6 +112,7 @@ struct config {
 	char local_users_file[CONFIG_STR_MAX];          /* empty: every local part exists */
 	char maildir_root[CONFIG_STR_MAX];
 	char spool_dir[CONFIG_STR_MAX];
+	char control_socket[CONFIG_STR_MAX];            /* empty: <spool_dir>/control */
 	char mail_owner[CONFIG_USER_LEN_MAX + 1];      /* started as root: the user to run as */
 	struct config_network relay_networks[CONFIG_NETWORKS_MAX];
 	uint32_t relay_network_count;
@@ -186,6 +187,11 @@ int config_load_buf(struct config *cfg, const char *name, const char *buf, size_
 /* Applies one `key=value` (-o) with the same parser. Returns 0, or -1 with a message in err. */
 int config_set(struct config *cfg, const char *key_value, char *err, size_t err_len);
 
+/* The whole load: the embedded default, then file (if not NULL), then each override in order,
+ * then config_check. Returns 0, or -1 with a message in err. */
+int config_load_all(struct config *cfg, const char *file, const char *const *overrides,
+	uint32_t override_count, char *err, size_t err_len);
+
 /* Cross-key checks after all sources are applied. Returns 0, or -1 with a message in err. */
 int config_check(const struct config *cfg, char *err, size_t err_len);
 
@@ -196,6 +202,11 @@ void config_print(const struct config *cfg, FILE *f);
 #define CONFIG_ADDR_TEXT_MAX (INET6_ADDRSTRLEN + 8)
 void config_addr_format(const struct config_addr *a, char *buf, size_t cap);
 
+/* The control socket of shard `shard` (`ringmta queue`): control_socket, or
+ * <spool_dir>/control, for shard 0; with ".<shard>" appended for the others. Returns 0, or
+ * -ENAMETOOLONG when it does not fit out (cap) or a Unix socket address. */
+#define CONFIG_CONTROL_SOCKET_MAX 108u   /* sun_path, its NUL included */
+int config_control_socket(const struct config *cfg, uint32_t shard, char *out, size_t cap);
 /* Prints the sample configuration file: every key with its one line of meaning; a key whose
  * value in cfg differs from the embedded default is set (with its default in a comment), the
  * others are commented out showing their default. Returns 0, or -1 when out of memory. */

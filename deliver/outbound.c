@@ -744,6 +744,40 @@ outbound_client_config(struct outbound *ob)
 	ob->rcpt_limit_max = max < OUTBOUND_TXN_RCPTS_MAX ? max : OUTBOUND_TXN_RCPTS_MAX;
 }
 
+static void
+outbound_revive(struct outbound *ob)
+{
+	for (uint32_t b = 0; b < OUTBOUND_DEST_BUCKETS; b++) {
+		for (struct ob_dest *d = ob->buckets[b]; d != NULL; d = d->hash_next)
+			outbound_sched_revive(&d->sched);
+	}
+}
+
+static void
+outbound_xmsg_revive(void *ctx, const struct xmsg *m)
+{
+	(void)m;
+	outbound_revive(ctx);
+}
+
+void
+outbound_flush(struct outbound *ob)
+{
+	outbound_revive(ob);
+	if (ob->p.xshard == NULL)
+		return;
+	/* The flushed mail may be for a destination another shard owns: it goes there through the
+	 * same pair rings, behind this message, so the owner revives first. Each shard gets the
+	 * flush from the client too: a full ring only makes this one late. */
+	struct xmsg m = { .type = XMSG_REVIVE };
+	for (uint32_t to = 0; to < ob->p.shard_count; to++) {
+		if (to == ob->shard)
+			continue;
+		if (xshard_send(ob->p.xshard, to, &m) != 0)
+			continue;   /* refused: that shard revives on its own flush command */
+	}
+}
+
 int
 outbound_init(struct ring *r, const struct outbound_params *p, struct outbound **out)
 {
@@ -772,6 +806,7 @@ outbound_init(struct ring *r, const struct outbound_params *p, struct outbound *
 	if (p->xshard != NULL) {
 		xshard_handler_set(p->xshard, XMSG_DELIVER, outbound_xmsg_deliver, ob);
 		xshard_handler_set(p->xshard, XMSG_DELIVERY_RESULT, outbound_xmsg_result, ob);
+		xshard_handler_set(p->xshard, XMSG_REVIVE, outbound_xmsg_revive, ob);
 	}
 	ring_hooks_register(r, &outbound_hooks, ob);
 	*out = ob;

@@ -177,5 +177,9 @@ void outbound_fini(struct outbound *ob);
  * Returns 0, or -ENOMEM (no event will come: the caller defers). */
 int outbound_submit(struct outbound *ob, struct outbound_req *req, uint64_t ud) MUST_USE;
 
+/* `ringmta queue flush`: every destination this shard owns that is suspended is tried again
+ * (Postfix's flush revives dead destinations too); each shard gets the command. */
+void outbound_flush(struct outbound *ob);
+
 const struct outbound_stats *outbound_stats(const struct outbound *ob);
 #endif

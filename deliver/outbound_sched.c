@@ -24,10 +24,18 @@ outbound_sched_suspended(struct outbound_sched_dest *d, uint64_t now_ms)
 		return false;
 	if (now_ms < d->suspended_until_ms)
 		return true;
+	outbound_sched_revive(d);
+	return false;
+}
+
+void
+outbound_sched_revive(struct outbound_sched_dest *d)
+{
+	if (d->suspended_until_ms == 0)
+		return;
 	d->suspended_until_ms = 0;   /* tried again, one connection first */
 	d->window = 1;
 	d->fail_streak = 0;
-	return false;
 }
 
 bool

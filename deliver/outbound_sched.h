@@ -69,6 +69,10 @@ void outbound_sched_success(struct outbound_sched_dest *d);
  * suspended until now_ms + retry_ms. */
 bool outbound_sched_failure(struct outbound_sched_dest *d, uint64_t now_ms, uint64_t retry_ms);
 
+/* `ringmta queue flush` (as Postfix's flush): a suspension ends now; the destination is tried
+ * again, one connection first, as when a suspension runs out. */
+void outbound_sched_revive(struct outbound_sched_dest *d);
+
 /* The shard's share of a limit over all shards: limit / shards, the remainder to the first
  * ones; at least 1. */
 uint32_t outbound_sched_share(uint32_t limit, uint32_t shards, uint32_t shard);

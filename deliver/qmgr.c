@@ -156,6 +156,26 @@ qmgr_failed(struct qmgr *q, struct qmgr_msg *m, uint32_t i, const char *status,
 		spool_rcpt_bounced(q->p.spool, m->qid, i);
 }
 
+/* Keeps the attempt's reply for `ringmta queue list`: the RFC 3463 status, the SMTP code a
+ * receiver's reply ("451 4.7.1 ...") begins with, and the text (the reply, or our reason). */
+static void
+qmgr_note(struct qmgr *q, struct qmgr_msg *m, uint32_t i, const char *status,
+	const char *detail, const struct outbound_result *res)
+{
+	uint8_t dsn[3] = { 0, 0, 0 };
+	unsigned a, b, c;
+	if (sscanf(status, "%u.%u.%u", &a, &b, &c) == 3 && a <= 9 && b <= 255 && c <= 255) {
+		dsn[0] = (uint8_t)a;
+		dsn[1] = (uint8_t)b;
+		dsn[2] = (uint8_t)c;
+	}
+	uint16_t code = 0;
+	const char *r = res != NULL && res->remote ? res->reply : "";
+	if (r[0] >= '2' && r[0] <= '5' && r[1] >= '0' && r[1] <= '9' && r[2] >= '0' && r[2] <= '9')
+		code = (uint16_t)((r[0] - '0') * 100 + (r[1] - '0') * 10 + (r[2] - '0'));
+	spool_rcpt_note(q->p.spool, m->qid, i, code, dsn, slice_make(detail, strlen(detail)));
+}
+
 /* One recipient's attempt is over: record it in the spool, log it, remember what to report.
  * res: the outbound agent's result for a remote recipient (relay, delays, the reply), or
  * NULL. */
@@ -167,6 +187,7 @@ qmgr_outcome_ex(struct qmgr *q, struct qmgr_msg *m, uint32_t i, enum qmgr_outcom
 	int rc = record_envelope_rcpt(&m->v, i, &r);
 	ASSERT(rc == 0);
 	struct spool *sp = q->p.spool;
+	qmgr_note(q, m, i, status, detail, res);
 	if (o == QMGR_SENT) {
 		spool_rcpt_delivered(sp, m->qid, i);
 		q->stats.delivered++;
@@ -505,6 +526,12 @@ qmgr_dispatch(struct qmgr *q, struct qmgr_msg *m)
 			continue;
 		if (q->ring->stopping) {
 			spool_rcpt_release(sp, m->qid, i);   /* tried after the restart */
+			continue;
+		}
+		const struct index_entry *e = spool_entry(sp, m->qid);
+		if (e != NULL && e->bounce) {   /* `ringmta queue bounce`: expires as at its lifetime */
+			m->remote_done = true;   /* every recipient of the attempt ends here, remote too */
+			qmgr_outcome(q, m, i, QMGR_TEMPFAIL, "4.4.7", "bounced by the administrator");
 			continue;
 		}
 		struct record_rcpt r;

@@ -76,6 +76,7 @@ enum xmsg_type {
 	XMSG_DELIVER = 1,           /* deliver queue_id's recipients for dest_hash */
 	XMSG_DELIVERY_RESULT,       /* the outcome, back to the owner of queue_id */
 	XMSG_SHUTDOWN,
+	XMSG_REVIVE,                /* `ringmta queue flush`: suspended destinations are tried */
 };
 
 struct xmsg {                   /* copied by value; two per cache line */

@@ -115,20 +115,13 @@ adopt_message(int dir_fd, const struct index_entry *e, int out_fd, uint64_t *off
 				body = slice_make(parts_body, len);
 		}
 	}
-	struct record_copy_rcpt states[RECORD_RCPT_MAX];
 	uint32_t prefix = record_copy_prefix_size(e->rcpt_count);
 	uint8_t hdr[RECORD_HEADER_SIZE];
 	uint8_t *pre = rc == 0 ? malloc(prefix) : NULL;
 	if (rc == 0 && pre == NULL)
 		rc = -ENOMEM;
 	if (rc == 0) {
-		for (uint32_t i = 0; i < e->rcpt_count; i++) {
-			uint64_t next = 0;
-			enum index_rcpt_state st = index_entry_rcpt(e, i, &next);
-			states[i].state = st == INDEX_RCPT_INFLIGHT ? 0 : (uint8_t)st;
-			states[i].next_attempt_ms = next;
-		}
-		record_copy_prefix_encode(pre, e->rcpt_count, states);
+		(void)adopt_copy_prefix(e, pre);
 		struct iovec iov[4] = { { hdr, RECORD_HEADER_SIZE }, { pre, prefix },
 			{ (void *)env.ptr, env.len }, { (void *)body.ptr, body.len } };
 		record_header_encode(hdr, RECORD_COPY, e->qid, iov + 1, 3);
@@ -199,6 +192,20 @@ adopt_remove_dir(int dir_fd, const char *path, struct adopt_result *res)
 	if (rc == 0 && rmdir(path) != 0)
 		rc = -errno;   /* something else lives there: leave it, the mail is moved */
 	return rc == -ENOTEMPTY ? 0 : rc;
+}
+
+uint32_t
+adopt_copy_prefix(const struct index_entry *e, uint8_t *out)
+{
+	struct record_copy_rcpt states[RECORD_RCPT_MAX];
+	for (uint32_t i = 0; i < e->rcpt_count; i++) {
+		uint64_t next = 0;
+		enum index_rcpt_state st = index_entry_rcpt(e, i, &next);
+		states[i].state = st == INDEX_RCPT_INFLIGHT ? 0 : (uint8_t)st;
+		states[i].next_attempt_ms = next;
+	}
+	uint32_t flags = (e->held ? RECORD_COPY_HELD : 0u) | (e->bounce ? RECORD_COPY_BOUNCE : 0u);
+	return record_copy_prefix_encode(out, e->rcpt_count, flags, states);
 }
 
 int

@@ -20,6 +20,14 @@ struct adopt_result {
 	uint64_t bytes;              /* written into the adopting shard */
 };
 
+struct index_entry;
+
+/* Writes the prefix of a COPY record (queue/record.h) for live message e as the index has it:
+ * every recipient's state (in flight counts as pending: it is being tried) and the hold and
+ * bounce flags; out has record_copy_prefix_size(e->rcpt_count) octets. Returns that size. Also
+ * what the copy forward of queue/spool writes. */
+uint32_t adopt_copy_prefix(const struct index_entry *e, uint8_t *out);
+
 /* Adopts other_dir into own_dir (both exist; own_dir not yet recovered). Returns 0, or -errno:
  * the old directory then stays as it was, and the start-up must stop. */
 int adopt_shard_dir(const char *own_dir, const char *other_dir, struct adopt_result *res);

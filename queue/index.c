@@ -347,7 +347,7 @@ uint32_t
 index_take_due(struct index *ix, uint64_t qid, uint64_t now_ms)
 {
 	struct index_entry *e = index_slot(ix, qid);
-	if (e == NULL)
+	if (e == NULL || e->held)
 		return 0;
 	struct index_rcpt *r = index_rcpts(e);
 	uint32_t taken = 0;
@@ -443,6 +443,71 @@ index_restore(struct index *ix, uint64_t qid, uint32_t rcpt, enum index_rcpt_sta
 	return false;
 }
 
+int
+index_set_held(struct index *ix, uint64_t qid, bool held)
+{
+	struct index_entry *e = index_slot(ix, qid);
+	if (e == NULL)
+		return -ENOENT;
+	e->held = held;
+	return 0;
+}
+
+int
+index_set_bounce(struct index *ix, uint64_t qid)
+{
+	struct index_entry *e = index_slot(ix, qid);
+	if (e == NULL)
+		return -ENOENT;
+	e->bounce = 1;
+	e->held = 0;
+	struct index_rcpt *r = index_rcpts(e);
+	for (uint32_t i = 0; i < e->rcpt_count; i++) {
+		if (r[i].state == INDEX_RCPT_DEFERRED) {
+			r[i].state = INDEX_RCPT_PENDING;
+			r[i].next_attempt_ms = 0;
+		}
+	}
+	index_update_due(e);
+	return 0;
+}
+
+uint32_t
+index_flush(struct index *ix, uint64_t qid, uint64_t now_ms)
+{
+	struct index_entry *e = index_slot(ix, qid);
+	if (e == NULL)
+		return 0;
+	struct index_rcpt *r = index_rcpts(e);
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < e->rcpt_count; i++) {
+		if (r[i].state == INDEX_RCPT_DEFERRED && r[i].next_attempt_ms > now_ms) {
+			r[i].next_attempt_ms = now_ms;
+			n++;
+		}
+	}
+	index_update_due(e);
+	return n;
+}
+
+void
+index_note(struct index *ix, uint64_t qid, uint32_t rcpt, uint16_t code, const uint8_t dsn[3])
+{
+	struct index_entry *e = index_slot(ix, qid);
+	if (e == NULL || rcpt >= e->rcpt_count)
+		return;
+	struct index_rcpt *r = &index_rcpts(e)[rcpt];
+	r->last_code = code;
+	memcpy(r->last_dsn, dsn, sizeof(r->last_dsn));
+}
+
+const struct index_rcpt *
+index_entry_rcpt_info(const struct index_entry *e, uint32_t rcpt)
+{
+	ASSERT(rcpt < e->rcpt_count);
+	return e->rcpt_count == 1 ? &e->rcpts.one : &e->rcpts.many[rcpt];
+}
+
 bool
 index_remove(struct index *ix, uint64_t qid)
 {
@@ -456,8 +521,7 @@ index_remove(struct index *ix, uint64_t qid)
 enum index_rcpt_state
 index_entry_rcpt(const struct index_entry *e, uint32_t rcpt, uint64_t *next_ms)
 {
-	ASSERT(rcpt < e->rcpt_count);
-	const struct index_rcpt *r = e->rcpt_count == 1 ? &e->rcpts.one : &e->rcpts.many[rcpt];
+	const struct index_rcpt *r = index_entry_rcpt_info(e, rcpt);
 	if (next_ms != NULL)
 		*next_ms = r->next_attempt_ms;
 	return (enum index_rcpt_state)r->state;

@@ -26,6 +26,7 @@
 #include "base/assert.h"
 
 #define INDEX_RCPT_MAX 1000u                 /* RECORD_RCPT_MAX, SMTP_RCPT_COUNT_MAX */
+_Static_assert(INDEX_RCPT_MAX < (1u << 14), "an in-flight count fits its 14 bits");
 _Static_assert(INDEX_RCPT_MAX <= UINT16_MAX, "recipient counts fit the entry's u16 fields");
 #define INDEX_CAP_MAX  (1u << 30)            /* slots; 64 bytes each */
 
@@ -48,7 +49,11 @@ enum index_kind {
 struct index_rcpt {
 	uint64_t next_attempt_ms;   /* DEFERRED: not before this (ms since the epoch); else 0 */
 	uint8_t state;              /* enum index_rcpt_state */
+	uint8_t last_dsn[3];        /* the last attempt's RFC 3463 status x.y.z (0.0.0: none) */
+	uint16_t last_code;         /* ... and its SMTP reply code (0: none, or not SMTP); both in
+	                             * memory only, and in what was padding: 0 octets more */
 };
+_Static_assert(sizeof(struct index_rcpt) == 16, "the last reply fits the padding");
 
 struct index_entry {
 	uint64_t qid;
@@ -62,7 +67,9 @@ struct index_entry {
 	uint32_t size;              /* of the record, header included */
 	uint16_t rcpt_count;        /* 1 .. INDEX_RCPT_MAX */
 	uint16_t unfinished;        /* recipients neither delivered nor bounced; > 0 while live */
-	uint16_t inflight;          /* recipients INFLIGHT */
+	uint16_t inflight : 14;     /* recipients INFLIGHT */
+	uint16_t held : 1;          /* the administrator's hold: not taken for delivery */
+	uint16_t bounce : 1;        /* the administrator's bounce: recipients expire when tried */
 	uint16_t env_off : 14;      /* where the envelope starts in the record's payload: 0 for a
 	                             * MESSAGE or PARTS, the state prefix's size for a COPY */
 	uint16_t kind : 2;          /* enum index_kind */
@@ -119,7 +126,7 @@ int index_insert_prepared(struct index *ix, uint64_t qid, uint32_t segment, uint
 	uint32_t span);
 
 /* Hands every recipient of qid that is pending, or deferred and due at now_ms, to delivery
- * (INFLIGHT). Returns how many. */
+ * (INFLIGHT). Returns how many (0 for a held message). */
 uint32_t index_take_due(struct index *ix, uint64_t qid, uint64_t now_ms);
 
 /* An INFLIGHT recipient goes back to pending without an attempt (the agent never ran it). */
@@ -153,6 +160,25 @@ bool index_mark_final(struct index *ix, uint64_t qid, uint32_t rcpt, enum index_
  * Returns 0, or -ENOENT if qid is not live, rcpt is out of range or already final. Marking an
  * INFLIGHT recipient final or deferred ends its flight. */
 int index_mark_deferred(struct index *ix, uint64_t qid, uint32_t rcpt, uint64_t next_attempt_ms);
+
+/* The administrator's marks (queue control; durable as HOLD and BOUNCE records). Held: never
+ * taken for delivery until released (an attempt under way ends as it ends). Bounce: every
+ * deferred recipient becomes pending, and the delivery that takes them expires them; it ends a
+ * hold. Return 0, or -ENOENT if qid is not live. */
+int index_set_held(struct index *ix, uint64_t qid, bool held);
+int index_set_bounce(struct index *ix, uint64_t qid);
+
+/* Flush: every deferred recipient of qid is due at now_ms (in memory only: after a restart the
+ * DEFERRED records' times stand). Returns how many. */
+uint32_t index_flush(struct index *ix, uint64_t qid, uint64_t now_ms);
+
+/* Remembers the outcome of recipient rcpt's last attempt, for the queue listing: the SMTP reply
+ * code (0: none) and the RFC 3463 status digits. Unknown ids and recipients change nothing. */
+void index_note(struct index *ix, uint64_t qid, uint32_t rcpt, uint16_t code,
+	const uint8_t dsn[3]);
+
+/* The last reply index_note recorded for recipient rcpt of e. */
+const struct index_rcpt *index_entry_rcpt_info(const struct index_entry *e, uint32_t rcpt);
 
 /* Removes message qid whatever its recipients' states (it expired: the caller bounces what was
  * left). Returns whether it was live. */

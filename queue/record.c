@@ -278,10 +278,12 @@ record_state_len(uint8_t type)
 	switch (type) {
 	case RECORD_DELIVERED:
 	case RECORD_BOUNCED:
+	case RECORD_HOLD:
 		return 4;
 	case RECORD_DEFERRED:
 		return 12;
 	case RECORD_EXPIRED:
+	case RECORD_BOUNCE:
 		return 0;
 	default:
 		return -1;
@@ -361,11 +363,13 @@ record_parts_get(struct slice table, uint32_t i)
 }
 
 uint32_t
-record_copy_prefix_encode(uint8_t *out, uint32_t rcpt_count, const struct record_copy_rcpt *rcpts)
+record_copy_prefix_encode(uint8_t *out, uint32_t rcpt_count, uint32_t flags,
+	const struct record_copy_rcpt *rcpts)
 {
 	ASSERT(rcpt_count >= 1);
 	ASSERT(rcpt_count <= RECORD_RCPT_MAX);
-	record_put32(out, rcpt_count);
+	ASSERT((flags & ~RECORD_COPY_FLAGS) == 0);
+	record_put32(out, rcpt_count | flags);
 	for (uint32_t i = 0; i < rcpt_count; i++) {
 		uint8_t *p = out + 4 + i * RECORD_COPY_STATE_SIZE;
 		ASSERT(rcpts[i].state <= 3);
@@ -376,12 +380,13 @@ record_copy_prefix_encode(uint8_t *out, uint32_t rcpt_count, const struct record
 }
 
 int
-record_copy_decode(struct slice payload, uint32_t *rcpt_count, struct slice *states,
-	struct slice *message)
+record_copy_decode(struct slice payload, uint32_t *rcpt_count, uint32_t *flags,
+	struct slice *states, struct slice *message)
 {
 	if (payload.len < 4)
 		return -EBADMSG;
-	uint32_t n = record_get32(payload.ptr);
+	uint32_t word = record_get32(payload.ptr);
+	uint32_t n = word & ~RECORD_COPY_FLAGS;
 	if (n < 1 || n > RECORD_RCPT_MAX || payload.len < record_copy_prefix_size(n))
 		return -EBADMSG;
 	for (uint32_t i = 0; i < n; i++) {
@@ -389,6 +394,7 @@ record_copy_decode(struct slice payload, uint32_t *rcpt_count, struct slice *sta
 			return -EBADMSG;
 	}
 	*rcpt_count = n;
+	*flags = word & RECORD_COPY_FLAGS;
 	*states = slice_sub(payload, 4, n * RECORD_COPY_STATE_SIZE);
 	*message = slice_skip(payload, record_copy_prefix_size(n));
 	return 0;

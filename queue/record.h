@@ -11,15 +11,23 @@
  *   DELIVERED  u32 recipient index                        recipient delivered (final)
  *   BOUNCED    u32 recipient index                        recipient failed, DSN queued (final)
  *   DEFERRED   u32 recipient index, u64 next attempt (ms) recipient to be retried
- *   EXPIRED    nothing                                    every recipient still pending is
- *                                                         bounced: the message is final
+ *   EXPIRED    nothing                                    the message is final whatever its
+ *                                                         recipients' states (written by
+ *                                                         `ringmta queue delete`)
+ *   HOLD       u32 1 (hold) or 0 (release)                the administrator's hold: the
+ *                                                         message is not tried while held
+ *   BOUNCE     nothing                                    the administrator's bounce: every
+ *                                                         recipient not final expires at its
+ *                                                         next attempt, which is now; it also
+ *                                                         ends a hold
  *   BODY       octets of the body of message queue id, written while it still arrives; they
  *              count only once a PARTS record names them (an abandoned body is dead bytes)
  *   PARTS      a MESSAGE whose body begins in BODY records: the envelope, then u32 part count
  *              and per part u32 segment, u32 offset (of the BODY payload in that segment),
  *              u32 length, then the rest of the body inline; the body is the parts in order,
  *              then the inline rest. Parts are in this segment or older ones.
- *   COPY       u32 recipient count, then per recipient u8 state (0 pending, 1 delivered,
+ *   COPY       u32 recipient count (low 16 bits; bit 16: held, bit 17: bounce, as the HOLD
+ *              and BOUNCE records left it), then per recipient u8 state (0 pending, 1 delivered,
  *              2 bounced, 3 deferred) and u64 next attempt (ms), then a MESSAGE payload:
  *              a live message copied forward out of an old segment, with the state of
  *              every recipient at the moment of the copy, in one record (one CRC), so that
@@ -70,13 +78,19 @@ enum record_type {
 	RECORD_COPY = 6,
 	RECORD_BODY = 7,
 	RECORD_PARTS = 8,
+	RECORD_HOLD = 9,
+	RECORD_BOUNCE = 10,
 };
-#define RECORD_TYPE_LAST RECORD_PARTS
+#define RECORD_TYPE_LAST RECORD_BOUNCE
 
 #define RECORD_PART_SIZE  12u        /* u32 segment, u32 offset, u32 length */
 #define RECORD_PARTS_MAX  (1u << 20) /* parts of one message (each >= 4 KiB but the last) */
 
 #define RECORD_COPY_STATE_SIZE 9u   /* u8 state + u64 next attempt */
+#define RECORD_COPY_HELD       (1u << 16)   /* flags in the COPY count's high bits */
+#define RECORD_COPY_BOUNCE     (1u << 17)
+#define RECORD_COPY_FLAGS      (RECORD_COPY_HELD | RECORD_COPY_BOUNCE)
+_Static_assert(RECORD_RCPT_MAX < RECORD_COPY_HELD, "flags above every recipient count");
 #define RECORD_COPY_PREFIX_MAX (4u + RECORD_RCPT_MAX * RECORD_COPY_STATE_SIZE)
 
 /* The largest envelope the SMTP server can hand over. Each of its strings comes from one command
@@ -193,8 +207,8 @@ int record_envelope_decode(struct slice payload, struct record_envelope_view *v)
 int record_envelope_rcpt(struct record_envelope_view *v, uint32_t i, struct record_rcpt *out);
 
 /* Builds a whole state record (header + payload) of type DELIVERED, BOUNCED, DEFERRED (uses
- * next_attempt_ms) or EXPIRED (uses neither rcpt nor next_attempt_ms) into out. Returns its
- * size. */
+ * next_attempt_ms), HOLD (rcpt is 1 or 0), EXPIRED or BOUNCE (use neither) into out. Returns
+ * its size. */
 uint32_t record_state_encode(uint8_t out[RECORD_STATE_SIZE_MAX], uint8_t type, uint64_t queue_id,
 	uint32_t rcpt, uint64_t next_attempt_ms);
 
@@ -242,15 +256,15 @@ record_copy_prefix_size(uint32_t rcpt_count)
 	return 4u + rcpt_count * RECORD_COPY_STATE_SIZE;
 }
 
-/* Writes the prefix of a COPY record: rcpt_count (1 .. RECORD_RCPT_MAX) and the states. Returns
- * its size. */
-uint32_t record_copy_prefix_encode(uint8_t *out, uint32_t rcpt_count,
+/* Writes the prefix of a COPY record: rcpt_count (1 .. RECORD_RCPT_MAX), the message's flags
+ * (RECORD_COPY_HELD, RECORD_COPY_BOUNCE) and the states. Returns its size. */
+uint32_t record_copy_prefix_encode(uint8_t *out, uint32_t rcpt_count, uint32_t flags,
 	const struct record_copy_rcpt *rcpts);
 
 /* Splits a COPY payload into its recipient states and the MESSAGE payload after them, checking
- * the count and every state. Returns 0 or -EBADMSG. */
-int record_copy_decode(struct slice payload, uint32_t *rcpt_count, struct slice *states,
-	struct slice *message);
+ * the count, the flags and every state. Returns 0 or -EBADMSG. */
+int record_copy_decode(struct slice payload, uint32_t *rcpt_count, uint32_t *flags,
+	struct slice *states, struct slice *message);
 
 /* State i of a prefix record_copy_decode accepted. */
 struct record_copy_rcpt record_copy_state(struct slice states, uint32_t i);

@@ -207,10 +207,10 @@ static int
 recover_copy(struct index *ix, uint32_t seg, const struct record_view *r,
 	struct recover_result *res)
 {
-	uint32_t n;
+	uint32_t n, flags;
 	struct slice states, message;
 	struct record_envelope_view v;
-	if (record_copy_decode(r->payload, &n, &states, &message) != 0
+	if (record_copy_decode(r->payload, &n, &flags, &states, &message) != 0
 		|| record_envelope_decode(message, &v) != 0 || v.rcpt_count != n) {
 		res->records_unusable++;
 		return 0;
@@ -231,8 +231,11 @@ recover_copy(struct index *ix, uint32_t seg, const struct record_view *r,
 	for (uint32_t i = 0; i < n; i++) {
 		struct record_copy_rcpt c = record_copy_state(states, i);
 		if (index_restore(ix, r->queue_id, i, by_code[c.state], c.next_attempt_ms))
-			break;   /* every recipient final: a copy no writer makes, but harmless */
+			return 0;   /* every recipient final: a copy no writer makes, but harmless */
 	}
+	(void)index_set_held(ix, r->queue_id, (flags & RECORD_COPY_HELD) != 0);
+	if (flags & RECORD_COPY_BOUNCE)
+		(void)index_set_bounce(ix, r->queue_id);
 	return 0;
 }
 
@@ -257,6 +260,12 @@ recover_state(struct index *ix, const struct record_view *r, struct recover_resu
 		break;
 	case RECORD_EXPIRED:
 		(void)index_remove(ix, r->queue_id);
+		break;
+	case RECORD_HOLD:
+		(void)index_set_held(ix, r->queue_id, st.rcpt != 0);
+		break;
+	case RECORD_BOUNCE:
+		(void)index_set_bounce(ix, r->queue_id);
 		break;
 	default:
 		ASSERT(false);   /* record_state_decode accepts only the state types */

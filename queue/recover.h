@@ -11,7 +11,9 @@
  *              segment is gone), and every recipient takes the state the copy records
  *   DELIVERED, BOUNCED   make a recipient final (the last one takes the message out)
  *   DEFERRED   sets a recipient's next attempt
- *   EXPIRED    takes the message out
+ *   EXPIRED    takes the message out (`queue delete`)
+ *   HOLD       holds or releases the message; BOUNCE marks it to be bounced (both also ride
+ *              a COPY, in its flags)
  * State records may sit in later segments than their message, never in earlier ones; records
  * for ids no longer live are ignored. A COPY carries the states of all that came before it in
  * the log, so the state records between the original and the copy may go with the original's

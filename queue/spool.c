@@ -16,6 +16,7 @@
 #include "queue/msg.h"
 #include "queue/record.h"
 #include "queue/recover.h"
+#include "queue/reply_cache.h"
 #include "queue/schedule.h"
 
 #define SPOOL_CHUNK_BYTES_MAX   (1u << 30)   /* bytes per pwritev: its length fits user_data */
@@ -31,7 +32,7 @@ _Static_assert(SPOOL_CHUNK_BYTES_MAX <= RING_RW_MAX, "the kernel writes a whole 
 enum spool_req { SPOOL_REQ_WRITE = 1, SPOOL_REQ_FSYNC, SPOOL_REQ_UNLINK, SPOOL_REQ_COPY,
 	SPOOL_REQ_COPY_PART };
 
-enum spool_rec_kind { REC_STATE, REC_MESSAGE, REC_BODY, REC_COPY };
+enum spool_rec_kind { REC_STATE, REC_MESSAGE, REC_BODY, REC_COPY, REC_CONTROL };
 
 struct spool_rec {
 	uint8_t kind;                                  /* enum spool_rec_kind */
@@ -40,6 +41,7 @@ struct spool_rec {
 	uint8_t *copy;                                 /* COPY: the whole record */
 	uint64_t copy_qid;
 	uint16_t copy_env_off;
+	uint64_t waiter_ud;                            /* CONTROL: told once it is durable */
 	/* MESSAGE, BODY: the octets after the head, owned here: coalesced, then held pieces. */
 	uint8_t *coal;
 	uint32_t coal_len;
@@ -87,6 +89,7 @@ struct spool {
 	uint64_t closed_bytes;          /* octets of the segments before the active one */
 	uint64_t batch_start_us;        /* when the flying batch was submitted */
 	struct index ix;
+	struct reply_cache *replies;    /* the last replies' text, for the queue listing */
 	struct schedule sched;
 	struct queue_id_gen qids;
 	uint64_t rand_state;            /* back-off jitter */
@@ -249,7 +252,8 @@ spool_open(struct ring *r, const struct spool_params *p, struct spool **out)
 	sp->seg_fd = -1;
 	sp->rand_state = (r->now_real_ms << 16) ^ ((uint64_t)p->shard * 0x9e3779b97f4a7c15ull) ^ 1u;
 	schedule_init(&sp->sched);
-	rc = index_init(&sp->ix);
+	sp->replies = reply_cache_new();
+	rc = sp->replies == NULL ? -ENOMEM : index_init(&sp->ix);
 	if (rc < 0)
 		goto fail_free;
 	sp->dir_fd = open(path, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
@@ -287,6 +291,7 @@ fail_index:
 	index_fini(&sp->ix);
 fail_free:
 	schedule_fini(&sp->sched);
+	reply_cache_free(sp->replies);
 	free(sp);
 	return rc;
 }
@@ -875,6 +880,8 @@ spool_batch_done(struct spool *sp)
 			spool_body_done(sp, r);
 		else if (r->kind == REC_COPY)
 			spool_copy_done(sp, r);
+		else if (r->kind == REC_CONTROL)
+			ring_post(sp->ring, r->waiter_ud, sp->batch_err);
 	}
 	sp->flying.count = 0;
 	sp->busy = false;
@@ -1038,14 +1045,7 @@ spool_copy_encode(struct spool *sp, const struct spool_copy *c, uint32_t *len, u
 	uint8_t *rec = malloc(RECORD_HEADER_SIZE + prefix + total);
 	if (rec == NULL)
 		return NULL;
-	struct record_copy_rcpt states[RECORD_RCPT_MAX];
-	for (uint32_t i = 0; i < e->rcpt_count; i++) {
-		uint64_t next = 0;
-		enum index_rcpt_state st = index_entry_rcpt(e, i, &next);
-		states[i].state = st == INDEX_RCPT_INFLIGHT ? 0 : (uint8_t)st;
-		states[i].next_attempt_ms = next;
-	}
-	record_copy_prefix_encode(rec + RECORD_HEADER_SIZE, e->rcpt_count, states);
+	(void)adopt_copy_prefix(e, rec + RECORD_HEADER_SIZE);
 	uint8_t *at = rec + RECORD_HEADER_SIZE + prefix;
 	memcpy(at, env.ptr, env.len);   /* copy: forward, out of the old segment */
 	memcpy(at + env.len, parts.ptr, parts.len);
@@ -1224,8 +1224,8 @@ spool_rcpt_defer(struct spool *sp, uint64_t qid, uint32_t rcpt, uint64_t *next_m
 		return -ENOENT;
 	uint64_t now = sp->ring->now_real_ms;
 	uint64_t expiry = e->arrival_ms + sp->p.queue_lifetime_ms;
-	if (now >= expiry)
-		return -ETIME;
+	if (now >= expiry || e->bounce)
+		return -ETIME;   /* expired, or the administrator said so */
 	uint64_t scheduled = 0;
 	(void)index_entry_rcpt(e, rcpt, &scheduled);   /* when this attempt was due */
 	uint64_t warn_at = sp->p.delay_warning_ms > 0 ? e->arrival_ms + sp->p.delay_warning_ms
@@ -1254,6 +1254,122 @@ spool_rcpt_release(struct spool *sp, uint64_t qid, uint32_t rcpt)
 	bool was = spool_rcpt_inflight(sp, qid, rcpt);
 	index_release(&sp->ix, qid, rcpt);
 	spool_after_mark(sp, qid, was, false);
+}
+
+/* ---- queue control ---- */
+
+/* Puts qid back on the schedule at its due time after a command changed it (a message in flight
+ * goes back when its attempt ends). The caller reserved the push. */
+static void
+spool_ctl_schedule(struct spool *sp, const struct index_entry *e)
+{
+	if (e->inflight > 0 || e->held || e->due_ms == UINT64_MAX)
+		schedule_unreserve(&sp->sched, 1);
+	else
+		schedule_push(&sp->sched, e->due_ms, e->qid);
+}
+
+/* The command's own mark in memory; 0 or -EALREADY. */
+static int
+spool_ctl_apply(struct spool *sp, const struct index_entry *e, enum spool_ctl op)
+{
+	uint64_t qid = e->qid;
+	switch (op) {
+	case SPOOL_CTL_HOLD:
+	case SPOOL_CTL_RELEASE:
+		if (e->held == (op == SPOOL_CTL_HOLD))
+			return -EALREADY;
+		(void)index_set_held(&sp->ix, qid, op == SPOOL_CTL_HOLD);
+		break;
+	case SPOOL_CTL_BOUNCE:
+		(void)index_set_bounce(&sp->ix, qid);
+		break;
+	case SPOOL_CTL_DELETE:
+		(void)index_remove(&sp->ix, qid);
+		return 0;
+	}
+	spool_ctl_schedule(sp, index_find(&sp->ix, qid));
+	return 0;
+}
+
+int
+spool_ctl(struct spool *sp, uint64_t qid, enum spool_ctl op, uint64_t waiter_ud)
+{
+	const struct index_entry *e = index_find(&sp->ix, qid);
+	if (e == NULL)
+		return -ENOENT;
+	/* Its readers (the qmgr, an outbound session on any shard) hold where its body is. */
+	if (op == SPOOL_CTL_DELETE && e->inflight > 0)
+		return -EBUSY;
+	if (ring_post_reserve(sp->ring, 1) != 0)
+		return -ENOMEM;
+	if (schedule_reserve(&sp->sched, 1) != 0) {
+		ring_post_unreserve(sp->ring, 1);
+		return -ENOMEM;
+	}
+	struct spool_rec *r = spool_queue_rec(sp);
+	if (r == NULL) {
+		schedule_unreserve(&sp->sched, 1);
+		ring_post_unreserve(sp->ring, 1);
+		return -ENOMEM;
+	}
+	static const uint8_t types[] = { [SPOOL_CTL_HOLD] = RECORD_HOLD,
+		[SPOOL_CTL_RELEASE] = RECORD_HOLD, [SPOOL_CTL_DELETE] = RECORD_EXPIRED,
+		[SPOOL_CTL_BOUNCE] = RECORD_BOUNCE };
+	int rc = spool_ctl_apply(sp, e, op);
+	if (rc != 0) {
+		sp->queued.count--;   /* the place just taken, unused */
+		schedule_unreserve(&sp->sched, 1);
+		ring_post_unreserve(sp->ring, 1);
+		return rc;
+	}
+	r->kind = REC_CONTROL;
+	r->waiter_ud = waiter_ud;
+	r->len = record_state_encode(r->bytes, types[op], qid, op == SPOOL_CTL_HOLD ? 1 : 0, 0);
+	sp->queued_messages++;   /* the administrator waits: no waiting for company */
+	if (op == SPOOL_CTL_DELETE) {
+		schedule_unreserve(&sp->sched, 1);
+		spool_reclaim(sp);
+	}
+	return 0;
+}
+
+uint32_t
+spool_ctl_flush(struct spool *sp, uint64_t qid)
+{
+	if (schedule_reserve(&sp->sched, 1) != 0)
+		return 0;
+	uint32_t n = index_flush(&sp->ix, qid, sp->ring->now_real_ms);
+	if (n == 0)
+		schedule_unreserve(&sp->sched, 1);
+	else
+		spool_ctl_schedule(sp, index_find(&sp->ix, qid));
+	return n;
+}
+
+uint32_t
+spool_ids(const struct spool *sp, uint64_t *out, uint32_t max)
+{
+	uint32_t cursor = 0, n = 0;
+	const struct index_entry *e;
+	while (n < max && (e = index_next(&sp->ix, &cursor)) != NULL)
+		out[n++] = e->qid;
+	return n;
+}
+
+void
+spool_rcpt_note(struct spool *sp, uint64_t qid, uint32_t rcpt, uint16_t code,
+	const uint8_t dsn[3], struct slice text)
+{
+	index_note(&sp->ix, qid, rcpt, code, dsn);
+	if (text.len > 0)
+		reply_cache_put(sp->replies, qid, rcpt, text);
+}
+
+struct slice
+spool_rcpt_reply(const struct spool *sp, uint64_t qid, uint32_t rcpt)
+{
+	return reply_cache_get(sp->replies, qid, rcpt);
 }
 
 const struct index_entry *
@@ -1585,6 +1701,7 @@ spool_close(struct spool *sp)
 	close(sp->seg_fd);
 	close(sp->dir_fd);
 	index_fini(&sp->ix);
+	reply_cache_free(sp->replies);
 	schedule_fini(&sp->sched);
 	for (uint32_t i = 0; i < sp->queued.count; i++) {
 		spool_octets_done(sp, &sp->queued.recs[i]);

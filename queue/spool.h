@@ -200,6 +200,39 @@ int spool_rcpt_defer(struct spool *sp, uint64_t qid, uint32_t rcpt, uint64_t *ne
 /* An in-flight recipient that was never tried goes back to pending. */
 void spool_rcpt_release(struct spool *sp, uint64_t qid, uint32_t rcpt);
 
+/* The administrator's commands (engine/control, `ringmta queue`). */
+enum spool_ctl {
+	SPOOL_CTL_HOLD,     /* a HOLD record: not tried until released */
+	SPOOL_CTL_RELEASE,  /* a HOLD record saying 0: tried when due again */
+	SPOOL_CTL_DELETE,   /* an EXPIRED record: gone, no notice */
+	SPOOL_CTL_BOUNCE,   /* a BOUNCE record: every recipient not final expires now, with the
+	                     * notice an expiry gives (the qmgr's attempt sees the mark) */
+};
+
+/* Applies op to live message qid in memory at once and queues its record, which goes in the next
+ * batch without waiting for company; waiter_ud gets an event once it is durable (res 0 or
+ * -errno). Returns 0 (the event will come), or, with nothing done and no event: -ENOENT (not
+ * live here), -EBUSY (delete of a message with recipients in flight: its readers, on any shard,
+ * hold where its body is), -EALREADY (hold of a held message, release of one not held),
+ * -ENOMEM. */
+int spool_ctl(struct spool *sp, uint64_t qid, enum spool_ctl op, uint64_t waiter_ud) MUST_USE;
+
+/* Flush: the deferred recipients of qid are due now (in memory only: after a restart the
+ * DEFERRED records' times stand). Returns how many (0: none, or qid not live). */
+uint32_t spool_ctl_flush(struct spool *sp, uint64_t qid);
+
+/* Up to max queue ids of live messages into out, in no particular order. Returns how many. */
+uint32_t spool_ids(const struct spool *sp, uint64_t *out, uint32_t max);
+
+/* Remembers the reply of recipient rcpt's last attempt for the listing: code and status in
+ * the index (index_note), the text in a bounded cache (queue/reply_cache.h). */
+void spool_rcpt_note(struct spool *sp, uint64_t qid, uint32_t rcpt, uint16_t code,
+	const uint8_t dsn[3], struct slice text);
+
+/* The text of that reply, or an empty slice (unknown, or no longer kept). Valid until the
+ * next note. */
+struct slice spool_rcpt_reply(const struct spool *sp, uint64_t qid, uint32_t rcpt);
+
 /* Milliseconds until the next message is due (UINT64_MAX: none). */
 uint64_t spool_next_due_ms(const struct spool *sp);
 

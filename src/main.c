@@ -24,6 +24,7 @@
 #include "deliver/qmgr.h"
 #include "dns/resolver.h"
 #include "engine/httpd.h"
+#include "engine/control.h"
 #include "engine/listen.h"
 #include "engine/metrics.h"
 #include "engine/shard.h"
@@ -33,6 +34,7 @@
 #include "src/privilege.h"
 #include "src/notify.h"
 #include "src/passwd_cmd.h"
+#include "src/queue_cmd.h"
 #include "src/sendmail.h"
 
 #define MAIN_OVERRIDES_MAX 64u
@@ -60,6 +62,8 @@ main_usage(FILE *f)
 {
 	fprintf(f, "usage: ringmta [-c FILE] [-o key=value]... [--check-config | --print-sample]\n"
 		"       ringmta passwd USER   (prints an auth_users_file line)\n"
+		"       ringmta queue [-c FILE] [-o key=value]... list|summary|flush|delete|hold|"
+		"release|bounce ...\n"
 		"       ringmta sendmail [options] [recipient...]   (also as sendmail; see ringmta(8))\n"
 		"  -c FILE          configuration file of key = value lines\n"
 		"  -o key=value     override one key (after the file; may repeat)\n"
@@ -75,9 +79,8 @@ main_config(int argc, char **argv, struct config *cfg, enum main_mode *mode)
 {
 	char err[CONFIG_ERR_MAX];
 	const char *file = NULL;
-	const char *overrides[MAIN_OVERRIDES_MAX];
+	const char *overrides[MAIN_OVERRIDES_MAX] = { NULL };
 	uint32_t override_count = 0;
-	config_default(cfg);
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
 			file = argv[++i];
@@ -98,18 +101,11 @@ main_config(int argc, char **argv, struct config *cfg, enum main_mode *mode)
 			return -1;
 		}
 	}
-	if (file != NULL && config_load_file(cfg, file, err, sizeof(err)) != 0)
-		goto fail;
-	for (uint32_t i = 0; i < override_count; i++) {
-		if (config_set(cfg, overrides[i], err, sizeof(err)) != 0)
-			goto fail;
+	if (config_load_all(cfg, file, overrides, override_count, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ringmta: %s\n", err);
+		return -1;
 	}
-	if (config_check(cfg, err, sizeof(err)) != 0)
-		goto fail;
 	return 0;
-fail:
-	fprintf(stderr, "ringmta: %s\n", err);
-	return -1;
 }
 
 /* mkdir -p: the default ./var/spool and ./var/mail need their parents. */
@@ -222,6 +218,7 @@ struct main_shard {
 	uint64_t metrics_due_ms;              /* the next publication */
 	uint64_t census_due_ms;               /* the next count of the queue */
 	struct metrics_shard snap;            /* scratch of the publication */
+	struct control *control;
 	struct log_sink *log;
 };
 
@@ -392,6 +389,12 @@ main_shard_loop_end(struct shard *sh, void *ctx)
 		log_sink_abandon(ms->log);   /* no teardown follows: its lines go out now */
 }
 
+static void
+main_flush(void *ctx)
+{
+	outbound_flush(ctx);
+}
+
 /* On the shard's thread: the spool, the SMTP sessions and their listeners, the agents. */
 static int
 main_shard_setup(struct shard *sh, void *ctx)
@@ -436,6 +439,17 @@ main_shard_setup(struct shard *sh, void *ctx)
 	rc = log_sink_open(r, &ms->log);
 	if (rc < 0)
 		return rc;
+	char path[CONFIG_CONTROL_SOCKET_MAX];
+	rc = config_control_socket(cfg, sh->index, path, sizeof(path));
+	struct control_params cp = { .path = path, .shard = sh->index, .shards = cfg->shards,
+		.spool = ms->spool, .conns = &sh->conns, .flush = main_flush,
+		.flush_ctx = ms->outbound };
+	if (rc == 0)
+		rc = control_open(r, &cp, &ms->control);
+	if (rc < 0) {
+		fprintf(stderr, "ringmta: control socket %s: %s\n", path, strerror(-rc));
+		return rc;
+	}
 	uint32_t failed = 0;
 	uint32_t count = w->listen_count + (sh->index == 0 ? w->local_count : 0);
 	rc = listeners_open(r, smtpd_accept, ms->smtpd, w->listen, count, &ms->listeners, &failed);
@@ -490,6 +504,7 @@ main_shard_teardown(struct shard *sh, void *ctx)
 	if (ms->metrics_listeners != NULL)
 		listeners_close(ms->metrics_listeners);
 	httpd_fini(ms->httpd);
+	control_close(ms->control);
 	qmgr_fini(ms->qmgr);
 	outbound_fini(ms->outbound);
 	if (ms->resolver != NULL)
@@ -685,7 +700,8 @@ main_local_dir(const char *path)
 }
 
 /* The command a program name or the first argument names: sendmail(1) and mailq under their
- * own names (symbolic links to ringmta), or `ringmta sendmail`, `ringmta passwd`. */
+ * own names (symbolic links to ringmta), or `ringmta sendmail`, `ringmta passwd`,
+ * `ringmta queue`. */
 static int
 main_subcommand(int argc, char **argv, bool *handled)
 {
@@ -700,6 +716,8 @@ main_subcommand(int argc, char **argv, bool *handled)
 		return sendmail_main(argc - 1, argv + 1);
 	if (argc >= 2 && strcmp(argv[1], "passwd") == 0)
 		return passwd_cmd_main(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "queue") == 0)
+		return queue_cmd_main(argc - 1, argv + 1);
 	*handled = false;
 	return 0;
 }

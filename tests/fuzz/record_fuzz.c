@@ -78,13 +78,15 @@ fuzz_scan(struct slice seg)
 		struct record_state st;
 		uint32_t n;
 		struct slice states, message;
+		uint32_t flags;
 		if (r.type == RECORD_MESSAGE) {
 			CHECK(record_state_decode(&r, &st) != 0);
 			fuzz_envelope(r.payload);
 		} else if (r.type == RECORD_COPY) {
 			CHECK(record_state_decode(&r, &st) != 0);
-			if (record_copy_decode(r.payload, &n, &states, &message) == 0) {
+			if (record_copy_decode(r.payload, &n, &flags, &states, &message) == 0) {
 				CHECK(n >= 1 && n <= RECORD_RCPT_MAX);
+				CHECK((flags & ~RECORD_COPY_FLAGS) == 0);
 				CHECK(states.len == n * RECORD_COPY_STATE_SIZE);
 				CHECK(fuzz_inside(message, r.payload));
 				for (uint32_t i = 0; i < n; i++)

@@ -917,7 +917,7 @@ Test(config, print_writes_every_key_once)
 		"maildir_sync", "dns_timeout", "dns_attempts", "dns_cache_max", "inet_protocols",
 		"minimal_backoff_time", "maximal_backoff_time", "delay_warning_time",
 		"tls_eccert_file", "tls_eckey_file", "tls_server_sni_file", "smtp_tls_security_level",
-		"smtp_tls_ca_file", "metrics_listen", "log_format",
+		"smtp_tls_ca_file", "metrics_listen", "log_format", "control_socket",
 	};
 	config_default(&cfg);
 	char *text = print_config(&cfg);
@@ -1097,4 +1097,29 @@ Test(config, local_listen_longer_than_a_unix_path_is_refused)
 	expect_ok(text);
 	cr_assert_neq(config_check(&cfg, err, sizeof(err)), 0);
 	cr_assert(strstr(err, "local_listen") != NULL, "%s", err);
+}
+
+/* `ringmta queue`: shard 0's socket is control_socket, or <spool_dir>/control; shard n's has
+ * ".n" appended; every one must fit a Unix socket address (108 octets with its NUL). */
+Test(config, control_socket_defaults_to_the_spool_and_fits_sun_path)
+{
+	char path[CONFIG_CONTROL_SOCKET_MAX];
+	expect_ok("spool_dir = /var/spool/ringmta\nshards = 3\n");
+	cr_assert_eq(config_check(&cfg, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(config_control_socket(&cfg, 0, path, sizeof(path)), 0);
+	cr_assert_str_eq(path, "/var/spool/ringmta/control");
+	cr_assert_eq(config_control_socket(&cfg, 2, path, sizeof(path)), 0);
+	cr_assert_str_eq(path, "/var/spool/ringmta/control.2");
+	expect_ok("control_socket = /run/ringmta.sock\n");
+	cr_assert_eq(config_control_socket(&cfg, 1, path, sizeof(path)), 0);
+	cr_assert_str_eq(path, "/run/ringmta.sock.1");
+	char text[256];
+	/* 105 octets + ".2" = 107: fits; one more does not. */
+	snprintf(text, sizeof(text), "shards = 3\ncontrol_socket = /%0104d\n", 0);
+	expect_ok(text);
+	cr_assert_eq(config_check(&cfg, err, sizeof(err)), 0, "%s", err);
+	snprintf(text, sizeof(text), "shards = 3\ncontrol_socket = /%0105d\n", 0);
+	expect_check_err(text, "control_socket: longer than a Unix socket name");
+	snprintf(text, sizeof(text), "shards = 1\ncontrol_socket =\nspool_dir = /%0100d\n", 0);
+	expect_check_err(text, "the default is <spool_dir>/control");
 }

@@ -316,3 +316,58 @@ Test(index, foreach_calls_once_per_live_message)
 	index_foreach(&ix, count_entry, &n);
 	cr_assert_eq(n, 99);
 }
+
+/* Queue control: a held message is never taken; a release makes it takeable again. */
+Test(index, a_held_message_is_not_taken_until_released)
+{
+	cr_assert_eq(index_insert(&ix, 0x10, 1, 0, 100, 2, 1000), 0);
+	cr_assert_eq(index_set_held(&ix, 0x10, true), 0);
+	cr_assert_eq(index_take_due(&ix, 0x10, 5000), 0);
+	cr_assert_eq(index_set_held(&ix, 0x10, false), 0);
+	cr_assert_eq(index_take_due(&ix, 0x10, 5000), 2);
+	cr_assert_eq(index_set_held(&ix, 0x11, true), -ENOENT);
+}
+
+/* flush: deferred recipients become due now; pending and final ones are left alone. */
+Test(index, flush_makes_deferred_recipients_due_now)
+{
+	cr_assert_eq(index_insert(&ix, 0x10, 1, 0, 100, 3, 1000), 0);
+	cr_assert_eq(index_mark_deferred(&ix, 0x10, 0, 90000), 0);
+	cr_assert_eq(index_mark_deferred(&ix, 0x10, 1, 80000), 0);
+	cr_assert(!index_mark_final(&ix, 0x10, 2, INDEX_RCPT_DELIVERED));
+	cr_assert_eq(index_find(&ix, 0x10)->due_ms, 80000);
+	cr_assert_eq(index_flush(&ix, 0x10, 5000), 2);
+	cr_assert_eq(index_find(&ix, 0x10)->due_ms, 5000);
+	cr_assert_eq(index_take_due(&ix, 0x10, 5000), 2);
+	cr_assert_eq(index_flush(&ix, 0x99, 5000), 0);
+}
+
+/* bounce: ends a hold, and every deferred recipient is due now (its attempt expires it). */
+Test(index, bounce_ends_a_hold_and_makes_everything_due)
+{
+	cr_assert_eq(index_insert(&ix, 0x10, 1, 0, 100, 2, 1000), 0);
+	cr_assert_eq(index_mark_deferred(&ix, 0x10, 0, 90000), 0);
+	cr_assert_eq(index_mark_deferred(&ix, 0x10, 1, 80000), 0);
+	cr_assert_eq(index_set_held(&ix, 0x10, true), 0);
+	cr_assert_eq(index_set_bounce(&ix, 0x10), 0);
+	const struct index_entry *e = index_find(&ix, 0x10);
+	cr_assert(e->bounce);
+	cr_assert_not(e->held);
+	cr_assert_eq(e->due_ms, 0);
+	cr_assert_eq(index_take_due(&ix, 0x10, 1), 2);
+}
+
+/* The last reply lives in what was padding: no octet more per recipient. */
+Test(index, the_last_reply_is_kept_per_recipient)
+{
+	cr_assert_eq(sizeof(struct index_rcpt), 16);
+	cr_assert_eq(index_insert(&ix, 0x10, 1, 0, 100, 2, 1000), 0);
+	static const uint8_t dsn[3] = { 4, 7, 1 };
+	index_note(&ix, 0x10, 1, 451, dsn);
+	index_note(&ix, 0x10, 7, 451, dsn);   /* out of range: nothing */
+	const struct index_entry *e = index_find(&ix, 0x10);
+	cr_assert_eq(index_entry_rcpt_info(e, 1)->last_code, 451);
+	cr_assert_eq(index_entry_rcpt_info(e, 1)->last_dsn[1], 7);
+	cr_assert_eq(index_entry_rcpt_info(e, 0)->last_code, 0);
+	cr_assert_eq(index_entry_rcpt(e, 1, NULL), INDEX_RCPT_PENDING);
+}

@@ -127,3 +127,16 @@ Test(outbound_sched, no_rate_no_wait)
 		outbound_sched_txn_started(&d, 5);
 	cr_assert_eq(outbound_sched_txn_wait_ms(&d, 5), 0);
 }
+
+/* A flush revives a dead destination at once: one connection first, as after its retry time. */
+Test(outbound_sched, a_flush_ends_a_suspension_now)
+{
+	init(1, 0);
+	cr_assert(outbound_sched_failure(&d, 100, 5000));
+	cr_assert(outbound_sched_suspended(&d, 200));
+	outbound_sched_revive(&d);
+	cr_assert_not(outbound_sched_suspended(&d, 200));
+	cr_assert_eq(open_all(200, 0, 1000), 1, "one connection first");
+	outbound_sched_revive(&d);   /* not suspended: changes nothing */
+	cr_assert_eq(d.conns, 1);
+}

@@ -308,8 +308,8 @@ Test(record, envelope_length_must_end_at_the_last_recipient)
 Test(record, state_records_round_trip_with_exact_lengths)
 {
 	static const uint8_t types[] = { RECORD_DELIVERED, RECORD_DEFERRED, RECORD_BOUNCED,
-		RECORD_EXPIRED };
-	static const uint32_t sizes[] = { 28, 36, 28, 24 };
+		RECORD_EXPIRED, RECORD_HOLD, RECORD_BOUNCE };
+	static const uint32_t sizes[] = { 28, 36, 28, 24, 28, 24 };
 	for (uint32_t k = 0; k < ARRAY_LEN(types); k++) {
 		uint8_t buf[RECORD_STATE_SIZE_MAX];
 		uint32_t n = record_state_encode(buf, types[k], 77, 999, 1700000000999ull);
@@ -324,7 +324,8 @@ Test(record, state_records_round_trip_with_exact_lengths)
 		cr_assert_eq(r.queue_id, 77);
 		struct record_state st;
 		cr_assert_eq(record_state_decode(&r, &st), 0);
-		cr_assert_eq(st.rcpt, types[k] == RECORD_EXPIRED ? 0 : 999);
+		bool empty = types[k] == RECORD_EXPIRED || types[k] == RECORD_BOUNCE;
+		cr_assert_eq(st.rcpt, empty ? 0 : 999);
 		uint64_t next = types[k] == RECORD_DEFERRED ? 1700000000999ull : 0;
 		cr_assert_eq(st.next_attempt_ms, next);
 		r.payload.len++;   /* a length other than the type's */
@@ -333,6 +334,31 @@ Test(record, state_records_round_trip_with_exact_lengths)
 		r.payload.len--;
 		cr_assert_eq(record_state_decode(&r, &st), -EBADMSG);
 	}
+}
+
+/* The queue commands' marks ride a COPY in its count's high bits: a message copied forward out
+ * of an old segment stays held (or to be bounced) without the HOLD record that said so. */
+Test(record, copy_prefix_carries_the_hold_and_bounce_flags)
+{
+	struct record_copy_rcpt st[2] = { { .state = 3, .next_attempt_ms = 5 }, { .state = 1 } };
+	uint8_t buf[64];
+	static const uint32_t flags[] = { 0, RECORD_COPY_HELD, RECORD_COPY_BOUNCE,
+		RECORD_COPY_HELD | RECORD_COPY_BOUNCE };
+	for (uint32_t k = 0; k < ARRAY_LEN(flags); k++) {
+		uint32_t len = record_copy_prefix_encode(buf, 2, flags[k], st);
+		memcpy(buf + len, "x", 1);
+		uint32_t n, f;
+		struct slice states, message;
+		cr_assert_eq(record_copy_decode(slice_make(buf, len + 1), &n, &f, &states, &message), 0);
+		cr_assert_eq(n, 2);
+		cr_assert_eq(f, flags[k]);
+		cr_assert_eq(record_copy_state(states, 0).next_attempt_ms, 5);
+		cr_assert_eq(message.len, 1);
+	}
+	buf[2] |= 0x04;   /* bit 18: no such flag */
+	uint32_t n, f;
+	struct slice states, message;
+	cr_assert_eq(record_copy_decode(slice_make(buf, 64), &n, &f, &states, &message), -EBADMSG);
 }
 
 Test(record, clean_segment_scans_every_record_and_nothing_else)
@@ -477,7 +503,7 @@ Test(record, unknown_type_version_or_reserved_bits_make_a_record_invalid)
 {
 	/* Each is a header with a correct CRC over a changed field: only the checks catch it. */
 	static const struct { size_t at; uint8_t val; } bad[] = {
-		{ 4, 0 }, { 4, 9 }, { 5, 2 }, { 6, 1 }, { 7, 0x80 },
+		{ 4, 0 }, { 4, RECORD_TYPE_LAST + 1 }, { 5, 2 }, { 6, 1 }, { 7, 0x80 },
 	};
 	for (uint32_t k = 0; k < ARRAY_LEN(bad); k++) {
 		uint8_t rec[RECORD_HEADER_SIZE + 4] = { 0 };

@@ -352,7 +352,8 @@ Test(recover, a_copied_forward_message_moves_with_its_states)
 
 /* Appends a COPY record of qid: the given states, then the MESSAGE payload seg_message writes. */
 static uint64_t
-seg_copy(struct seg *s, uint64_t qid, uint32_t rcpts, const struct record_copy_rcpt *st)
+seg_copy_flags(struct seg *s, uint64_t qid, uint32_t rcpts, const struct record_copy_rcpt *st,
+	uint32_t flags)
 {
 	struct seg tmp = seg_open(999);
 	seg_message(&tmp, qid, rcpts);
@@ -368,7 +369,7 @@ seg_copy(struct seg *s, uint64_t qid, uint32_t rcpts, const struct record_copy_r
 	uint32_t prefix = record_copy_prefix_size(rcpts);
 	size_t payload = prefix + tmp.len - RECORD_HEADER_SIZE;
 	uint8_t *rec = malloc(RECORD_HEADER_SIZE + payload);
-	cr_assert_eq(record_copy_prefix_encode(rec + RECORD_HEADER_SIZE, rcpts, st), prefix);
+	cr_assert_eq(record_copy_prefix_encode(rec + RECORD_HEADER_SIZE, rcpts, flags, st), prefix);
 	memcpy(rec + RECORD_HEADER_SIZE + prefix, msg + RECORD_HEADER_SIZE,
 		tmp.len - RECORD_HEADER_SIZE);
 	struct iovec iov = { rec + RECORD_HEADER_SIZE, payload };
@@ -378,6 +379,62 @@ seg_copy(struct seg *s, uint64_t qid, uint32_t rcpts, const struct record_copy_r
 	free(rec);
 	free(msg);
 	return off;
+}
+
+static uint64_t
+seg_copy(struct seg *s, uint64_t qid, uint32_t rcpts, const struct record_copy_rcpt *st)
+{
+	return seg_copy_flags(s, qid, rcpts, st, 0);
+}
+
+/* `ringmta queue hold/release/delete/bounce` leave HOLD, EXPIRED and BOUNCE records: the next
+ * start finds each message as the administrator left it (after a kill -9 too). */
+Test(recover, queue_commands_replay_hold_release_delete_and_bounce)
+{
+	struct seg s0 = seg_open(0);
+	seg_message(&s0, 0x100, 1);   /* held */
+	seg_message(&s0, 0x200, 1);   /* held, then released */
+	seg_message(&s0, 0x300, 1);   /* deleted */
+	seg_message(&s0, 0x400, 2);   /* deferred, held, then bounced: the bounce ends the hold */
+	seg_state(&s0, RECORD_HOLD, 0x100, 1, 0);
+	seg_state(&s0, RECORD_HOLD, 0x200, 1, 0);
+	seg_state(&s0, RECORD_HOLD, 0x200, 0, 0);
+	seg_state(&s0, RECORD_EXPIRED, 0x300, 0, 0);
+	seg_state(&s0, RECORD_DEFERRED, 0x400, 0, 9000);
+	seg_state(&s0, RECORD_DEFERRED, 0x400, 1, 8000);
+	seg_state(&s0, RECORD_HOLD, 0x400, 1, 0);
+	seg_state(&s0, RECORD_BOUNCE, 0x400, 0, 0);
+	seg_close(&s0);
+	cr_assert_eq(recover_shard(dir, &ix, &res), 0);
+	cr_assert_eq(res.records_unusable, 0);
+	cr_assert(index_find(&ix, 0x100)->held);
+	cr_assert_eq(index_take_due(&ix, 0x100, UINT64_MAX), 0, "a held message is not taken");
+	cr_assert_not(index_find(&ix, 0x200)->held);
+	cr_assert_null(index_find(&ix, 0x300));
+	const struct index_entry *e = index_find(&ix, 0x400);
+	cr_assert_not(e->held);
+	cr_assert(e->bounce);
+	cr_assert_eq(e->due_ms, 0, "a bounce makes the deferred recipients due now");
+	cr_assert_eq(index_entry_rcpt(e, 1, NULL), INDEX_RCPT_PENDING);
+}
+
+/* Copy-forward keeps the marks: the COPY's flags stand for the HOLD and BOUNCE records of the
+ * segment it empties, and a record after the copy still applies. */
+Test(recover, a_copy_carries_hold_and_bounce_when_the_original_is_gone)
+{
+	struct seg s1 = seg_open(1);
+	struct record_copy_rcpt st[1] = { { .state = 3, .next_attempt_ms = 777 } };
+	seg_copy_flags(&s1, 0x100, 1, st, RECORD_COPY_HELD);
+	seg_copy_flags(&s1, 0x200, 1, st, RECORD_COPY_BOUNCE);
+	seg_copy_flags(&s1, 0x300, 1, st, RECORD_COPY_HELD);
+	seg_state(&s1, RECORD_HOLD, 0x300, 0, 0);
+	seg_close(&s1);
+	cr_assert_eq(recover_shard(dir, &ix, &res), 0);
+	cr_assert(index_find(&ix, 0x100)->held);
+	cr_assert_not(index_find(&ix, 0x100)->bounce);
+	cr_assert(index_find(&ix, 0x200)->bounce);
+	cr_assert_eq(index_find(&ix, 0x200)->due_ms, 0);
+	cr_assert_not(index_find(&ix, 0x300)->held);
 }
 
 Test(recover, a_copy_restores_the_states_when_the_original_segment_is_gone)
