@@ -106,6 +106,24 @@ static const struct config_key config_keys[] = {
 	CONFIG_VALUE("inet_protocols", CONFIG_KIND_INET, inet_protocols, 0, 0),
 	CONFIG_VALUE("remote_smtp_port", CONFIG_KIND_PORT, remote_smtp_port, 1, 65535),
 	CONFIG_VALUE("relayhost", CONFIG_KIND_RELAYHOST, relayhost, 0, 0),
+	CONFIG_VALUE("transport_maps", CONFIG_KIND_PATH, transport_maps, 0, 0),
+	CONFIG_VALUE("destination_policy_file", CONFIG_KIND_PATH, destination_policy_file, 0, 0),
+	CONFIG_VALUE("destination_concurrency_limit", CONFIG_KIND_COUNT, dest_concurrency_limit, 1,
+		CONFIG_DEST_CONCURRENCY_MAX),
+	CONFIG_VALUE("destination_recipient_limit", CONFIG_KIND_COUNT, dest_recipient_limit, 1,
+		SMTP_RCPT_COUNT_MAX),
+	CONFIG_VALUE("connection_reuse_limit", CONFIG_KIND_COUNT, connection_reuse_limit, 1,
+		CONFIG_REUSE_LIMIT_MAX),
+	CONFIG_VALUE("destination_rate_limit", CONFIG_KIND_COUNT, dest_rate_limit, 0,
+		CONFIG_DEST_RATE_MAX),
+	CONFIG_VALUE("outbound_connection_limit", CONFIG_KIND_COUNT, outbound_connection_limit, 1,
+		CONFIG_CONNECTIONS_MAX),
+	CONFIG_VALUE("connection_idle_time", CONFIG_KIND_TIMEOUT, connection_idle_ms, 0,
+		CONFIG_TIMEOUT_MAX_S),
+	CONFIG_VALUE("smtp_mx_address_limit", CONFIG_KIND_COUNT, smtp_mx_address_limit, 0,
+		CONFIG_MX_ADDRESS_LIMIT_MAX),
+	CONFIG_VALUE("smtp_connect_timeout", CONFIG_KIND_TIMEOUT, smtp_connect_timeout_ms, 1,
+		CONFIG_TIMEOUT_MAX_S),
 	CONFIG_VALUE("shards", CONFIG_KIND_SHARDS, shards, 1, CONFIG_SHARDS_MAX),
 	CONFIG_VALUE("max_connections", CONFIG_KIND_COUNT, max_connections, 1,
 		CONFIG_CONNECTIONS_MAX),
@@ -1064,6 +1082,13 @@ config_default(struct config *cfg)
 	cfg->dns_cache_max = CONFIG_DNS_CACHE_MAX_DEFAULT;
 	cfg->inet_protocols = CONFIG_INET_ALL;
 	cfg->smtp_tls_security_level = CONFIG_TLS_MAY;
+	cfg->dest_concurrency_limit = CONFIG_DEST_CONCURRENCY_DEFAULT;
+	cfg->dest_recipient_limit = CONFIG_DEST_RCPT_DEFAULT;
+	cfg->connection_reuse_limit = CONFIG_REUSE_LIMIT_DEFAULT;
+	cfg->outbound_connection_limit = CONFIG_OUT_CONNECTIONS_DEFAULT;
+	cfg->connection_idle_ms = CONFIG_IDLE_TIME_DEFAULT_MS;
+	cfg->smtp_mx_address_limit = CONFIG_MX_ADDRESS_LIMIT_DEFAULT;
+	cfg->smtp_connect_timeout_ms = CONFIG_CONNECT_TIMEOUT_DEFAULT_MS;
 }
 
 int

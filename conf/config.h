@@ -43,6 +43,18 @@
 #define CONFIG_DNS_ATTEMPTS_MAX         5u              /* glibc's RES_MAXRETRY */
 #define CONFIG_DNS_CACHE_MAX_MAX        1000000u        /* entries per shard */
 #define CONFIG_DNS_CACHE_MAX_DEFAULT    50000u
+/* Outbound delivery (deliver/outbound.h); names as in the issue, units as Postfix's. */
+#define CONFIG_DEST_CONCURRENCY_MAX     1000u           /* connections per destination */
+#define CONFIG_DEST_CONCURRENCY_DEFAULT 20u             /* Postfix's default too */
+#define CONFIG_DEST_RCPT_DEFAULT        50u             /* recipients per transaction */
+#define CONFIG_REUSE_LIMIT_MAX          100000u         /* messages per connection */
+#define CONFIG_REUSE_LIMIT_DEFAULT      100u
+#define CONFIG_DEST_RATE_MAX            100000u         /* messages per second; 0: no limit */
+#define CONFIG_OUT_CONNECTIONS_DEFAULT  1000u           /* outbound, all shards together */
+#define CONFIG_IDLE_TIME_DEFAULT_MS     2000u           /* an idle connection waits, then QUIT */
+#define CONFIG_MX_ADDRESS_LIMIT_MAX     16u             /* addresses tried per attempt */
+#define CONFIG_MX_ADDRESS_LIMIT_DEFAULT 5u              /* Postfix's smtp_mx_address_limit */
+#define CONFIG_CONNECT_TIMEOUT_DEFAULT_MS 30000u        /* Postfix's smtp_connect_timeout */
 
 /* inet_protocols (Postfix's key and values): the address families used for outbound mail. */
 enum config_inet {
@@ -110,6 +122,16 @@ struct config {
 	uint32_t inet_protocols;         /* enum config_inet */
 	uint16_t remote_smtp_port;
 	char relayhost[CONFIG_STR_MAX];
+	char transport_maps[CONFIG_STR_MAX];            /* a file of "domain [host]:port" lines */
+	char destination_policy_file[CONFIG_STR_MAX];   /* per-destination limits */
+	uint32_t dest_concurrency_limit;  /* connections per destination at once */
+	uint32_t dest_recipient_limit;    /* recipients per transaction */
+	uint32_t connection_reuse_limit;  /* messages per connection */
+	uint32_t dest_rate_limit;         /* messages per second per destination, 0: none */
+	uint32_t outbound_connection_limit;   /* outbound connections, all shards together */
+	uint32_t connection_idle_ms;      /* an idle reusable connection waits this long */
+	uint32_t smtp_mx_address_limit;   /* addresses tried per attempt (0 in the file: the max) */
+	uint32_t smtp_connect_timeout_ms;
 
 	uint64_t max_message_size;       /* octets */
 	uint32_t max_recipients;

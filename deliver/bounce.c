@@ -66,6 +66,7 @@ bounce_queue(struct spool *sp, struct slice myhostname, const struct bounce_orig
 			.status = slice_make(items[i].status, strlen(items[i].status)),
 			.diag_type = items[i].diag_type,
 			.diag = slice_make(items[i].diag, strlen(items[i].diag)),
+			.remote_mta = slice_make(items[i].remote_mta, strlen(items[i].remote_mta)),
 			.last_attempt_ms = now_ms, .retry_until_ms = items[i].retry_until_ms,
 		};
 	}

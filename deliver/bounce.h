@@ -20,7 +20,8 @@
 struct spool;
 struct record_envelope_view;
 
-#define BOUNCE_DIAG_MAX 256u          /* octets of a reason kept per recipient */
+#define BOUNCE_DIAG_MAX 512u          /* octets of a reason kept per recipient */
+#define BOUNCE_HOST_MAX 256u          /* a remote MTA's name and its NUL */
 
 /* One recipient to report. */
 struct bounce_item {
@@ -30,6 +31,7 @@ struct bounce_item {
 	bool mark_bounced;                /* final once the notice is durable */
 	char status[DSN_STATUS_LEN_MAX + 1];
 	char diag[BOUNCE_DIAG_MAX];
+	char remote_mta[BOUNCE_HOST_MAX]; /* DSN_DIAG_SMTP: the host that answered, or empty */
 	uint64_t retry_until_ms;          /* delayed: until when it is tried */
 };
 

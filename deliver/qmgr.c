@@ -13,6 +13,7 @@
 #include "base/queue_id.h"
 #include "deliver/bounce.h"
 #include "deliver/maildir.h"
+#include "deliver/outbound.h"
 #include "queue/record.h"
 #include "queue/spool.h"
 
@@ -43,6 +44,10 @@ struct qmgr_msg {
 	bool bouncing;                  /* the DSN is being committed */
 	bool waiting;                   /* on the list of messages waiting for agent slots */
 	struct qmgr_msg *next_wait;
+	bool remote_done;               /* its remote recipients went to the outbound agent */
+	struct outbound_req *oreqs;     /* one per recipient domain, until their results */
+	struct outbound_rcpt *orcpts;
+	struct spool_extent *oext;      /* where the body is, for the outbound sessions */
 };
 
 struct qmgr {
@@ -52,6 +57,7 @@ struct qmgr {
 	uint8_t op_head;
 	uint8_t op_result;
 	uint8_t op_bounce;
+	uint8_t op_remote;
 	uint8_t *slab;                  /* QMGR_MSGS_MAX buffers, touched only when used */
 	struct qmgr_msg msgs[QMGR_MSGS_MAX];
 	uint32_t busy;
@@ -65,12 +71,44 @@ qmgr_slot(const struct qmgr *q, const struct qmgr_msg *m)
 	return (uint32_t)(m - q->msgs);
 }
 
+/* The line of a remote attempt: relay=host[ip]:port, and delays=a/b/c/d as Postfix's: queue
+ * wait, routing and DNS, connection set-up, transmission. */
+static void
+qmgr_log_remote(struct qmgr *q, struct qmgr_msg *m, struct slice to, enum log_status st,
+	const char *dsn, const struct outbound_result *res, uint64_t delay)
+{
+	static const char *const names[] = { [LOG_STATUS_DELIVERED] = "delivered",
+		[LOG_STATUS_DEFERRED] = "deferred", [LOG_STATUS_BOUNCED] = "bounced",
+		[LOG_STATUS_EXPIRED] = "expired" };
+	char buf[LOG_LINE_MAX];
+	char delays[96];
+	struct log_line l;
+	uint64_t parts = (uint64_t)res->dns_ms + res->connect_ms + res->xmit_ms;
+	uint64_t wait = delay > parts ? delay - parts : 0;
+	snprintf(delays, sizeof(delays), "%.3f/%.3f/%.3f/%.3f", (double)wait / 1000.0,
+		res->dns_ms / 1000.0, res->connect_ms / 1000.0, res->xmit_ms / 1000.0);
+	log_line_begin(&l, buf, sizeof(buf), q->ring->now_real_ms, "delivery");
+	log_line_qid(&l, m->qid);
+	log_line_path(&l, "to", to);
+	log_line_str(&l, "status", names[st]);
+	log_line_seconds(&l, "delay", delay);
+	log_line_str(&l, "dsn", dsn);
+	log_line_quoted(&l, "detail", slice_make(res->reply, strlen(res->reply)));
+	log_line_str(&l, "relay", res->relay[0] != '\0' ? res->relay : "none");
+	log_line_str(&l, "delays", delays);
+	log_write(buf, log_line_end(&l));
+}
+
 static void
 qmgr_log(struct qmgr *q, struct qmgr_msg *m, struct slice to, enum log_status st,
-	const char *dsn, const char *detail)
+	const char *dsn, const char *detail, const struct outbound_result *res)
 {
 	uint64_t now = q->ring->now_real_ms;
 	uint64_t delay = now > m->v.arrival_ms ? now - m->v.arrival_ms : 0;
+	if (res != NULL) {
+		qmgr_log_remote(q, m, to, st, dsn, res, delay);
+		return;
+	}
 	log_delivery(now, m->qid, to, st, delay, slice_make(dsn, strlen(dsn)),
 		slice_make(detail, strlen(detail)));
 }
@@ -79,7 +117,8 @@ qmgr_log(struct qmgr *q, struct qmgr_msg *m, struct slice to, enum log_status st
  * Returns whether it will be reported. */
 static bool
 qmgr_report(struct qmgr_msg *m, uint32_t rcpt, enum dsn_action action, const char *status,
-	const char *diag, bool mark_bounced, uint64_t retry_until_ms)
+	const char *diag, bool mark_bounced, uint64_t retry_until_ms,
+	const struct outbound_result *res)
 {
 	if (!bounce_due(&m->v, rcpt, action))
 		return false;
@@ -92,27 +131,35 @@ qmgr_report(struct qmgr_msg *m, uint32_t rcpt, enum dsn_action action, const cha
 	struct bounce_item *b = &m->reports[m->report_count++];
 	b->rcpt = rcpt;
 	b->action = action;
-	b->diag_type = DSN_DIAG_LOCAL;
+	b->diag_type = res != NULL && res->remote ? DSN_DIAG_SMTP : DSN_DIAG_LOCAL;
 	b->mark_bounced = mark_bounced;
 	b->retry_until_ms = retry_until_ms;
 	snprintf(b->status, sizeof(b->status), "%s", status);
 	snprintf(b->diag, sizeof(b->diag), "%s", diag);
+	b->remote_mta[0] = '\0';
+	if (b->diag_type == DSN_DIAG_SMTP) {   /* "mx.example.com[192.0.2.1]:25": the name */
+		const char *br = strchr(res->relay, '[');
+		size_t n = br != NULL ? (size_t)(br - res->relay) : strlen(res->relay);
+		snprintf(b->remote_mta, sizeof(b->remote_mta), "%.*s", (int)n, res->relay);
+	}
 	return true;
 }
 
 /* A recipient failed for good: bounced once its notice is durable, at once if none is due. */
 static void
 qmgr_failed(struct qmgr *q, struct qmgr_msg *m, uint32_t i, const char *status,
-	const char *detail)
+	const char *detail, const struct outbound_result *res)
 {
-	if (!qmgr_report(m, i, DSN_ACTION_FAILED, status, detail, true, 0))
+	if (!qmgr_report(m, i, DSN_ACTION_FAILED, status, detail, true, 0, res))
 		spool_rcpt_bounced(q->p.spool, m->qid, i);
 }
 
-/* One recipient's attempt is over: record it in the spool, log it, remember what to report. */
+/* One recipient's attempt is over: record it in the spool, log it, remember what to report.
+ * res: the outbound agent's result for a remote recipient (relay, delays, the reply), or
+ * NULL. */
 static void
-qmgr_outcome(struct qmgr *q, struct qmgr_msg *m, uint32_t i, enum qmgr_outcome o,
-	const char *status, const char *detail)
+qmgr_outcome_ex(struct qmgr *q, struct qmgr_msg *m, uint32_t i, enum qmgr_outcome o,
+	const char *status, const char *detail, const struct outbound_result *res)
 {
 	struct record_rcpt r;
 	int rc = record_envelope_rcpt(&m->v, i, &r);
@@ -121,8 +168,12 @@ qmgr_outcome(struct qmgr *q, struct qmgr_msg *m, uint32_t i, enum qmgr_outcome o
 	if (o == QMGR_SENT) {
 		spool_rcpt_delivered(sp, m->qid, i);
 		q->stats.delivered++;
-		qmgr_log(q, m, r.path, LOG_STATUS_DELIVERED, status, detail);
-		(void)qmgr_report(m, i, DSN_ACTION_DELIVERED, status, detail, false, 0);
+		qmgr_log(q, m, r.path, LOG_STATUS_DELIVERED, status, detail, res);
+		/* RFC 3461 6.2.1.3: a receiver that took the DSN parameters reports success itself;
+		 * to one that did not, the mail was "relayed". */
+		if (res == NULL || !res->dsn_passed)
+			(void)qmgr_report(m, i, res == NULL ? DSN_ACTION_DELIVERED : DSN_ACTION_RELAYED,
+				status, detail, false, 0, res);
 		return;
 	}
 	if (o == QMGR_TEMPFAIL) {
@@ -130,21 +181,28 @@ qmgr_outcome(struct qmgr *q, struct qmgr_msg *m, uint32_t i, enum qmgr_outcome o
 		bool warn = false;
 		if (spool_rcpt_defer(sp, m->qid, i, &next, &warn) == 0) {
 			q->stats.deferred++;
-			qmgr_log(q, m, r.path, LOG_STATUS_DEFERRED, status, detail);
+			qmgr_log(q, m, r.path, LOG_STATUS_DEFERRED, status, detail, res);
 			if (warn)
 				(void)qmgr_report(m, i, DSN_ACTION_DELAYED, status, detail, false,
-					m->v.arrival_ms + (uint64_t)q->p.cfg->queue_lifetime_s * 1000u);
+					m->v.arrival_ms + (uint64_t)q->p.cfg->queue_lifetime_s * 1000u, res);
 			return;
 		}
 		/* RFC 3463 4.4.7: delivery time expired; the diagnostic is the last reason. */
 		q->stats.expired++;
-		qmgr_log(q, m, r.path, LOG_STATUS_EXPIRED, "4.4.7", detail);
-		qmgr_failed(q, m, i, "4.4.7", detail);
+		qmgr_log(q, m, r.path, LOG_STATUS_EXPIRED, "4.4.7", detail, res);
+		qmgr_failed(q, m, i, "4.4.7", detail, res);
 		return;
 	}
 	q->stats.bounced++;
-	qmgr_log(q, m, r.path, LOG_STATUS_BOUNCED, status, detail);
-	qmgr_failed(q, m, i, status, detail);
+	qmgr_log(q, m, r.path, LOG_STATUS_BOUNCED, status, detail, res);
+	qmgr_failed(q, m, i, status, detail, res);
+}
+
+static void
+qmgr_outcome(struct qmgr *q, struct qmgr_msg *m, uint32_t i, enum qmgr_outcome o,
+	const char *status, const char *detail)
+{
+	qmgr_outcome_ex(q, m, i, o, status, detail, NULL);
 }
 
 static void
@@ -176,6 +234,13 @@ qmgr_msg_free(struct qmgr *q, struct qmgr_msg *m)
 	free(m->reports);
 	m->reports = NULL;
 	m->report_count = 0;
+	free(m->oreqs);
+	free(m->orcpts);
+	free(m->oext);
+	m->oreqs = NULL;
+	m->orcpts = NULL;
+	m->oext = NULL;
+	m->remote_done = false;
 	m->bouncing = false;
 	m->busy = false;
 	m->gen = (m->gen + 1) & 0xffffffu;
@@ -287,6 +352,139 @@ qmgr_to_maildir(struct qmgr *q, struct qmgr_msg *m, uint32_t i, const struct rec
 	return true;
 }
 
+static bool
+qmgr_is_remote(struct qmgr *q, const struct record_rcpt *r)
+{
+	return r->domain.len > 0 && !policy_domain_is_local(q->p.policy, r->domain);
+}
+
+/* The remote recipients in flight of m, or how many (out NULL). */
+static uint32_t
+qmgr_remote_list(struct qmgr *q, struct qmgr_msg *m, uint32_t *out)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < m->v.rcpt_count; i++) {
+		struct record_rcpt r;
+		int rc = record_envelope_rcpt(&m->v, i, &r);
+		ASSERT(rc == 0);
+		if (qmgr_is_remote(q, &r) && spool_rcpt_state(q->p.spool, m->qid, i)
+			== INDEX_RCPT_INFLIGHT) {
+			if (out != NULL)
+				out[n] = i;
+			n++;
+		}
+	}
+	return n;
+}
+
+/* One request for the recipients of `list` (indices into the envelope) of one domain. */
+static void
+qmgr_remote_req(struct qmgr *q, struct qmgr_msg *m, struct outbound_req *req,
+	struct outbound_rcpt *rcpts, struct slice domain, const struct outbound_body *body)
+{
+	*req = (struct outbound_req){ .qid = m->qid, .domain = domain, .mail_from = m->v.mail_from,
+		.body_type = m->v.body_type, .smtputf8 = m->v.smtputf8, .dsn_ret = m->v.dsn_ret,
+		.dsn_envid = m->v.dsn_envid, .body = *body, .rcpts = rcpts };
+	(void)q;
+}
+
+/* Groups the remote recipients in flight by domain (case-insensitive) into requests for the
+ * outbound agent. The requests and their recipients live in m until the results. */
+static void
+qmgr_dispatch_remote(struct qmgr *q, struct qmgr_msg *m)
+{
+	if (q->p.outbound == NULL || m->remote_done)
+		return;
+	m->remote_done = true;
+	uint32_t n = qmgr_remote_list(q, m, NULL);
+	if (n == 0)
+		return;
+	uint32_t *list = malloc(n * sizeof(*list));
+	m->oreqs = calloc(n, sizeof(*m->oreqs));
+	m->orcpts = calloc(n, sizeof(*m->orcpts));
+	m->oext = calloc(m->body.parts + 1, sizeof(*m->oext));
+	struct outbound_body body = { .ext = m->oext, .len = m->body.len,
+		.head = slice_make(m->head, m->head_len) };
+	int rc = list == NULL || m->oreqs == NULL || m->orcpts == NULL || m->oext == NULL ? -ENOMEM
+		: spool_body_extents(q->p.spool, m->qid, &m->body, m->oext, m->body.parts + 1);
+	if (rc >= 0) {
+		body.ext_count = (uint32_t)rc;
+		rc = 0;
+		(void)qmgr_remote_list(q, m, list);
+	}
+	uint32_t used = 0, groups = 0;
+	for (uint32_t k = 0; k < n && rc == 0; k++) {
+		if (list[k] == UINT32_MAX)
+			continue;
+		struct record_rcpt r;
+		(void)record_envelope_rcpt(&m->v, list[k], &r);
+		struct outbound_req *req = &m->oreqs[groups];
+		qmgr_remote_req(q, m, req, &m->orcpts[used], r.domain, &body);
+		for (uint32_t j = k; j < n; j++) {
+			struct record_rcpt o;
+			if (list[j] == UINT32_MAX)
+				continue;
+			(void)record_envelope_rcpt(&m->v, list[j], &o);
+			if (!slice_eq_nocase(o.domain, r.domain))
+				continue;
+			m->orcpts[used++] = (struct outbound_rcpt){ .path = o.path, .orcpt = o.orcpt,
+				.notify = o.notify, .index = list[j] };
+			req->rcpt_count++;
+			list[j] = UINT32_MAX;
+		}
+		if (q->ring->stopping || outbound_submit(q->p.outbound, req,
+			ring_ud(q->op_remote, (qmgr_slot(q, m) << QMGR_RCPT_BITS) | groups, m->gen)) != 0) {
+			for (uint32_t i = 0; i < req->rcpt_count; i++) {
+				if (q->ring->stopping)
+					spool_rcpt_release(q->p.spool, m->qid, req->rcpts[i].index);
+				else
+					qmgr_outcome(q, m, req->rcpts[i].index, QMGR_TEMPFAIL, "4.3.0",
+						"outbound agent busy");
+			}
+		} else {
+			m->outstanding++;
+		}
+		groups++;
+	}
+	if (rc != 0) {
+		for (uint32_t i = 0; i < m->v.rcpt_count; i++) {
+			struct record_rcpt r;
+			(void)record_envelope_rcpt(&m->v, i, &r);
+			if (qmgr_is_remote(q, &r)
+				&& spool_rcpt_state(q->p.spool, m->qid, i) == INDEX_RCPT_INFLIGHT)
+				qmgr_outcome(q, m, i, QMGR_TEMPFAIL, "4.3.0", strerror(-rc));
+		}
+	}
+	free(list);
+}
+
+/* The outbound agent's results for one request of a message (a posted event). */
+static void
+qmgr_remote_result(void *ctx, const struct io_uring_cqe *cqe)
+{
+	struct qmgr *q = ctx;
+	uint32_t slot = ring_ud_slot(cqe->user_data);
+	struct qmgr_msg *m = &q->msgs[slot >> QMGR_RCPT_BITS];
+	uint32_t g = slot & ((1u << QMGR_RCPT_BITS) - 1);
+	ASSERT(m->busy);
+	ASSERT(m->gen == ring_ud_gen(cqe->user_data));
+	ASSERT(m->outstanding > 0);
+	m->outstanding--;
+	const struct outbound_req *req = &m->oreqs[g];
+	for (uint32_t k = 0; k < req->rcpt_count; k++) {
+		const struct outbound_rcpt *r = &req->rcpts[k];
+		const struct outbound_result *res = &r->result;
+		if (res->outcome == OUTBOUND_UNTRIED) {
+			spool_rcpt_release(q->p.spool, m->qid, r->index);
+			continue;
+		}
+		enum qmgr_outcome o = res->outcome == OUTBOUND_DELIVERED ? QMGR_SENT
+			: res->outcome == OUTBOUND_BOUNCED ? QMGR_PERMFAIL : QMGR_TEMPFAIL;
+		qmgr_outcome_ex(q, m, r->index, o, res->status, res->reply, res);
+	}
+	qmgr_msg_end(q, m);
+}
+
 /* Hands the message's recipients in flight to their agents, as far as agents take them. */
 static void
 qmgr_dispatch(struct qmgr *q, struct qmgr_msg *m)
@@ -308,10 +506,11 @@ qmgr_dispatch(struct qmgr *q, struct qmgr_msg *m)
 				qmgr_wait(q, m);
 				return;
 			}
-		} else {
+		} else if (q->p.outbound == NULL) {
 			qmgr_outcome(q, m, i, QMGR_TEMPFAIL, "4.4.0", "no outbound transport");
 		}
 	}
+	qmgr_dispatch_remote(q, m);
 	qmgr_msg_end(q, m);
 }
 
@@ -553,6 +752,7 @@ qmgr_init(struct ring *r, const struct qmgr_params *p, struct qmgr **out)
 	q->op_head = ring_op_register(r, qmgr_head_done, q);
 	q->op_result = ring_op_register(r, qmgr_result, q);
 	q->op_bounce = ring_op_register(r, qmgr_bounce_done, q);
+	q->op_remote = ring_op_register(r, qmgr_remote_result, q);
 	ring_hooks_register(r, &qmgr_hooks, q);
 	*out = q;
 	return 0;
@@ -567,6 +767,9 @@ qmgr_fini(struct qmgr *q)
 		if (q->msgs[i].head_owned)
 			free(q->msgs[i].head);
 		free(q->msgs[i].reports);
+		free(q->msgs[i].oreqs);
+		free(q->msgs[i].orcpts);
+		free(q->msgs[i].oext);
 	}
 	munmap(q->slab, (size_t)QMGR_MSGS_MAX * QMGR_BUF_SIZE);
 	free(q);

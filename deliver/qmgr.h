@@ -4,8 +4,9 @@
  * schedule says are due (spool_take_due), reads the start of each record back through the ring
  * (envelope and the first QMGR_BUF_SIZE octets), and hands each recipient in flight to its
  * delivery agent: local domains to Maildir (deliver/maildir.h); other domains to the outbound
- * agent, which does not exist yet: they are deferred with "no outbound transport" and logged,
- * so they stay queued, are retried with back-off and expire like any other.
+ * agent (deliver/outbound.h), one request per recipient domain of the attempt, holding the
+ * envelope, the recipients, the part of the body already read and where the rest is in the
+ * spool. Without an outbound agent they are deferred with "no outbound transport".
  *
  * Results come back as posted events. Delivered: a DELIVERED record. A temporary failure:
  * deferred with back-off (a DEFERRED record); past the message's lifetime, expired. A permanent
@@ -22,6 +23,7 @@ struct config;
 struct policy;
 struct spool;
 struct maildir;
+struct outbound;
 struct qmgr;
 
 #define QMGR_MSGS_MAX      64u        /* messages being delivered at once per shard */
@@ -33,6 +35,7 @@ struct qmgr_params {
 	const struct policy *policy;
 	struct spool *spool;
 	struct maildir *maildir;
+	struct outbound *outbound;      /* NULL: remote recipients wait ("no outbound transport") */
 };
 
 struct qmgr_stats {

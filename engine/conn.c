@@ -19,10 +19,23 @@
 _Static_assert(CONN_TLS_OUT_ROOM >= TLS_RECORD_SEALED_MAX - TLS_RECORD_PLAIN_MAX,
 	"an alert or a record header fits the room a stage call gets");
 
+/* A stretch of output: own octets (ptr NULL: data[off, off + len)) or borrowed ones. */
+struct conn_seg {
+	const uint8_t *ptr;
+	uint32_t off;
+	uint32_t len;
+};
+
+/* Output collected for one send. With no segment it is data[0, len); once something is
+ * borrowed (conn_write_ref) it is the segments in order. */
 struct conn_out {
 	uint8_t *data;
 	uint32_t len;
 	uint32_t cap;
+	struct conn_seg *segs;
+	uint32_t seg_count;
+	uint32_t seg_cap;
+	uint32_t total;                      /* octets of output, own and borrowed */
 };
 
 struct conn {
@@ -63,6 +76,8 @@ struct conn {
 	uint32_t send_off;
 	struct conn_out tls_plain;           /* with TLS: session output, sealed at the end of turn */
 	struct tls_stage tls;                /* valid while tls_on */
+	struct iovec *iov;                   /* CONN_SEGS_MAX, for a send of segments */
+	struct msghdr msg;
 	struct sockaddr_storage peer_sa;
 	struct sockaddr_storage local_sa;
 	struct __kernel_timespec connect_ts; /* read by the kernel when the connect is submitted */
@@ -164,20 +179,134 @@ conn_out_reserve(struct conn_out *o, size_t room)
 }
 
 static int
+conn_out_seg(struct conn_out *o, struct conn_seg seg)
+{
+	if (o->seg_count == o->seg_cap) {
+		uint32_t cap = o->seg_cap ? o->seg_cap * 2 : 64u;
+		if (cap > CONN_SEGS_MAX)
+			cap = CONN_SEGS_MAX;
+		if (cap == o->seg_count)
+			return -ENOBUFS;
+		struct conn_seg *grown = realloc(o->segs, cap * sizeof(*grown));
+		if (grown == NULL)
+			return -ENOBUFS;
+		o->segs = grown;
+		o->seg_cap = cap;
+	}
+	o->segs[o->seg_count++] = seg;
+	return 0;
+}
+
+static void
+conn_out_reset(struct conn_out *o)
+{
+	o->len = 0;
+	o->seg_count = 0;
+	o->total = 0;
+}
+
+/* n own octets were written at data + len (room reserved): they become output. Returns 0 or
+ * -ENOBUFS (no segment left for them). */
+static int
+conn_out_commit(struct conn_out *o, uint32_t n)
+{
+	if (o->seg_count > 0) {   /* segments are in use: these octets are one more, or extend */
+		struct conn_seg *last = &o->segs[o->seg_count - 1];
+		bool extends = last->ptr == NULL && last->off + last->len == o->len;
+		if (!extends && conn_out_seg(o, (struct conn_seg){ .off = o->len }) != 0)
+			return -ENOBUFS;
+		o->segs[o->seg_count - 1].len += n;
+	}
+	o->len += n;
+	o->total += n;
+	return 0;
+}
+
+static int
 conn_out_append(struct conn_out *o, struct slice data)
 {
 	if (conn_out_reserve(o, data.len) != 0)
 		return -ENOBUFS;
 	/* copy: the session's reply buffer is reused by its next call. */
 	memcpy(o->data + o->len, data.ptr, data.len);
-	o->len += (uint32_t)data.len;
-	return 0;
+	return conn_out_commit(o, (uint32_t)data.len);
 }
 
 uint32_t
 conn_unsent(const struct conn *c)
 {
-	return c->out[0].len + c->out[1].len + c->tls_plain.len - (c->send_busy ? c->send_off : 0);
+	return c->out[0].total + c->out[1].total + c->tls_plain.len
+		- (c->send_busy ? c->send_off : 0);
+}
+
+int
+conn_write_ref(struct conn *c, struct slice data)
+{
+	if (c->tls_on)
+		return conn_write(c, data);   /* sealing copies the octets anyway */
+	struct conn_out *o = &c->out[c->out_active];
+	if (c->closing || data.len > CONN_OUTPUT_HARD_MAX - conn_unsent(c))
+		return -ENOBUFS;
+	if (data.len == 0)
+		return 0;
+	if (c->iov == NULL) {
+		c->iov = malloc(CONN_SEGS_MAX * sizeof(*c->iov));
+		if (c->iov == NULL)
+			return -ENOBUFS;
+	}
+	if (o->seg_count == 0 && o->len > 0
+		&& conn_out_seg(o, (struct conn_seg){ .off = 0, .len = o->len }) != 0)
+		return -ENOBUFS;
+	if (conn_out_seg(o, (struct conn_seg){ .ptr = data.ptr, .len = (uint32_t)data.len }) != 0)
+		return -ENOBUFS;
+	o->total += (uint32_t)data.len;
+	conn_want_turn(c);
+	return 0;
+}
+
+uint32_t
+conn_write_ref_room(const struct conn *c)
+{
+	const struct conn_out *o = &c->out[c->out_active];
+	/* One is kept for a copied write in between; octets copied before the first borrowed
+	 * ones become a stretch of their own. */
+	uint32_t used = o->seg_count + 1 + (o->seg_count == 0 && o->len > 0 ? 1u : 0u);
+	return used >= CONN_SEGS_MAX ? 0 : CONN_SEGS_MAX - used;
+}
+
+/* The iovecs of o's segments from octet `skip` on; returns how many. */
+static uint32_t
+conn_iov_build(struct conn *c, const struct conn_out *o, uint32_t skip)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < o->seg_count; i++) {
+		const struct conn_seg *g = &o->segs[i];
+		if (skip >= g->len) {
+			skip -= g->len;
+			continue;
+		}
+		const uint8_t *p = g->ptr != NULL ? g->ptr : o->data + g->off;
+		c->iov[n++] = (struct iovec){ .iov_base = (void *)(p + skip), .iov_len = g->len - skip };
+		skip = 0;
+	}
+	return n;
+}
+
+/* Sends the rest of the output in flight, from send_off on. */
+static void
+conn_send_out(struct conn *c, const struct conn_out *o)
+{
+	struct io_uring_sqe *sqe = ring_sqe(c->pool->ring);
+	if (o->seg_count == 0) {
+		io_uring_prep_send(sqe, c->fd, o->data + c->send_off, o->len - c->send_off,
+			MSG_NOSIGNAL);
+	} else {
+		memset(&c->msg, 0, sizeof(c->msg));
+		c->msg.msg_iov = c->iov;
+		c->msg.msg_iovlen = conn_iov_build(c, o, c->send_off);
+		io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+	}
+	io_uring_sqe_set_data64(sqe, conn_ud(c, c->pool->op_send));
 }
 
 int
@@ -199,14 +328,12 @@ conn_send_next(struct conn *c)
 	if (c->send_busy || c->cancelled)
 		return;
 	struct conn_out *o = &c->out[c->out_active];
-	if (o->len == 0)
+	if (o->total == 0)
 		return;
 	c->out_active ^= 1u;   /* new output collects in the other buffer while this one flies */
 	c->send_off = 0;
 	c->send_busy = true;
-	struct io_uring_sqe *sqe = ring_sqe(c->pool->ring);
-	io_uring_prep_send(sqe, c->fd, o->data, o->len, MSG_NOSIGNAL);
-	io_uring_sqe_set_data64(sqe, conn_ud(c, c->pool->op_send));
+	conn_send_out(c, o);
 }
 
 /* Cancels whatever is in flight; the slot is freed when the completions are in. */
@@ -232,7 +359,7 @@ conn_begin_close(struct conn *c, int res, bool drop_output)
 	}
 	conn_timer_stop(c);
 	if (c->tls_on && !c->tls_ready)
-		c->tls_plain.len = 0;   /* it could never be sealed */
+		conn_out_reset(&c->tls_plain);   /* it could never be sealed */
 	if (drop_output || (conn_unsent(c) == 0 && !conn_tls_owes_close(c))) {
 		conn_cancel_all(c);
 	} else {
@@ -441,20 +568,17 @@ conn_send_done(struct conn *c, int res)
 	struct conn_out *o = &c->out[c->out_active ^ 1u];
 	c->send_busy = false;
 	if (res < 0) {
-		o->len = 0;
+		conn_out_reset(o);
 		conn_begin_close(c, res, true);
 		return;
 	}
 	c->send_off += (uint32_t)res;
-	if (c->send_off < o->len && !c->cancelled) {
+	if (c->send_off < o->total && !c->cancelled) {
 		c->send_busy = true;
-		struct io_uring_sqe *sqe = ring_sqe(c->pool->ring);
-		io_uring_prep_send(sqe, c->fd, o->data + c->send_off, o->len - c->send_off,
-			MSG_NOSIGNAL);
-		io_uring_sqe_set_data64(sqe, conn_ud(c, c->pool->op_send));
+		conn_send_out(c, o);
 		return;
 	}
-	o->len = 0;
+	conn_out_reset(o);
 	c->send_off = 0;
 	conn_want_turn(c);
 	if (c->closing)
@@ -537,8 +661,8 @@ conn_maybe_free(struct conn *c)
 	c->pending = NULL;
 	c->pending_len = 0;
 	c->pending_cap = 0;
-	c->out[0].len = 0;
-	c->out[1].len = 0;
+	conn_out_reset(&c->out[0]);
+	conn_out_reset(&c->out[1]);
 	conn_tls_end(c);
 	const struct conn_session_ops *ops = c->ops;
 	void *s = c->s;
@@ -564,16 +688,27 @@ conn_slot_alloc(struct conn_pool *p)
 		c->pool = p;
 		p->slots[p->slot_count++] = c;
 	}
-	/* Everything but the slot's identity and its output buffers starts afresh. */
+	/* Everything but the slot's identity, its output buffers and its place on the turn list
+	 * starts afresh. A slot freed by a completion may still be on the list when an accept in
+	 * the same batch reuses it: forgetting that would put it on the list a second time and
+	 * make the list a cycle that the end of the turn never leaves. */
 	uint32_t slot = c->slot, gen = c->gen;
 	struct conn_out out0 = c->out[0], out1 = c->out[1], plain = c->tls_plain;
+	struct iovec *iov = c->iov;
+	bool in_turn = c->in_turn;
+	struct conn *turn_next = c->turn_next;
 	memset(c, 0, sizeof(*c));
 	c->tls_plain = (struct conn_out){ .data = plain.data, .cap = plain.cap };
 	c->pool = p;
 	c->slot = slot;
 	c->gen = gen;
-	c->out[0] = (struct conn_out){ .data = out0.data, .cap = out0.cap };
-	c->out[1] = (struct conn_out){ .data = out1.data, .cap = out1.cap };
+	c->iov = iov;
+	c->in_turn = in_turn;
+	c->turn_next = turn_next;
+	c->out[0] = (struct conn_out){ .data = out0.data, .cap = out0.cap, .segs = out0.segs,
+		.seg_cap = out0.seg_cap };
+	c->out[1] = (struct conn_out){ .data = out1.data, .cap = out1.cap, .segs = out1.segs,
+		.seg_cap = out1.seg_cap };
 	c->idle_class = CONN_TIMEOUT_NONE;
 	c->live = true;
 	p->live++;
@@ -786,7 +921,10 @@ conn_pool_fini(struct conn_pool *p)
 		free(c->pending);
 		free(c->out[0].data);
 		free(c->out[1].data);
+		free(c->out[0].segs);
+		free(c->out[1].segs);
 		free(c->tls_plain.data);
+		free(c->iov);
 		free(c);
 	}
 	free(p->slots);
@@ -854,7 +992,10 @@ conn_tls_recv(struct conn *c, struct slice in, struct conn_plain plain, struct t
 	int rc = tls_stage_recv(&c->tls, in, plain.ptr, plain.cap, &to, step);
 	ASSERT(to.len >= o->len);
 	ASSERT(to.len <= o->cap);
-	o->len = (uint32_t)to.len;
+	if (conn_out_commit(o, (uint32_t)(to.len - o->len)) != 0 && rc == 0) {
+		c->tls_reason = "output bound reached";
+		rc = -ENOBUFS;
+	}
 	return rc;
 }
 
@@ -863,7 +1004,7 @@ conn_tls_recv(struct conn *c, struct slice in, struct conn_plain plain, struct t
 static void
 conn_tls_failed(struct conn *c, int rc, bool drop_output)
 {
-	c->tls_plain.len = 0;   /* nothing can be sealed any more */
+	conn_out_reset(&c->tls_plain);   /* nothing can be sealed any more */
 	conn_begin_close(c, rc, drop_output);
 	c->ops->tls_done(c->s, c, rc);
 }
@@ -931,15 +1072,19 @@ conn_tls_flush(struct conn *c)
 		struct tls_out to = { .ptr = o->data, .cap = o->cap, .len = o->len };
 		size_t used = 0;
 		rc = tls_stage_send(&c->tls, rest, &to, &used);
-		o->len = (uint32_t)to.len;
+		int crc = conn_out_commit(o, (uint32_t)(to.len - o->len));
+		if (rc == 0)
+			rc = crc;
 		if (rc == 0 && used < rest.len)
 			rc = -ENOBUFS;   /* the room above is enough for every record: not reached */
 	}
-	c->tls_plain.len = 0;
+	conn_out_reset(&c->tls_plain);
 	if (rc == 0 && c->closing && !c->tls_close_sent) {
 		struct tls_out to = { .ptr = o->data, .cap = o->cap, .len = o->len };
 		rc = tls_stage_close(&c->tls, &to);
-		o->len = (uint32_t)to.len;
+		int crc = conn_out_commit(o, (uint32_t)(to.len - o->len));
+		if (rc == 0)
+			rc = crc;
 		c->tls_close_sent = true;
 	}
 	if (rc < 0 && !c->closing)
@@ -964,7 +1109,7 @@ conn_tls_owes_close(const struct conn *c)
 static void
 conn_tls_end(struct conn *c)
 {
-	c->tls_plain.len = 0;
+	conn_out_reset(&c->tls_plain);
 	if (c->tls_on)
 		tls_stage_fini(&c->tls);
 	c->tls_on = false;

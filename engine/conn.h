@@ -59,6 +59,7 @@ struct tls_server_ctx;
 #define CONN_OUTPUT_HARD_MAX  (1u << 20) /* conn_write refuses past this */
 #define CONN_TIMEOUT_CLASSES_MAX 16u    /* distinct idle timeouts per pool */
 #define CONN_TLS_SCRATCH_SIZE  16384u   /* plaintext when no spare receive buffer is free */
+#define CONN_SEGS_MAX        1024u      /* stretches per send (IOV_MAX), own and borrowed */
 #define CONN_PEER_TEXT_MAX     64u      /* printable address, no port */
 #define CONN_TIMEOUT_NONE      UINT32_MAX
 
@@ -135,6 +136,16 @@ struct conn *conn_connect(struct conn_pool *p, const struct sockaddr *to, sockle
  * turn. Returns 0, or -ENOBUFS past CONN_OUTPUT_HARD_MAX or when memory is short (nothing is
  * appended then). */
 int conn_write(struct conn *c, struct slice data) MUST_USE;
+
+/* Appends data to the output without copying it: the caller keeps data valid and unchanged
+ * until the output has drained (`drained`) or the connection is closed (`closed`). Mixes with
+ * conn_write in call order; the turn's output then leaves in one sendmsg. Returns 0, or
+ * -ENOBUFS (past CONN_OUTPUT_HARD_MAX, CONN_SEGS_MAX stretches, or memory: nothing appended).
+ * With TLS on it is conn_write: the octets are copied where they are sealed. */
+int conn_write_ref(struct conn *c, struct slice data) MUST_USE;
+
+/* How many more conn_write_ref calls the output being collected takes for sure. */
+uint32_t conn_write_ref_room(const struct conn *c);
 
 /* Octets written and not yet sent. */
 uint32_t conn_unsent(const struct conn *c);

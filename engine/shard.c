@@ -105,6 +105,8 @@ shard_main(void *arg)
 	if (sh->start_rc < 0)
 		return NULL;
 	shard_loop(sh);
+	if (sh->p.loop_end != NULL)
+		sh->p.loop_end(sh, sh->p.ctx);
 	/* Closing the ring cancels what is still in flight. After an unclean stop (the grace
 	 * period ran out) the kernel may still be finishing requests into the modules' memory, so
 	 * none of it is freed: the process is about to exit, and the spool keeps what was left. */

@@ -47,6 +47,7 @@ struct shard_params {
 	uint32_t stop_grace_ms;         /* after SIGTERM: finish commits and deliveries */
 	shard_setup_fn setup;
 	shard_teardown_fn teardown;
+	shard_teardown_fn loop_end;     /* may be NULL: after the loop, before the ring closes */
 	void *ctx;
 };
 

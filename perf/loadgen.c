@@ -16,6 +16,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <liburing.h>
 #include <netinet/in.h>
@@ -58,12 +59,14 @@
 #define SINK_OUT_BUF_SIZE     8192u
 #define SINK_REPLY_LEN_MAX     512u   /* room kept free in the output buffer per command */
 #define SINK_SECONDS_DEFAULT 3600.0
+#define SINK_LISTEN_MAX       4096u   /* --listen-count: consecutive IPv4 addresses */
+#define SINK_DELAY_MAX_MS    10000u   /* --reply-delay */
 
 _Static_assert(LG_REPLY_LINE_LEN_MAX < LG_REPLY_BUF_SIZE, "a reply line fits the buffer");
 _Static_assert(SINK_REPLY_LEN_MAX * 4 <= SINK_OUT_BUF_SIZE, "several replies per flush");
 _Static_assert(LG_CODE_BAD_REPLY < 100, "pseudo codes stay below real reply codes");
 
-enum lg_op { LG_OP_CONNECT = 1, LG_OP_SEND, LG_OP_RECV, LG_OP_ACCEPT };
+enum lg_op { LG_OP_CONNECT = 1, LG_OP_SEND, LG_OP_RECV, LG_OP_ACCEPT, LG_OP_DELAY };
 
 struct lg_opts {
 	struct sockaddr_storage addr;
@@ -85,6 +88,9 @@ struct lg_opts {
 	const char *sender;
 	double defer;
 	double reject;
+	uint32_t listen_count;    /* sink: consecutive addresses from -l */
+	uint32_t reply_delay_ms;  /* sink: each batch of replies waits this long */
+	const char *stats_file;   /* sink: counts rewritten every tick */
 };
 
 /* What all client threads share: read-only after start, except the message counter. */
@@ -270,6 +276,7 @@ lg_usage(void)
 		"               [-r rcpts] [-R pattern] [-u users] [-f sender] [-P] [-B] [-t threads]\n"
 		"               [-d seconds] [-T max_seconds] [-q]\n"
 		"       loadgen --sink [-l host:port] [--defer FRACTION] [--reject FRACTION] [-T secs]\n"
+		"                      [--listen-count N] [--reply-delay MS] [--stats-file PATH]\n"
 		"  -s  server (loopback only; default 127.0.0.1:2525)\n"
 		"  -c  concurrent connections (default 1)\n"
 		"  -m  messages per connection, 1 = a new connection per message (default 0: no limit)\n"
@@ -318,6 +325,9 @@ lg_parse_opts(int argc, char **argv, struct lg_opts *o)
 		{ "sink", no_argument, NULL, 'S' },
 		{ "defer", required_argument, NULL, 'D' },
 		{ "reject", required_argument, NULL, 'J' },
+		{ "listen-count", required_argument, NULL, 'L' },
+		{ "reply-delay", required_argument, NULL, 'Y' },
+		{ "stats-file", required_argument, NULL, 'F' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -345,6 +355,11 @@ lg_parse_opts(int argc, char **argv, struct lg_opts *o)
 		case 'S': o->sink = true; break;
 		case 'D': o->defer = lg_parse_num(optarg, 0, 1, "--defer"); break;
 		case 'J': o->reject = lg_parse_num(optarg, 0, 1, "--reject"); break;
+		case 'L': o->listen_count = (uint32_t)lg_parse_num(optarg, 1, SINK_LISTEN_MAX,
+			"--listen-count"); break;
+		case 'Y': o->reply_delay_ms = (uint32_t)lg_parse_num(optarg, 0, SINK_DELAY_MAX_MS,
+			"--reply-delay"); break;
+		case 'F': o->stats_file = optarg; break;
 		default: lg_usage();
 		}
 	}
@@ -1086,6 +1101,9 @@ struct sink_conn {
 	uint32_t eod_state;     /* how much of CRLF "." CRLF has been matched */
 	uint64_t bdat_left;
 	bool bdat_last;
+	bool delay_armed;       /* --reply-delay: the timeout is in flight */
+	bool delay_passed;      /* ... and has fired: the next flush goes */
+	struct __kernel_timespec delay_ts;
 	uint32_t in_len;
 	uint32_t out_len;
 	uint32_t out_sent;
@@ -1096,7 +1114,10 @@ struct sink_conn {
 struct sink {
 	const struct lg_opts *o;
 	struct io_uring ring;
-	int listen_fd;
+	int listen_fds[SINK_LISTEN_MAX];
+	uint32_t listen_count;
+	uint32_t open_now, open_max;
+	int stats_fd;
 	struct sink_conn *conns;
 	uint32_t rng;
 	uint64_t connections;
@@ -1133,6 +1154,19 @@ sink_flush(struct sink *s, uint32_t i)
 	struct sink_conn *sc = &s->conns[i];
 	if (sc->send_busy || sc->out_sent == sc->out_len || sc->closing)
 		return;
+	if (s->o->reply_delay_ms > 0 && !sc->delay_passed) {
+		if (sc->delay_armed)
+			return;
+		sc->delay_ts = (struct __kernel_timespec){ .tv_sec = s->o->reply_delay_ms / 1000,
+			.tv_nsec = (long long)(s->o->reply_delay_ms % 1000) * 1000000 };
+		struct io_uring_sqe *sqe = lg_sqe(&s->ring);
+		io_uring_prep_timeout(sqe, &sc->delay_ts, 0, 0);
+		io_uring_sqe_set_data64(sqe, lg_tag(i, LG_OP_DELAY));
+		sc->delay_armed = true;
+		sc->pending++;
+		return;
+	}
+	sc->delay_passed = false;
 	struct io_uring_sqe *sqe = lg_sqe(&s->ring);
 	io_uring_prep_send(sqe, sc->fd, sc->out + sc->out_sent, sc->out_len - sc->out_sent,
 		MSG_NOSIGNAL);
@@ -1165,6 +1199,7 @@ sink_close(struct sink *s, uint32_t i)
 	if (sc->pending == 0) {
 		close(sc->fd);
 		sc->in_use = false;
+		s->open_now--;
 	}
 }
 
@@ -1379,17 +1414,17 @@ sink_on_send(struct sink *s, uint32_t i, int res)
 }
 
 static void
-sink_accept_post(struct sink *s)
+sink_accept_post(struct sink *s, uint32_t li)
 {
 	struct io_uring_sqe *sqe = lg_sqe(&s->ring);
-	io_uring_prep_accept(sqe, s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-	io_uring_sqe_set_data64(sqe, lg_tag(0, LG_OP_ACCEPT));
+	io_uring_prep_accept(sqe, s->listen_fds[li], NULL, NULL, SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, lg_tag(li, LG_OP_ACCEPT));
 }
 
 static void
-sink_on_accept(struct sink *s, int fd)
+sink_on_accept(struct sink *s, uint32_t li, int fd)
 {
-	sink_accept_post(s);
+	sink_accept_post(s, li);
 	if (fd < 0)
 		return;
 	uint32_t i = 0;
@@ -1405,6 +1440,8 @@ sink_on_accept(struct sink *s, int fd)
 	sc->fd = fd;
 	sc->in_use = true;
 	s->connections++;
+	if (++s->open_now > s->open_max)
+		s->open_max = s->open_now;
 	int one = 1;
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	sink_reply(sc, "220 sink.localhost ESMTP loadgen sink\r\n");
@@ -1412,15 +1449,26 @@ sink_on_accept(struct sink *s, int fd)
 	sink_recv(s, i);
 }
 
+/* The k-th listening address: -l's, its IPv4 address counted up by k. */
 static int
-sink_listen(const struct lg_opts *o)
+sink_listen(const struct lg_opts *o, uint32_t k)
 {
-	int fd = socket(o->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_storage ss = o->addr;
+	if (k > 0) {
+		if (ss.ss_family != AF_INET)
+			lg_die("--listen-count needs an IPv4 -l address");
+		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+		uint32_t a = ntohl(sin->sin_addr.s_addr) + k;
+		if ((a >> 24) != 127)
+			lg_die("--listen-count leaves 127.0.0.0/8");
+		sin->sin_addr.s_addr = htonl(a);
+	}
+	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		lg_die("socket() failed");
 	int one = 1;
 	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, (const struct sockaddr *)&o->addr, o->addr_len) != 0)
+	if (bind(fd, (const struct sockaddr *)&ss, o->addr_len) != 0)
 		lg_die("bind() failed: is the port taken?");
 	if (listen(fd, 4096) != 0)
 		lg_die("listen() failed");
@@ -1434,13 +1482,21 @@ sink_cqe(struct sink *s, const struct io_uring_cqe *cqe)
 	uint32_t i = (uint32_t)(ud >> 8);
 	enum lg_op op = (enum lg_op)(ud & 0xff);
 	if (op == LG_OP_ACCEPT) {
-		sink_on_accept(s, cqe->res);
+		ASSERT(i < s->listen_count);
+		sink_on_accept(s, i, cqe->res);
 		return;
 	}
 	ASSERT(i < SINK_CONNS_MAX);
 	ASSERT(s->conns[i].pending > 0);
 	s->conns[i].pending--;
-	if (op == LG_OP_RECV)
+	if (op == LG_OP_DELAY) {
+		s->conns[i].delay_armed = false;
+		s->conns[i].delay_passed = true;
+		if (s->conns[i].closing)
+			sink_close(s, i);
+		else
+			sink_flush(s, i);
+	} else if (op == LG_OP_RECV)
 		sink_on_recv(s, i, cqe->res);
 	else
 		sink_on_send(s, i, cqe->res);
@@ -1458,8 +1514,18 @@ sink_main(const struct lg_opts *o)
 	struct sigaction sa = { .sa_handler = sink_on_signal };   /* no SA_RESTART: waits end */
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
-	s.listen_fd = sink_listen(o);
-	sink_accept_post(&s);
+	s.listen_count = o->listen_count > 0 ? o->listen_count : 1;
+	for (uint32_t k = 0; k < s.listen_count; k++) {
+		s.listen_fds[k] = sink_listen(o, k);
+		sink_accept_post(&s, k);
+	}
+	s.stats_fd = -1;
+	if (o->stats_file != NULL) {
+		s.stats_fd = open(o->stats_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (s.stats_fd < 0)
+			lg_die("cannot open the --stats-file");
+	}
+	uint64_t written = UINT64_MAX;
 	uint64_t start = lg_now_ns();
 	uint64_t deadline = start + (uint64_t)(o->max_s * 1e9);
 	if (!o->quiet)
@@ -1476,13 +1542,22 @@ sink_main(const struct lg_opts *o)
 				break;
 		}
 		io_uring_cq_advance(&s.ring, seen);
+		if (s.stats_fd >= 0 && s.messages + s.connections != written) {
+			char line[128];   /* fixed width: rewritten in place, never shorter */
+			int n = snprintf(line, sizeof(line), "%20llu %20llu %20llu %10u\n",
+				(unsigned long long)s.accepted, (unsigned long long)s.messages,
+				(unsigned long long)s.connections, s.open_max);
+			(void)!pwrite(s.stats_fd, line, (size_t)n, 0);
+			written = s.messages + s.connections;
+		}
 	}
 	double secs = (double)(lg_now_ns() - start) / 1e9;
 	printf("sink: connections=%llu messages=%llu accepted=%llu deferred=%llu rejected=%llu "
-		"bytes=%llu refused_conns=%llu elapsed_s=%.3f\n", (unsigned long long)s.connections,
+		"bytes=%llu refused_conns=%llu open_max=%u elapsed_s=%.3f\n",
+		(unsigned long long)s.connections,
 		(unsigned long long)s.messages, (unsigned long long)s.accepted,
 		(unsigned long long)s.deferred, (unsigned long long)s.rejected,
-		(unsigned long long)s.bytes, (unsigned long long)s.refused_conns, secs);
+		(unsigned long long)s.bytes, (unsigned long long)s.refused_conns, s.open_max, secs);
 	return 0;
 }
 

@@ -111,6 +111,7 @@ struct spool {
 static const struct ring_hooks spool_hooks;
 static void spool_complete(void *ctx, const struct io_uring_cqe *cqe);
 static int spool_read_fd(struct spool *sp, uint32_t seg);
+static int spool_read_fds_cover(struct spool *sp);
 
 static int
 spool_seg_open(struct spool *sp, uint32_t seg)
@@ -591,18 +592,39 @@ spool_batch_iov(struct spool *sp)
 	return n;
 }
 
+/* Grows read_fds to cover every segment up to the active one (new entries -1). */
+static int
+spool_read_fds_cover(struct spool *sp)
+{
+	uint32_t count = sp->seg_id - sp->oldest_seg + 1;
+	if (count <= sp->read_fd_count)
+		return 0;
+	int *grown = realloc(sp->read_fds, count * sizeof(*grown));
+	if (grown == NULL)
+		return -ENOMEM;
+	for (uint32_t j = sp->read_fd_count; j < count; j++)
+		grown[j] = -1;
+	sp->read_fds = grown;
+	sp->read_fd_count = count;
+	return 0;
+}
+
 static int
 spool_rollover(struct spool *sp)
 {
+	/* The old segment's descriptor must stay open, never closed here: a body reader on
+	 * another shard may be reading it (spool_body_extents). */
+	int rc = spool_read_fds_cover(sp);
+	if (rc < 0)
+		return rc;
 	int fd = spool_seg_open(sp, sp->seg_id + 1);
 	if (fd < 0)
 		return fd;
-	/* The old segment stays open for reads of the messages still in it. */
 	uint32_t i = sp->seg_id - sp->oldest_seg;
-	if (i < sp->read_fd_count && sp->read_fds[i] < 0)
+	if (sp->read_fds[i] < 0)
 		sp->read_fds[i] = sp->seg_fd;
 	else
-		close(sp->seg_fd);
+		close(sp->seg_fd);   /* a read descriptor of its own was opened already */
 	sp->seg_fd = fd;
 	sp->seg_id++;
 	sp->seg_off = 0;
@@ -768,7 +790,11 @@ spool_message_done(struct spool *sp, struct spool_rec *r, int rc)
 static void
 spool_copy_done(struct spool *sp, struct spool_rec *r)
 {
-	if (sp->batch_err == 0)
+	const struct index_entry *e = index_find(&sp->ix, r->copy_qid);
+	/* A message taken for delivery meanwhile stays where its readers were told it is; the
+	 * COPY is dead bytes then (recovery finds the same states either way) and a later round
+	 * copies it again. */
+	if (sp->batch_err == 0 && e != NULL && e->inflight == 0)
 		(void)index_relocate(&sp->ix, r->copy_qid, r->segment, r->offset, r->len,
 			r->copy_env_off);
 	free(r->copy);
@@ -1233,16 +1259,8 @@ spool_read_fd(struct spool *sp, uint32_t seg)
 	if (seg < sp->oldest_seg || seg > sp->seg_id)
 		return -ENOENT;
 	uint32_t i = seg - sp->oldest_seg;
-	if (i >= sp->read_fd_count) {
-		uint32_t count = sp->seg_id - sp->oldest_seg + 1;
-		int *grown = realloc(sp->read_fds, count * sizeof(*grown));
-		if (grown == NULL)
-			return -ENOMEM;
-		for (uint32_t j = sp->read_fd_count; j < count; j++)
-			grown[j] = -1;
-		sp->read_fds = grown;
-		sp->read_fd_count = count;
-	}
+	if (i >= sp->read_fd_count && spool_read_fds_cover(sp) != 0)
+		return -ENOMEM;
 	if (sp->read_fds[i] < 0) {
 		char name[SEGMENT_NAME_LEN + 1];
 		recover_segment_name(seg, name);
@@ -1402,6 +1420,36 @@ spool_body_read(struct spool *sp, uint64_t qid, struct spool_body *b, uint64_t o
 	sqe->flags |= sqe_flags;
 	io_uring_sqe_set_data64(sqe, ud);
 	return n;
+}
+
+int
+spool_body_extents(struct spool *sp, uint64_t qid, const struct spool_body *b,
+	struct spool_extent *out, uint32_t max)
+{
+	const struct index_entry *e = index_find(&sp->ix, qid);
+	if (e == NULL)
+		return -ENOENT;
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < b->parts; i++) {
+		struct record_part p = record_parts_get(b->table, i);
+		int fd = spool_read_fd(sp, p.segment);
+		if (fd < 0)
+			return fd;
+		if (n == max)
+			return -ENOBUFS;
+		out[n++] = (struct spool_extent){ .fd = fd, .off = p.offset, .len = p.len };
+	}
+	if (b->len > b->parts_len) {
+		int fd = spool_read_fd(sp, e->segment);
+		if (fd < 0)
+			return fd;
+		if (n == max)
+			return -ENOBUFS;
+		out[n++] = (struct spool_extent){ .fd = fd,
+			.off = e->offset + spool_message_start(e) + b->rest_off,
+			.len = b->len - b->parts_len };
+	}
+	return (int)n;
 }
 
 /* ---- the loop's hooks ---- */

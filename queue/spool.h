@@ -165,6 +165,22 @@ int64_t spool_body_read(struct spool *sp, uint64_t qid, struct spool_body *b, ui
 int spool_body_check(struct spool *sp, uint64_t qid, const struct spool_body *b, uint64_t off,
 	uint64_t len) MUST_USE;
 
+/* One stretch of a body in a segment file, for a reader on any shard: descriptors are
+ * process-wide, so another shard reads it through its own ring. */
+struct spool_extent {
+	int fd;
+	uint64_t off;                   /* absolute, in fd */
+	uint64_t len;
+};
+
+/* The stretches of b in body order (its parts, then the rest when not empty): at most
+ * b->parts + 1 into out. Valid while a recipient of qid is in flight: the spool then does not
+ * copy the message forward, and never closes a segment's descriptor while a message in it is
+ * live. Returns the count, -ENOENT (not live), -ENOBUFS (max too small) or -errno (a segment
+ * could not be opened). */
+int spool_body_extents(struct spool *sp, uint64_t qid, const struct spool_body *b,
+	struct spool_extent *out, uint32_t max) MUST_USE;
+
 /* Outcomes of an attempt (recipients in flight, or any live one for the queue commands). */
 void spool_rcpt_delivered(struct spool *sp, uint64_t qid, uint32_t rcpt);
 void spool_rcpt_bounced(struct spool *sp, uint64_t qid, uint32_t rcpt);

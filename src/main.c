@@ -15,16 +15,21 @@
 #include "base/queue_id.h"
 #include "conf/config.h"
 #include "conf/policy.h"
+#include "conf/route.h"
 #include "deliver/maildir.h"
+#include "deliver/outbound.h"
 #include "deliver/qmgr.h"
+#include "dns/resolver.h"
 #include "engine/listen.h"
 #include "engine/shard.h"
 #include "engine/smtpd.h"
+#include "engine/xshard.h"
 #include "queue/spool.h"
 #include "src/passwd_cmd.h"
 
 #define MAIN_OVERRIDES_MAX 64u
 #define MAIN_STOP_GRACE_MS 10000u   /* after SIGTERM: finish commits and deliveries */
+#define MAIN_RESOLV_CONF   "/etc/resolv.conf"
 
 static void
 main_usage(FILE *f)
@@ -131,25 +136,14 @@ main_check_supported(const struct config *cfg, char *err, size_t err_len)
 		{ "tls_server_sni_file", "TLS is not built in yet" },
 		{ "smtp_tls_ca_file", "outbound TLS is not built in yet" },
 		{ "auth_users_file", "AUTH is not built in yet" },
-		{ "dns_servers", "outbound delivery is not built in yet" },
-		{ "relayhost", "outbound delivery is not built in yet" },
-		{ "remote_smtp_port", "outbound delivery is not built in yet" },
-		{ "smtp_tls_security_level", "outbound delivery is not built in yet" },
-		{ "dns_timeout", "outbound delivery (the resolver's user) is not built in yet" },
-		{ "dns_attempts", "outbound delivery (the resolver's user) is not built in yet" },
-		{ "dns_cache_max", "outbound delivery (the resolver's user) is not built in yet" },
-		{ "inet_protocols", "outbound delivery (the resolver's user) is not built in yet" },
+		{ "smtp_tls_security_level", "outbound TLS is not built in yet" },
 	};
 	bool set[ARRAY_LEN(todo)] = {
 		cfg->submission_listen_count > 0, cfg->smtps_listen_count > 0,
 		cfg->tls_cert_file[0] != '\0', cfg->tls_key_file[0] != '\0',
 		cfg->tls_eccert_file[0] != '\0', cfg->tls_eckey_file[0] != '\0',
 		cfg->tls_server_sni_file[0] != '\0', cfg->smtp_tls_ca_file[0] != '\0',
-		cfg->auth_users_file[0] != '\0', cfg->dns_server_count > 0,
-		cfg->relayhost[0] != '\0', cfg->remote_smtp_port != CONFIG_REMOTE_SMTP_PORT_DEFAULT,
-		cfg->smtp_tls_security_level != CONFIG_TLS_MAY, cfg->dns_timeout_ms != 0,
-		cfg->dns_attempts != 0, cfg->dns_cache_max != CONFIG_DNS_CACHE_MAX_DEFAULT,
-		cfg->inet_protocols != CONFIG_INET_ALL,
+		cfg->auth_users_file[0] != '\0', cfg->smtp_tls_security_level != CONFIG_TLS_MAY,
 	};
 	for (uint32_t i = 0; i < ARRAY_LEN(todo); i++) {
 		if (set[i]) {
@@ -168,6 +162,10 @@ struct main_world {
 	struct listen_spec listen[CONFIG_LISTEN_MAX];
 	uint32_t listen_count;
 	uint64_t started_real_ms;
+	const struct route *route;
+	struct dns_resolver_config dns;
+	bool dns_ok;                             /* else lookups defer: no DNS server known */
+	struct xshard *xshard;                   /* NULL with one shard */
 };
 
 /* What runs on one shard, as the setup made it. */
@@ -180,6 +178,9 @@ struct main_shard {
 	struct listeners *listeners;
 	struct maildir *maildir;
 	struct qmgr *qmgr;
+	struct dns_resolver *resolver;
+	struct outbound *outbound;
+	struct xshard_endpoint *xep;
 };
 
 static void
@@ -202,6 +203,35 @@ main_world_init(struct main_world *w, const struct config *cfg, const struct pol
 		w->listen[i].profile = 0;
 	}
 	w->listen_count = cfg->listen_count;
+}
+
+/* On the shard's thread: the cross-shard endpoint, the resolver and the outbound agent. */
+static int
+main_shard_outbound(struct shard *sh, struct main_shard *ms)
+{
+	const struct main_world *w = ms->w;
+	struct ring *r = &sh->ring;
+	if (w->xshard != NULL) {
+		ms->xep = xshard_endpoint(w->xshard, sh->index);
+		xshard_attach(ms->xep, r);
+	}
+	if (w->dns_ok) {
+		int rc = dns_resolver_new(r, &w->dns, &ms->resolver);
+		if (rc < 0)
+			return rc;
+	}
+	struct outbound_params op = { .cfg = w->cfg, .route = w->route, .conns = &sh->conns,
+		.resolver = ms->resolver, .xshard = ms->xep, .shard_count = w->cfg->shards };
+	return outbound_init(r, &op, &ms->outbound);
+}
+
+static void
+main_shard_loop_end(struct shard *sh, void *ctx)
+{
+	struct main_shard *ms = ctx;
+	(void)sh;
+	if (ms->xep != NULL)
+		xshard_detach(ms->xep);
 }
 
 /* On the shard's thread: the spool, the SMTP sessions and their listeners, the agents. */
@@ -236,8 +266,11 @@ main_shard_setup(struct shard *sh, void *ctx)
 	rc = maildir_init(r, ms->spool, &mp, &ms->maildir);
 	if (rc < 0)
 		return rc;
+	rc = main_shard_outbound(sh, ms);
+	if (rc < 0)
+		return rc;
 	struct qmgr_params qp = { .cfg = cfg, .policy = w->policy, .spool = ms->spool,
-		.maildir = ms->maildir };
+		.maildir = ms->maildir, .outbound = ms->outbound };
 	rc = qmgr_init(r, &qp, &ms->qmgr);
 	if (rc < 0)
 		return rc;
@@ -273,6 +306,11 @@ main_shard_stats(struct shard *sh, struct main_shard *ms)
 	log_line_u64(&l, "turns", sh->stats.turns);
 	log_line_u64(&l, "completions", sh->stats.completions);
 	log_line_u64(&l, "busy_us", sh->stats.busy_ns / 1000u);
+	const struct outbound_stats *o = outbound_stats(ms->outbound);
+	log_line_u64(&l, "out_connections", o->connections);
+	log_line_u64(&l, "out_transactions", o->transactions);
+	log_line_u64(&l, "out_delivered", o->delivered);
+	log_line_u64(&l, "out_body_bytes", o->body_bytes);   /* all sent borrowed, none copied */
 	log_write(buf, log_line_end(&l));
 }
 
@@ -283,6 +321,9 @@ main_shard_teardown(struct shard *sh, void *ctx)
 	main_shard_stats(sh, ms);
 	listeners_close(ms->listeners);
 	qmgr_fini(ms->qmgr);
+	outbound_fini(ms->outbound);
+	if (ms->resolver != NULL)
+		dns_resolver_free(ms->resolver);
 	maildir_fini(ms->maildir);
 	smtpd_fini(ms->smtpd);
 	spool_close(ms->spool);
@@ -334,11 +375,21 @@ main_run(struct main_world *w)
 		fprintf(stderr, "ringmta: %s: %s\n", cfg->spool_dir, strerror(-rc));
 		return 1;
 	}
+	if (cfg->shards > 1) {
+		struct xshard_config xc = { .shard_count = cfg->shards,
+			.ring_slots = XSHARD_RING_SLOTS_DEFAULT, .backlog_slots = XSHARD_BACKLOG_DEFAULT };
+		rc = xshard_create(&xc, &w->xshard);
+		if (rc < 0) {
+			fprintf(stderr, "ringmta: cross-shard rings: %s\n", strerror(-rc));
+			return 1;
+		}
+	}
 	for (; started < cfg->shards; started++) {
 		ms[started].w = w;
 		struct shard_params p = { .max_connections = cfg->max_connections,
 			.stop_grace_ms = MAIN_STOP_GRACE_MS, .setup = main_shard_setup,
-			.teardown = main_shard_teardown, .ctx = &ms[started] };
+			.teardown = main_shard_teardown, .loop_end = main_shard_loop_end,
+			.ctx = &ms[started] };
 		rc = shard_start(&shards[started], started, &p);
 		if (rc < 0) {
 			fprintf(stderr, "ringmta: shard %u: %s\n", started, strerror(-rc));
@@ -366,6 +417,8 @@ main_run(struct main_world *w)
 		shard_join(&shards[i]);
 	if (ring_rc == 0)
 		io_uring_queue_exit(&ring);
+	if (w->xshard != NULL)
+		xshard_destroy(w->xshard);
 	return rc == 0 ? 0 : 1;
 }
 
@@ -392,6 +445,11 @@ main(int argc, char **argv)
 		fprintf(stderr, "ringmta: %s\n", err);
 		return 2;
 	}
+	static struct route route;
+	if (route_init(&route, &cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ringmta: %s\n", err);
+		return 2;
+	}
 	if (log_open(cfg.log_file, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ringmta: %s\n", err);
 		return 2;
@@ -412,7 +470,13 @@ main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	static struct main_world world;
 	main_world_init(&world, &cfg, &policy);
+	world.route = &route;
+	world.dns_ok = dns_resolver_config_from(&cfg, MAIN_RESOLV_CONF, &world.dns, err,
+		sizeof(err)) == 0;
+	if (!world.dns_ok)   /* local delivery works without; remote lookups defer */
+		log_error(main_clock_real_ms(), err, -ENOENT);
 	rc = main_run(&world);
+	route_fini(&route);
 	policy_fini(&policy);
 	return rc;
 }

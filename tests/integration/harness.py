@@ -164,3 +164,16 @@ class Results:
     def finish(self):
         print("%d passed, %d failed" % (self.passed, self.failed))
         sys.exit(1 if self.failed else 0)
+
+
+def mount_full_mailbox(d, user):
+    """A mailbox on which nothing can be created, even by root: a private tmpfs with no free inode
+    mounted on it, so every delivery fails with ENOSPC, a temporary failure. Returns its path (to
+    umount when the mailbox should work again), or None where no tmpfs can be mounted."""
+    path = os.path.join(d.maildir, user)
+    os.makedirs(path, exist_ok=True)
+    if os.geteuid() != 0 or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=1", "tmpfs", path],
+            capture_output=True).returncode != 0:
+        return None
+    return path

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from harness import Daemon, Results
+from harness import Daemon, Results, mount_full_mailbox
 
 SKIP = 77
 
@@ -55,11 +55,8 @@ BODY = b"Subject: please deliver\r\nMessage-ID: <orig-1@bounce.test>\r\n\r\nhell
 def test_expiry_bounces_to_the_local_sender():
     d = Daemon(shards=1, extra={"minimal_backoff_time": "1s", "maximal_backoff_time": "1s",
                                 "queue_lifetime": "3s"})
-    box = os.path.join(d.maildir, "alice")
-    os.makedirs(box)
-    if os.geteuid() != 0 or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=1", "tmpfs", box],
-            capture_output=True).returncode != 0:
+    box = mount_full_mailbox(d, "alice")
+    if box is None:
         print("skip: cannot mount a tmpfs here")
         sys.exit(SKIP)
     try:
@@ -102,10 +99,8 @@ def test_delay_warning_goes_once():
     """delay_warning_time: one "delayed" notice (RFC 3464 2.3.3), also across a restart."""
     d = Daemon(shards=1, extra={"minimal_backoff_time": "1s", "maximal_backoff_time": "1s",
                                 "queue_lifetime": "1h", "delay_warning_time": "2s"})
-    box = os.path.join(d.maildir, "alice")
-    os.makedirs(box)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=1", "tmpfs", box],
-                      capture_output=True).returncode != 0:
+    box = mount_full_mailbox(d, "alice")
+    if box is None:
         print("skip: cannot mount a tmpfs here")
         sys.exit(SKIP)
     try:

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 
-from harness import Daemon, Results
+from harness import Daemon, Results, mount_full_mailbox
 
 SKIP = 77
 TOTAL_BYTES = int(os.environ.get("COPY_FORWARD_MB", "300")) << 20
@@ -71,11 +71,8 @@ class Load:
 
 def test_copy_forward_bounds_the_spool_and_survives_kill():
     d = Daemon(shards=1, extra={"minimal_backoff_time": "1s", "maximal_backoff_time": "2s"})
-    box = os.path.join(d.maildir, "alice")
-    os.makedirs(box, exist_ok=True)
-    if os.geteuid() != 0 or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=1", "tmpfs", box],
-            capture_output=True).returncode != 0:
+    box = mount_full_mailbox(d, "alice")
+    if box is None:
         print("skip: cannot mount a tmpfs here")
         sys.exit(SKIP)
     mounted = True

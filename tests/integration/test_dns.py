@@ -18,7 +18,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dnsharness import SHORT_TTL, Dnsq, Nsd, SilentServer, Unbound, build_dir, make_workdir, need  # noqa
-from harness import Results  # noqa
+from harness import Daemon, Results  # noqa
 
 TXT_BIG_COUNT = 12      # 12 TXT records of 200 octets: far past a 1232-octet datagram
 TLSA_HEX = "aa" * 32
@@ -426,19 +426,22 @@ def test_cancelled_lookups_leave_nothing_behind():
 
 
 def test_one_libcrypto_in_the_process():
+    """The daemon, which links the resolver (ldns, static) and BoringSSL's libcrypto: one
+    libcrypto mapped, and it is BoringSSL's."""
     ldd = subprocess.run(["ldd", os.path.join(build_dir(), "ringmta")], capture_output=True,
                          text=True).stdout
     assert "libssl.so.3" not in ldd and "libcrypto.so.3" not in ldd, ldd
-    q = W.dnsq()
+    d = Daemon(shards=1, extra={"dns_servers": "127.0.0.1:%d" % W.unbound.port})
     try:
-        expect(q.lookup("addr", "a.example.test"), "OK")   # ldns has run
-        with open("/proc/%d/maps" % q.proc.pid) as f:
+        d.start()
+        with open("/proc/%d/maps" % d.proc.pid) as f:
             libs = sorted({line.split()[-1] for line in f if re.search(r"libcrypto", line)})
         print("     libcrypto mapped: %s" % libs)
         assert len(libs) == 1, libs
         assert "/android/" in libs[0], libs
+        assert d.stop() == 0
     finally:
-        q.close()
+        d.cleanup()
 
 
 def main():

@@ -4,7 +4,7 @@ A mailbox that cannot be written (a full private tmpfs mounted on it: ENOSPC, a 
 failure, even for root) defers its recipient; the DEFERRED record keeps the next attempt over a
 restart; the intervals grow (Postfix's minimal_backoff_time doubling up to maximal_backoff_time);
 once the mailbox is writable again the message is delivered exactly once. A recipient in a
-remote domain is kept and logged ("no outbound transport") until outbound delivery exists.
+remote domain whose next hop refuses connections is deferred, logged, retried and kept queued.
 Needs root to mount the tmpfs; skipped (77) otherwise.
 """
 import os
@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from harness import Daemon, Results
+from harness import Daemon, Results, free_port, mount_full_mailbox
 
 SKIP = 77
 LINE = re.compile(r"^(\S+) event=delivery qid=(\S+) to=<([^>]*)> status=(\S+) delay=(\S+) "
@@ -47,16 +47,6 @@ def wait_for(pred, timeout, what):
     raise AssertionError("timed out waiting for " + what)
 
 
-def full_mailbox(d, user):
-    """A mailbox directory on which nothing can be created: a tmpfs with no free inode."""
-    path = os.path.join(d.maildir, user)
-    os.makedirs(path, exist_ok=True)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=1", "tmpfs", path],
-                      capture_output=True).returncode != 0:
-        return None
-    return path
-
-
 def send(port, to, body=b"Subject: t\r\n\r\nhello\r\n", sender="s@example.org"):
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
         s.ehlo("sched.example")
@@ -69,7 +59,7 @@ def test_deferred_survives_restart_with_growing_intervals():
     box = None
     try:
         d.start()
-        box = full_mailbox(d, "alice")
+        box = mount_full_mailbox(d, "alice")
         if box is None:
             print("skip: cannot mount a tmpfs here")
             sys.exit(SKIP)
@@ -107,11 +97,16 @@ def test_deferred_survives_restart_with_growing_intervals():
 def test_remote_recipient_is_kept_and_logged():
     d = Daemon(shards=1, extra={"relay_networks": "127.0.0.0/8", "minimal_backoff_time": "1s",
                                 "maximal_backoff_time": "2s"})
+    closed_port = free_port()   # nothing listens there: the connection is refused
+    transport = os.path.join(d.dir, "transport")
+    with open(transport, "w") as f:
+        f.write("remote.example [127.0.0.1]:%d\n" % closed_port)
+    d.options["transport_maps"] = transport
     try:
         d.start()
         send(d.port, ["far@remote.example", "bob@localhost"])
         x = wait_for(lambda: deliveries(d, "far@remote.example"), 10, "the remote deferral")
-        assert x[0]["status"] == "deferred" and x[0]["detail"] == "no outbound transport", x
+        assert x[0]["status"] == "deferred" and "Connection refused" in x[0]["detail"], x
         assert len(d.wait_for_files("bob", 1)) == 1
         wait_for(lambda: len(deliveries(d, "far@remote.example")) >= 2, 10, "a second attempt")
         assert d.stop() == 0

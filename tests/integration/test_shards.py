@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from harness import Daemon, Results
+from harness import Daemon, Results, mount_full_mailbox
 
 SKIP = 77
 LOCAL = 40
@@ -28,11 +28,8 @@ def body(i):
 def test_fewer_shards_adopt_the_rest():
     d = Daemon(shards=2, extra={"relay_networks": "127.0.0.0/8", "minimal_backoff_time": "1s",
                                 "maximal_backoff_time": "2s"})
-    box = os.path.join(d.maildir, "alice")
-    os.makedirs(box)
-    if os.geteuid() != 0 or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=1", "tmpfs", box],
-            capture_output=True).returncode != 0:
+    box = mount_full_mailbox(d, "alice")
+    if box is None:
         print("skip: cannot mount a tmpfs here")
         sys.exit(SKIP)
     mounted = True

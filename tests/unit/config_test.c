@@ -547,6 +547,50 @@ Test(config, remote_smtp_port_bounds)
 	expect_value_err("remote_smtp_port", "65536");
 }
 
+Test(config, outbound_defaults_are_the_issues)
+{
+	config_default(&cfg);
+	cr_assert_eq(cfg.dest_concurrency_limit, 20);
+	cr_assert_eq(cfg.dest_recipient_limit, 50);
+	cr_assert_eq(cfg.connection_reuse_limit, 100);
+	cr_assert_eq(cfg.dest_rate_limit, 0);
+	cr_assert_eq(cfg.connection_idle_ms, 2000);
+	cr_assert_eq(cfg.smtp_mx_address_limit, 5);
+	cr_assert_eq(cfg.smtp_connect_timeout_ms, 30000);
+	cr_assert_str_eq(cfg.transport_maps, "");
+	cr_assert_str_eq(cfg.destination_policy_file, "");
+}
+
+Test(config, outbound_limit_bounds)
+{
+	expect_value_ok("destination_concurrency_limit", "1");
+	expect_value_ok("destination_concurrency_limit", "1000");
+	cr_assert_eq(cfg.dest_concurrency_limit, 1000);
+	expect_value_err("destination_concurrency_limit", "0");
+	expect_value_err("destination_concurrency_limit", "1001");
+	expect_value_ok("destination_recipient_limit", "1000");
+	expect_value_err("destination_recipient_limit", "1001");
+	expect_value_err("destination_recipient_limit", "0");
+	expect_value_ok("connection_reuse_limit", "100000");
+	expect_value_err("connection_reuse_limit", "100001");
+	expect_value_err("connection_reuse_limit", "0");
+	expect_value_ok("destination_rate_limit", "0");
+	expect_value_ok("destination_rate_limit", "100000");
+	expect_value_err("destination_rate_limit", "100001");
+	expect_value_ok("outbound_connection_limit", "1");
+	expect_value_err("outbound_connection_limit", "0");
+	expect_value_ok("connection_idle_time", "0");
+	expect_value_ok("connection_idle_time", "1m");
+	cr_assert_eq(cfg.connection_idle_ms, 60000);
+	expect_value_err("connection_idle_time", "3601");
+	expect_value_ok("smtp_mx_address_limit", "16");
+	expect_value_err("smtp_mx_address_limit", "17");
+	expect_value_ok("smtp_connect_timeout", "1");
+	expect_value_err("smtp_connect_timeout", "0");
+	expect_value_ok("transport_maps", "/etc/ringmta/transport");
+	cr_assert_str_eq(cfg.transport_maps, "/etc/ringmta/transport");
+}
+
 Test(config, shards_bounds_and_auto)
 {
 	expect_value_ok("shards", "1");

@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -267,4 +268,173 @@ Test(conn, a_full_pool_refuses_a_connect)
 	close(lfd);
 	for (uint32_t i = 0; i < 200 && conn_pool_live(&pool) > 0; i++)
 		turn(20);
+}
+
+/* Borrowed output (conn_write_ref) mixes with copied output in call order, many stretches in one
+ * send, and `drained` says when the borrowed memory is free again. */
+struct drain_probe {
+	struct probe p;
+	int drained;
+};
+
+static void
+drain_probe_drained(void *s, struct conn *c)
+{
+	((struct drain_probe *)s)->drained++;
+}
+
+static void
+drain_probe_connected(void *s, struct conn *c, int res)
+{
+	((struct drain_probe *)s)->p.connected = 1 + res;
+}
+
+static void
+drain_probe_closed(void *s, struct conn *c, int res)
+{
+	((struct drain_probe *)s)->p.closed = 1 + res;
+}
+
+static const struct conn_session_ops drain_ops = {
+	.input = probe_input,
+	.connected = drain_probe_connected,
+	.drained = drain_probe_drained,
+	.timeout = probe_timeout,
+	.closed = drain_probe_closed,
+};
+
+Test(conn, borrowed_and_copied_output_keep_their_order, .timeout = 10)
+{
+	struct sockaddr_in to;
+	int lfd = listener(&to, 4);
+	struct drain_probe dp = { 0 };
+	int err;
+	struct conn *c = conn_connect(&pool, (struct sockaddr *)&to, sizeof(to), NULL, 0, 2000,
+		&drain_ops, &dp, &err);
+	cr_assert_not_null(c);
+	turns_until(&dp.p.connected, 100);
+	int sfd = accept(lfd, NULL, NULL);
+	cr_assert_geq(sfd, 0);
+	static uint8_t big[200000];
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (uint8_t)('a' + i % 26);
+	cr_assert_eq(conn_write(c, SLICE_LIT("<head>")), 0);
+	uint32_t room = conn_write_ref_room(c);
+	cr_assert_eq(room, CONN_SEGS_MAX - 2, "one stretch for the copy, one kept");
+	for (uint32_t i = 0; i < 500; i++) {   /* 500 borrowed stretches of 1..400 octets */
+		cr_assert_eq(conn_write_ref(c, slice_make(big + i * 400, 1 + i % 400)), 0);
+		cr_assert_eq(conn_write(c, SLICE_LIT("|")), 0);
+	}
+	cr_assert_lt(conn_write_ref_room(c), 30);
+	cr_assert_eq(conn_write_ref(c, slice_make(big, sizeof(big))), 0, "a large one too");
+	size_t want = 6;
+	for (uint32_t i = 0; i < 500; i++)
+		want += 1 + i % 400 + 1;
+	want += sizeof(big);
+	uint8_t *got = malloc(want);
+	size_t have = 0;
+	struct timeval tv = { .tv_sec = 0, .tv_usec = 20000 };
+	setsockopt(sfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	for (uint32_t i = 0; i < 2000 && have < want; i++) {
+		turn(5);
+		ssize_t n = recv(sfd, got + have, want - have, 0);
+		if (n > 0)
+			have += (size_t)n;
+	}
+	cr_assert_eq(have, want);
+	cr_assert_eq(memcmp(got, "<head>", 6), 0);
+	size_t at = 6;
+	for (uint32_t i = 0; i < 500; i++) {
+		cr_assert_eq(memcmp(got + at, big + i * 400, 1 + i % 400), 0, "stretch %u", i);
+		at += 1 + i % 400;
+		cr_assert_eq(got[at], '|');
+		at++;
+	}
+	cr_assert_eq(memcmp(got + at, big, sizeof(big)), 0);
+	for (uint32_t i = 0; i < 20 && dp.drained == 0; i++)
+		turn(5);
+	cr_assert_gt(dp.drained, 0, "drained: the borrowed memory is free");
+	cr_assert_eq(conn_unsent(c), 0);
+	free(got);
+	conn_abort(c);
+	turns_until(&dp.p.closed, 100);
+	close(sfd);
+	close(lfd);
+}
+
+Test(conn, borrowed_stretches_are_bounded)
+{
+	struct sockaddr_in to;
+	int lfd = listener(&to, 4);
+	struct drain_probe dp = { 0 };
+	int err;
+	struct conn *c = conn_connect(&pool, (struct sockaddr *)&to, sizeof(to), NULL, 0, 2000,
+		&drain_ops, &dp, &err);
+	cr_assert_not_null(c);
+	turns_until(&dp.p.connected, 100);
+	static const uint8_t x[1] = { 'x' };
+	uint32_t ok = 0;
+	while (ok < 2 * CONN_SEGS_MAX && conn_write_ref(c, slice_make(x, 1)) == 0)
+		ok++;
+	cr_assert_eq(ok, CONN_SEGS_MAX, "at the limit: refused, nothing appended");
+	cr_assert_eq(conn_unsent(c), CONN_SEGS_MAX);
+	cr_assert_eq(conn_write_ref_room(c), 0);
+	conn_abort(c);
+	turns_until(&dp.p.closed, 100);
+	close(lfd);
+}
+
+/* A session whose `closed` takes a new connection into the freed slot at once, as an accept
+ * completing in the same batch does, and greets it. */
+struct reuse_probe {
+	struct probe p;
+	int fd;                 /* adopted from `closed` */
+	struct conn *adopted;
+	struct probe adopted_probe;
+};
+
+static void
+reuse_closed(void *s, struct conn *c, int res)
+{
+	struct reuse_probe *r = s;
+	r->p.closed = 1 + res;
+	r->adopted = conn_adopt(&pool, r->fd, 0, &probe_ops, &r->adopted_probe);
+	cr_assert_not_null(r->adopted);
+	cr_assert_eq(conn_write(r->adopted, SLICE_LIT("220 hello\r\n")), 0);
+}
+
+static const struct conn_session_ops reuse_ops = {
+	.input = probe_input,
+	.connected = probe_connected,
+	.timeout = probe_timeout,
+	.closed = reuse_closed,
+};
+
+Test(conn, a_slot_reused_while_on_the_turn_list_is_served_once, .timeout = 10)
+{
+	struct sockaddr_in to;
+	int lfd = listener(&to, 16);
+	int pair[2];
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+	struct reuse_probe r = { .fd = pair[0] };
+	int err;
+	struct conn *c = conn_connect(&pool, (struct sockaddr *)&to, sizeof(to), NULL, 0, 2000,
+		&reuse_ops, &r, &err);
+	cr_assert_not_null(c);
+	turns_until(&r.p.connected, 100);
+	cr_assert_eq(r.p.connected, 1);
+	int sfd = accept(lfd, NULL, NULL);
+	close(sfd);   /* the peer leaves: the slot is freed by the recv completion, mid-batch */
+	turns_until(&r.p.closed, 100);   /* hangs in the end-of-turn hook if the list loops */
+	cr_assert_eq(r.p.closed, 1);
+	cr_assert_eq((void *)r.adopted, (void *)c, "the freed slot was reused");
+	char buf[32] = { 0 };
+	struct timeval tv = { .tv_sec = 5 };
+	setsockopt(pair[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	cr_assert_eq(recv(pair[1], buf, sizeof(buf), 0), 11);
+	cr_assert_str_eq(buf, "220 hello\r\n");
+	conn_abort(r.adopted);
+	turns_until(&r.adopted_probe.closed, 100);
+	close(pair[1]);
+	close(lfd);
 }
