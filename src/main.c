@@ -13,7 +13,9 @@
 
 #include "base/log.h"
 #include "base/queue_id.h"
+#include "base/workpool.h"
 #include "conf/config.h"
+#include "conf/passwd.h"
 #include "conf/policy.h"
 #include "conf/route.h"
 #include "deliver/maildir.h"
@@ -26,10 +28,21 @@
 #include "engine/xshard.h"
 #include "queue/spool.h"
 #include "src/passwd_cmd.h"
+#include "tls/tls_ctx.h"
 
 #define MAIN_OVERRIDES_MAX 64u
 #define MAIN_STOP_GRACE_MS 10000u   /* after SIGTERM: finish commits and deliveries */
 #define MAIN_RESOLV_CONF   "/etc/resolv.conf"
+#define MAIN_AUTH_THREADS_MAX 4u      /* password hashes at once (one per shard, at most this) */
+#define MAIN_AUTH_QUEUE_MAX 256u      /* hashes waiting; more get 454 */
+
+/* Listener profiles (struct main_world's profiles; listen_spec.profile). */
+enum main_profile {
+	MAIN_PROFILE_MX,            /* listen: port 25 style, STARTTLS when TLS is configured */
+	MAIN_PROFILE_SUBMISSION,    /* submission_listen: STARTTLS, then AUTH before MAIL (587) */
+	MAIN_PROFILE_SMTPS,         /* smtps_listen: implicit TLS (465), AUTH before MAIL if set */
+	MAIN_PROFILE_COUNT,
+};
 
 static void
 main_usage(FILE *f)
@@ -127,23 +140,11 @@ static int
 main_check_supported(const struct config *cfg, char *err, size_t err_len)
 {
 	static const struct { const char *key; const char *why; } todo[] = {
-		{ "submission_listen", "TLS and AUTH are not built in yet" },
-		{ "smtps_listen", "TLS is not built in yet" },
-		{ "tls_cert_file", "TLS is not built in yet" },
-		{ "tls_key_file", "TLS is not built in yet" },
-		{ "tls_eccert_file", "TLS is not built in yet" },
-		{ "tls_eckey_file", "TLS is not built in yet" },
-		{ "tls_server_sni_file", "TLS is not built in yet" },
 		{ "smtp_tls_ca_file", "outbound TLS is not built in yet" },
-		{ "auth_users_file", "AUTH is not built in yet" },
 		{ "smtp_tls_security_level", "outbound TLS is not built in yet" },
 	};
 	bool set[ARRAY_LEN(todo)] = {
-		cfg->submission_listen_count > 0, cfg->smtps_listen_count > 0,
-		cfg->tls_cert_file[0] != '\0', cfg->tls_key_file[0] != '\0',
-		cfg->tls_eccert_file[0] != '\0', cfg->tls_eckey_file[0] != '\0',
-		cfg->tls_server_sni_file[0] != '\0', cfg->smtp_tls_ca_file[0] != '\0',
-		cfg->auth_users_file[0] != '\0', cfg->smtp_tls_security_level != CONFIG_TLS_MAY,
+		cfg->smtp_tls_ca_file[0] != '\0', cfg->smtp_tls_security_level != CONFIG_TLS_MAY,
 	};
 	for (uint32_t i = 0; i < ARRAY_LEN(todo); i++) {
 		if (set[i]) {
@@ -154,13 +155,25 @@ main_check_supported(const struct config *cfg, char *err, size_t err_len)
 	return 0;
 }
 
+static uint64_t
+main_clock_real_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 /* The read-only world every shard shares, frozen before the shards start. */
 struct main_world {
 	const struct config *cfg;
 	const struct policy *policy;
-	struct smtp_server_config profile;       /* port 25 style: the only profile so far */
-	struct listen_spec listen[CONFIG_LISTEN_MAX];
+	struct smtpd_profile profiles[MAIN_PROFILE_COUNT];
+	struct listen_spec listen[3u * CONFIG_LISTEN_MAX];
 	uint32_t listen_count;
+	struct tls_tickets *tickets;             /* with tls: the ticket master secret */
+	struct tls_server_slot *tls;             /* the server context, or NULL without TLS */
+	struct passwd_table *passwd;             /* the AUTH users, or NULL */
+	struct workpool *workpool;               /* with passwd */
 	uint64_t started_real_ms;
 	const struct route *route;
 	struct dns_resolver_config dns;
@@ -184,25 +197,101 @@ struct main_shard {
 };
 
 static void
+main_listen_add(struct main_world *w, const struct config_addr *addrs, uint32_t count,
+	uint32_t profile)
+{
+	for (uint32_t i = 0; i < count; i++) {
+		ASSERT(w->listen_count < ARRAY_LEN(w->listen));
+		w->listen[w->listen_count++] = (struct listen_spec){ .sa = addrs[i].sa,
+			.sa_len = addrs[i].sa_len, .profile = profile };
+	}
+}
+
+/* The three profiles (config_check made sure each listener has what its profile needs) and
+ * the listeners. */
+static void
 main_world_init(struct main_world *w, const struct config *cfg, const struct policy *policy)
 {
 	w->cfg = cfg;
 	w->policy = policy;
-	w->profile = (struct smtp_server_config){
+	struct smtp_server_config base = {
 		.hostname = slice_make(cfg->myhostname, strlen(cfg->myhostname)),
 		.max_message_size = cfg->max_message_size,
 		.max_recipients = cfg->max_recipients,
 		.bad_cmd_max = cfg->bad_cmd_max,
 		.cmd_timeout_ms = cfg->cmd_timeout_ms,
 		.data_timeout_ms = cfg->data_timeout_ms,
-		.starttls_offered = false,
 	};
-	for (uint32_t i = 0; i < cfg->listen_count; i++) {
-		w->listen[i].sa = cfg->listen[i].sa;
-		w->listen[i].sa_len = cfg->listen[i].sa_len;
-		w->listen[i].profile = 0;
+	bool auth = cfg->auth_users_file[0] != '\0';
+	struct smtpd_profile *p = w->profiles;
+	p[MAIN_PROFILE_MX].smtp = base;
+	p[MAIN_PROFILE_MX].smtp.starttls_offered = w->tls != NULL;
+	p[MAIN_PROFILE_SUBMISSION].smtp = base;
+	p[MAIN_PROFILE_SUBMISSION].smtp.starttls_offered = true;
+	p[MAIN_PROFILE_SUBMISSION].smtp.tls_required = true;
+	p[MAIN_PROFILE_SUBMISSION].smtp.auth_offered = true;
+	p[MAIN_PROFILE_SUBMISSION].smtp.auth_required = true;
+	p[MAIN_PROFILE_SMTPS].smtp = base;
+	p[MAIN_PROFILE_SMTPS].smtp.auth_offered = auth;
+	p[MAIN_PROFILE_SMTPS].smtp.auth_required = auth;
+	p[MAIN_PROFILE_SMTPS].implicit_tls = true;
+	main_listen_add(w, cfg->listen, cfg->listen_count, MAIN_PROFILE_MX);
+	main_listen_add(w, cfg->submission_listen, cfg->submission_listen_count,
+		MAIN_PROFILE_SUBMISSION);
+	main_listen_add(w, cfg->smtps_listen, cfg->smtps_listen_count, MAIN_PROFILE_SMTPS);
+}
+
+/* Start-up: the server context and the ticket secret, the AUTH users and their workers. */
+static int
+main_world_security(struct main_world *w, char *err, size_t err_len)
+{
+	const struct config *cfg = w->cfg;
+	static struct tls_server_slot slot;
+	if (cfg->tls_cert_file[0] != '\0' || cfg->tls_eccert_file[0] != '\0') {
+		struct tls_server_ctx *ctx;
+		if (tls_tickets_new(&w->tickets) != 0) {
+			snprintf(err, err_len, "TLS session ticket secret: no random octets");
+			return -1;
+		}
+		if (tls_server_ctx_new(cfg, w->tickets, &ctx, err, err_len) != 0)
+			return -1;
+		tls_server_slot_init(&slot, ctx);
+		w->tls = &slot;
 	}
-	w->listen_count = cfg->listen_count;
+	if (cfg->auth_users_file[0] != '\0') {
+		if (passwd_load(cfg->auth_users_file, &w->passwd, err, err_len) != 0)
+			return -1;
+		uint32_t threads = cfg->shards < MAIN_AUTH_THREADS_MAX ? cfg->shards
+			: MAIN_AUTH_THREADS_MAX;
+		int rc = workpool_create(threads, MAIN_AUTH_QUEUE_MAX, &w->workpool);
+		if (rc < 0) {
+			snprintf(err, err_len, "AUTH worker threads: %s", strerror(-rc));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* SIGHUP: the certificates and keys are read again; the new context serves new handshakes,
+ * connections keep theirs. A failing build keeps the old one. */
+static void
+main_tls_reload(struct main_world *w)
+{
+	char err[TLS_CTX_ERR_MAX];
+	struct tls_server_ctx *ctx;
+	char buf[LOG_LINE_MAX];
+	struct log_line l;
+	log_line_begin(&l, buf, sizeof(buf), main_clock_real_ms(), "tls_reload");
+	if (w->tls == NULL) {
+		log_line_str(&l, "result", "no TLS configured");
+	} else if (tls_server_ctx_new(w->cfg, w->tickets, &ctx, err, sizeof(err)) != 0) {
+		log_line_str(&l, "result", "failed");
+		log_line_quoted(&l, "reason", slice_make(err, strlen(err)));
+	} else {
+		tls_server_slot_publish(w->tls, ctx);
+		log_line_str(&l, "result", "ok");
+	}
+	log_write(buf, log_line_end(&l));
 }
 
 /* On the shard's thread: the cross-shard endpoint, the resolver and the outbound agent. */
@@ -257,7 +346,9 @@ main_shard_setup(struct shard *sh, void *ctx)
 	if (rc < 0)
 		return rc;
 	struct smtpd_params dp = { .cfg = cfg, .policy = w->policy, .spool = ms->spool,
-		.conns = &sh->conns, .profiles = &w->profile, .profile_count = 1 };
+		.conns = &sh->conns, .profiles = w->profiles, .profile_count = MAIN_PROFILE_COUNT,
+		.tls = w->tls, .passwd = w->passwd,
+		.workpool = w->workpool };
 	rc = smtpd_init(r, &dp, &ms->smtpd);
 	if (rc < 0)
 		return rc;
@@ -329,14 +420,6 @@ main_shard_teardown(struct shard *sh, void *ctx)
 	spool_close(ms->spool);
 }
 
-static uint64_t
-main_clock_real_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* Spool directories of shards that no longer run (the spool was written with more): each is
  * taken in by shard n % shards, so no mail is stranded. */
 static int
@@ -404,8 +487,10 @@ main_run(struct main_world *w)
 		sigemptyset(&set);
 		sigaddset(&set, SIGTERM);
 		sigaddset(&set, SIGINT);
+		sigaddset(&set, SIGHUP);
 		int sig = 0;
-		(void)sigwait(&set, &sig);
+		while (sigwait(&set, &sig) == 0 && sig == SIGHUP)
+			main_tls_reload(w);
 	}
 	struct io_uring ring;
 	int ring_rc = io_uring_queue_init(8, &ring, 0);
@@ -415,6 +500,8 @@ main_run(struct main_world *w)
 	}
 	for (uint32_t i = 0; i < started; i++)
 		shard_join(&shards[i]);
+	if (w->workpool != NULL)   /* the shards waited for their jobs (smtpd's idle hook) */
+		workpool_destroy(w->workpool);
 	if (ring_rc == 0)
 		io_uring_queue_exit(&ring);
 	if (w->xshard != NULL)
@@ -466,9 +553,15 @@ main(int argc, char **argv)
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGPIPE);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	static struct main_world world;
+	world.cfg = &cfg;
+	if (main_world_security(&world, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ringmta: %s\n", err);
+		return 2;
+	}
 	main_world_init(&world, &cfg, &policy);
 	world.route = &route;
 	world.dns_ok = dns_resolver_config_from(&cfg, MAIN_RESOLV_CONF, &world.dns, err,
@@ -476,6 +569,11 @@ main(int argc, char **argv)
 	if (!world.dns_ok)   /* local delivery works without; remote lookups defer */
 		log_error(main_clock_real_ms(), err, -ENOENT);
 	rc = main_run(&world);
+	if (world.tls != NULL) {
+		tls_server_slot_fini(world.tls);
+		tls_tickets_free(world.tickets);
+	}
+	passwd_free(world.passwd);
 	route_fini(&route);
 	policy_fini(&policy);
 	return rc;
