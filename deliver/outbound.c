@@ -10,6 +10,7 @@
 #include "base/log.h"
 #include "conf/route.h"
 #include "engine/xshard.h"
+#include "tls/tls_cache.h"
 
 #define OUTBOUND_SUSPEND_MIN_MS 1000u   /* a dead destination rests at least this long */
 
@@ -733,7 +734,8 @@ outbound_client_config(struct outbound *ob)
 	const struct config *cfg = ob->p.cfg;
 	ob->ccfg = (struct smtp_client_config){
 		.helo_name = slice_make(cfg->myhostname, strlen(cfg->myhostname)),
-		.starttls = false,
+		.starttls = ob->p.tls != NULL,
+		.tls_required = ob->p.tls != NULL && cfg->smtp_tls_security_level >= CONFIG_TLS_ENCRYPT,
 	};
 	uint32_t max = cfg->dest_recipient_limit;
 	const struct route_table *pt = &ob->p.route->policy;
@@ -767,6 +769,10 @@ outbound_init(struct ring *r, const struct outbound_params *p, struct outbound *
 	ob->conn_limit = outbound_sched_share(p->cfg->outbound_connection_limit, p->shard_count,
 		ob->shard);
 	outbound_client_config(ob);
+	if (p->tls != NULL && tls_cache_new(OUTBOUND_TLS_CACHE_ENTRIES, &ob->tls_cache) != 0) {
+		outbound_fini(ob);
+		return -ENOMEM;
+	}
 	ob->op_dns = ring_op_register(r, outbound_dns_done, ob);
 	outbound_sessions_init(ob);
 	if (p->xshard != NULL) {
@@ -793,6 +799,8 @@ outbound_fini(struct outbound *ob)
 	}
 	free(ob->buckets);
 	free(ob->homes);
+	if (ob->tls_cache != NULL)
+		tls_cache_free(ob->tls_cache);
 	free(ob);
 }
 

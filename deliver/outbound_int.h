@@ -72,6 +72,7 @@ struct outbound {
 	uint32_t shard;
 	uint8_t op_dns, op_body;
 	struct smtp_client_config ccfg;
+	struct tls_cache *tls_cache;            /* with p.tls: sessions to resume, by MX name */
 	struct ob_timeout timeouts[OUTBOUND_TIMEOUTS_MAX];
 	uint32_t timeout_count;
 	uint32_t idle_class;

@@ -134,27 +134,6 @@ main_lock_spool(const char *spool_dir)
 	return fd;   /* held until exit */
 }
 
-/* Keys that are parsed but that this build cannot act on yet: setting one is a start-up error,
- * never a silently ignored line. */
-static int
-main_check_supported(const struct config *cfg, char *err, size_t err_len)
-{
-	static const struct { const char *key; const char *why; } todo[] = {
-		{ "smtp_tls_ca_file", "outbound TLS is not built in yet" },
-		{ "smtp_tls_security_level", "outbound TLS is not built in yet" },
-	};
-	bool set[ARRAY_LEN(todo)] = {
-		cfg->smtp_tls_ca_file[0] != '\0', cfg->smtp_tls_security_level != CONFIG_TLS_MAY,
-	};
-	for (uint32_t i = 0; i < ARRAY_LEN(todo); i++) {
-		if (set[i]) {
-			snprintf(err, err_len, "%s: set, but %s", todo[i].key, todo[i].why);
-			return -1;
-		}
-	}
-	return 0;
-}
-
 static uint64_t
 main_clock_real_ms(void)
 {
@@ -172,6 +151,7 @@ struct main_world {
 	uint32_t listen_count;
 	struct tls_tickets *tickets;             /* with tls: the ticket master secret */
 	struct tls_server_slot *tls;             /* the server context, or NULL without TLS */
+	struct tls_client_ctx *tls_client;       /* outbound STARTTLS, or NULL (level none) */
 	struct passwd_table *passwd;             /* the AUTH users, or NULL */
 	struct workpool *workpool;               /* with passwd */
 	uint64_t started_real_ms;
@@ -258,6 +238,9 @@ main_world_security(struct main_world *w, char *err, size_t err_len)
 		tls_server_slot_init(&slot, ctx);
 		w->tls = &slot;
 	}
+	if (cfg->smtp_tls_security_level != CONFIG_TLS_NONE
+		&& tls_client_ctx_new(cfg, &w->tls_client, err, err_len) != 0)
+		return -1;
 	if (cfg->auth_users_file[0] != '\0') {
 		if (passwd_load(cfg->auth_users_file, &w->passwd, err, err_len) != 0)
 			return -1;
@@ -310,7 +293,8 @@ main_shard_outbound(struct shard *sh, struct main_shard *ms)
 			return rc;
 	}
 	struct outbound_params op = { .cfg = w->cfg, .route = w->route, .conns = &sh->conns,
-		.resolver = ms->resolver, .xshard = ms->xep, .shard_count = w->cfg->shards };
+		.resolver = ms->resolver, .xshard = ms->xep, .shard_count = w->cfg->shards,
+		.tls = w->tls_client };
 	return outbound_init(r, &op, &ms->outbound);
 }
 
@@ -523,10 +507,6 @@ main(int argc, char **argv)
 		return 0;
 	}
 	char err[CONFIG_ERR_MAX];
-	if (main_check_supported(&cfg, err, sizeof(err)) != 0) {
-		fprintf(stderr, "ringmta: %s\n", err);
-		return 2;
-	}
 	static struct policy policy;
 	if (policy_init(&policy, &cfg, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ringmta: %s\n", err);
@@ -573,6 +553,8 @@ main(int argc, char **argv)
 		tls_server_slot_fini(world.tls);
 		tls_tickets_free(world.tickets);
 	}
+	if (world.tls_client != NULL)
+		tls_client_ctx_unref(world.tls_client);
 	passwd_free(world.passwd);
 	route_fini(&route);
 	policy_fini(&policy);
