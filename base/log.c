@@ -1,4 +1,4 @@
-/* base/log.c - log line formatting and the one write per line; see log.h. */
+/* base/log.c - log line formatting, the descriptor, the direct write; see log.h. */
 #include "base/log.h"
 
 #include <arpa/inet.h>
@@ -6,10 +6,12 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "base/queue_id.h"
 
@@ -21,8 +23,14 @@
 _Static_assert(LOG_LINE_MAX <= PIPE_BUF, "a line is one atomic pipe write");
 _Static_assert(LOG_LINE_MIN > LOG_TIME_LEN + LOG_RESERVE + 32u, "room for time and event");
 
-/* Written once by log_open before the shards start; later opens dup2 onto the same number. */
-static int log_fd = STDERR_FILENO;
+/* Set by the first log_open before the shards start; later opens dup3 onto the same number.
+ * Atomic because a reopen may run while shard threads read them (relaxed: each is one word). */
+static _Atomic int log_out_fd = STDERR_FILENO;
+static _Atomic bool log_out_appends;
+
+/* Each thread's sink (log_thread_sink); none for main and the helper threads. */
+static __thread log_sink_fn log_tls_sink;
+static __thread void *log_tls_sink_ctx;
 
 /* Days since 1970-01-01 to a civil date (H. Hinnant's days_from_civil, inverted). */
 void
@@ -308,11 +316,28 @@ log_format_stats(char *buf, size_t cap, uint64_t now_ms, uint32_t shard, uint64_
 
 /* ---- output ---- */
 
+/* Learns whether fd appends each write whole (see log_fd_appends); a regular file without
+ * O_APPEND (stderr redirected by a shell) gets it, as positioned writes of two shards could land
+ * on the same offset. */
+static void
+log_probe(int fd)
+{
+	struct stat st;
+	int flags = fcntl(fd, F_GETFL);
+	bool regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+	if (regular && flags >= 0 && (flags & O_APPEND) == 0
+		&& fcntl(fd, F_SETFL, flags | O_APPEND) == 0)
+		flags |= O_APPEND;
+	atomic_store_explicit(&log_out_appends, regular && flags >= 0 && (flags & O_APPEND) != 0,
+		memory_order_relaxed);
+}
+
 int
 log_open(const char *path, char *err, size_t err_len)
 {
 	if (path[0] == '\0') {
-		log_fd = STDERR_FILENO;
+		atomic_store_explicit(&log_out_fd, STDERR_FILENO, memory_order_relaxed);
+		log_probe(STDERR_FILENO);
 		return 0;
 	}
 	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
@@ -320,27 +345,54 @@ log_open(const char *path, char *err, size_t err_len)
 		snprintf(err, err_len, "log_file: %s: %s", path, strerror(errno));
 		return -1;
 	}
-	if (log_fd == STDERR_FILENO) {
-		log_fd = fd;
+	int out = log_fd();
+	if (out == STDERR_FILENO) {
+		log_probe(fd);
+		atomic_store_explicit(&log_out_fd, fd, memory_order_relaxed);
 		return 0;
 	}
 	/* Reopening: the descriptor number other threads use stays valid throughout. */
-	int rc = dup3(fd, log_fd, O_CLOEXEC);
+	int rc = dup3(fd, out, O_CLOEXEC);
 	int dup_errno = errno;
 	close(fd);
 	if (rc < 0) {
 		snprintf(err, err_len, "log_file: %s: %s", path, strerror(dup_errno));
 		return -1;
 	}
+	log_probe(out);
 	return 0;
+}
+
+int
+log_fd(void)
+{
+	return atomic_load_explicit(&log_out_fd, memory_order_relaxed);
+}
+
+bool
+log_fd_appends(void)
+{
+	return atomic_load_explicit(&log_out_appends, memory_order_relaxed);
+}
+
+void
+log_thread_sink(log_sink_fn fn, void *ctx)
+{
+	log_tls_sink = fn;
+	log_tls_sink_ctx = ctx;
 }
 
 void
 log_write(const char *line, size_t len)
 {
+	ASSERT(len <= LOG_LINE_MAX);
+	if (log_tls_sink != NULL) {
+		log_tls_sink(log_tls_sink_ctx, line, len);
+		return;
+	}
 	ssize_t n;
 	do
-		n = write(log_fd, line, len);
+		n = write(log_fd(), line, len);
 	while (n < 0 && errno == EINTR);
 }
 

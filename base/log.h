@@ -1,4 +1,4 @@
-/* base/log.h - grep-able log lines: one line per event, `key=value` fields, one write(2) each.
+/* base/log.h - grep-able log lines: one line per event, `key=value` fields, each written whole.
  *
  * A line is "<time> event=<name> key=value ...\n", the time ISO-8601 UTC with milliseconds
  * (2024-05-01T12:34:56.789Z), queue ids as qid=<16 hex>, durations in seconds with three decimals.
@@ -9,10 +9,13 @@
  *
  * Formatting is pure: the caller reads the clock and passes the time, and the text goes into the
  * caller's buffer (LOG_LINE_MAX is enough for every line here; a longer one is cut and ends with
- * " truncated"). log_write writes a whole line with one write(2), so lines from several shard
- * threads never interleave (a pipe keeps writes up to PIPE_BUF whole; a file opened O_APPEND
- * keeps each write together). log_open runs once before the shards start. The convenience
- * functions (log_conn_open, ...) format into a stack buffer and write; nothing allocates. */
+ * " truncated"). log_write hands a whole line to the calling thread's sink if it installed one
+ * (log_thread_sink: a shard gathers its lines and writes them through its ring, base/log_sink.h),
+ * and otherwise writes it with one write(2) (main, or any thread before its shard starts). Either
+ * way lines from several threads never interleave (a pipe keeps writes up to PIPE_BUF whole; a
+ * file opened O_APPEND keeps each write together). log_open runs once before the shards start,
+ * and again at any time to reopen. The convenience functions (log_conn_open, ...) format into a
+ * stack buffer and write; nothing allocates. */
 #ifndef RINGMTA_BASE_LOG_H
 #define RINGMTA_BASE_LOG_H
 #include <stdbool.h>
@@ -93,13 +96,30 @@ size_t log_format_stats(char *buf, size_t cap, uint64_t now_ms, uint32_t shard,
 	uint64_t accepted_conns, uint64_t messages, uint64_t fdatasyncs, uint64_t deliveries);
 
 /* Sends later lines to path (opened O_WRONLY | O_APPEND | O_CREAT, mode 0640), or to stderr when
- * path is empty. Call before the shards start; called again (after log rotation) it puts the new
- * file on the same descriptor with dup2, so a concurrent writer never sees it closed. Returns 0,
- * or -1 with a message in err. */
+ * path is empty (a regular file there gets O_APPEND added, so that writes of several shards go
+ * at its end, never over each other). Call before the shards start; called again (after log
+ * rotation) it puts the new file on the same descriptor with dup3, so a concurrent writer never
+ * sees it closed: a write in flight goes to the old file or to the new one. Returns 0, or -1 with
+ * a message in err. */
 int log_open(const char *path, char *err, size_t err_len);
 
-/* Writes line[0..len) with one write(2). A failed write is dropped: there is nowhere to report
- * it, and the daemon must not stop for it. */
+/* The descriptor the lines go to: the same number from the first log_open to the exit. */
+int log_fd(void);
+
+/* Whether one write of any length reaches the log whole, at its end, untouched by other writers:
+ * true for a regular file opened O_APPEND (the kernel appends each write under the file's lock);
+ * otherwise (a pipe, a terminal, a socket) only writes of up to PIPE_BUF octets are safe. */
+bool log_fd_appends(void);
+
+/* Where log_write puts the calling thread's lines when set: fn(ctx, line, len) with one whole
+ * line (len <= LOG_LINE_MAX, ending with LF), which fn copies before it returns. */
+typedef void (*log_sink_fn)(void *ctx, const char *line, size_t len);
+
+/* Installs fn(ctx) as the calling thread's sink; NULL goes back to the direct write. */
+void log_thread_sink(log_sink_fn fn, void *ctx);
+
+/* Gives line[0..len) (one whole line) to the thread's sink, or writes it with one write(2). A
+ * failed write is dropped: there is nowhere to report it, and the daemon must not stop for it. */
 void log_write(const char *line, size_t len);
 
 /* Format and write (the time is the caller's). */

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "base/log_sink.h"
 #include "base/queue_id.h"
 #include "base/workpool.h"
 #include "conf/config.h"
@@ -174,6 +175,7 @@ struct main_shard {
 	struct dns_resolver *resolver;
 	struct outbound *outbound;
 	struct xshard_endpoint *xep;
+	struct log_sink *log;
 };
 
 static void
@@ -349,6 +351,10 @@ main_shard_setup(struct shard *sh, void *ctx)
 	rc = qmgr_init(r, &qp, &ms->qmgr);
 	if (rc < 0)
 		return rc;
+	/* From here on this thread's log lines leave through the ring, once per turn. */
+	rc = log_sink_open(r, &ms->log);
+	if (rc < 0)
+		return rc;
 	uint32_t failed = 0;
 	rc = listeners_open(r, ms->smtpd, w->listen, w->listen_count, &ms->listeners, &failed);
 	if (rc < 0)
@@ -386,6 +392,8 @@ main_shard_stats(struct shard *sh, struct main_shard *ms)
 	log_line_u64(&l, "out_transactions", o->transactions);
 	log_line_u64(&l, "out_delivered", o->delivered);
 	log_line_u64(&l, "out_body_bytes", o->body_bytes);   /* all sent borrowed, none copied */
+	log_line_u64(&l, "log_writes", log_sink_stats(ms->log)->writes);
+	log_line_u64(&l, "log_dropped", log_sink_stats(ms->log)->dropped);
 	log_write(buf, log_line_end(&l));
 }
 
@@ -402,6 +410,7 @@ main_shard_teardown(struct shard *sh, void *ctx)
 	maildir_fini(ms->maildir);
 	smtpd_fini(ms->smtpd);
 	spool_close(ms->spool);
+	log_sink_close(ms->log);   /* last: writes the stats line and whatever the rest logged */
 }
 
 /* Spool directories of shards that no longer run (the spool was written with more): each is

@@ -4,6 +4,7 @@ Every test gets its own directory (spool, Maildir, log) and its own port, so tes
 state. Only 127.0.0.1 and ::1 are used.
 """
 import os
+import re
 import shutil
 import signal
 import socket
@@ -43,6 +44,9 @@ class Daemon:
             "local_domains": "localhost, example.test",
             "myhostname": "mx.example.test",
             "shards": str(shards),
+            # Never the machine's resolver: a loopback port where nothing answers, so remote
+            # domains defer; a test that resolves names sets its own DNS server.
+            "dns_servers": "127.0.0.1:%d" % free_port(),
         }
         if users is not None:
             path = os.path.join(self.dir, "users")
@@ -103,6 +107,16 @@ class Daemon:
                 return f.read().decode("utf-8", "replace")
         except OSError:
             return ""
+
+    def wait_for_log(self, pattern, timeout=5.0):
+        """The log once a line matches pattern (a regex): shards write their lines in batches,
+        a little after the event (base/log_sink)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.read_log()
+            if re.search(pattern, log) or time.monotonic() >= deadline:
+                return log
+            time.sleep(0.02)
 
     def mailbox_files(self, user):
         new = os.path.join(self.maildir, user, "new")

@@ -81,7 +81,7 @@ def test_expiry_bounces_to_the_local_sender():
         assert "Diagnostic-Code" in r and "Last-Attempt-Date" in r, r
         assert parts[2].get_content_type() == "message/rfc822", parts[2].get_content_type()
         assert b"hello there" in parts[2].as_bytes()
-        log = d.read_log()
+        log = d.wait_for_log(r"to=<alice@localhost> status=expired .* dsn=4\.4\.7")
         assert re.search(r"to=<alice@localhost> status=expired .* dsn=4\.4\.7", log), log
         assert " event=dsn " in log
         assert d.stop() == 0
