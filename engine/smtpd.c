@@ -35,6 +35,7 @@ struct smtpd_session {
 	struct msg *msg;                     /* the body being received */
 	uint64_t commit_qid;                 /* the message whose commit we wait for */
 	struct passwd_job job;               /* AUTH: the credentials being verified */
+	struct __kernel_timespec auth_delay; /* read by the kernel: the wait before a 535 */
 	struct smtp_server smtp;             /* last: its arena is touched only when used */
 };
 
@@ -48,6 +49,7 @@ struct smtpd {
 	uint32_t free_head;
 	uint8_t op_commit;
 	uint8_t op_auth;
+	uint8_t op_auth_delay;
 	uint32_t auth_busy;                  /* jobs out with the worker pool */
 	struct tls_server_view tls_view;     /* valid with p.tls */
 	uint32_t cmd_class;
@@ -291,24 +293,68 @@ smtpd_auth_start(struct smtpd_session *ss)
 	smtpd_auth_verdict(ss, rc == -EAGAIN || rc == -ESHUTDOWN ? -EAGAIN : rc);
 }
 
-/* A worker's verdict on a session's credentials. */
-static void
-smtpd_auth_done(void *ctx, const struct io_uring_cqe *cqe)
+/* A completion for a session's AUTH (the worker's verdict, or the end of the wait before a
+ * 535): the session, or NULL if the client left meanwhile (its slot is free now). */
+static struct smtpd_session *
+smtpd_auth_back(struct smtpd *d, const struct io_uring_cqe *cqe)
 {
-	struct smtpd *d = ctx;
 	uint32_t slot = ring_ud_slot(cqe->user_data);
 	ASSERT(slot < d->slot_count);
 	struct smtpd_session *ss = d->slots[slot];
 	ASSERT(ss->auth_busy);
 	ss->auth_busy = false;
 	d->auth_busy--;
-	if (ss->free_deferred) {   /* the client left meanwhile */
+	if (ss->free_deferred) {
 		ss->free_deferred = false;
 		smtpd_slot_push(ss);
-		return;
+		return NULL;
 	}
 	ASSERT(ss->live && ss->gen == ring_ud_gen(cqe->user_data));
-	smtpd_auth_verdict(ss, cqe->res == 0 || cqe->res == -EACCES ? cqe->res : -EIO);
+	return ss;
+}
+
+/* A failed authentication is answered after SMTPD_AUTH_FAIL_DELAY_MS times the failures so
+ * far, this one included: guessing gets slower, then the machine closes with 421. The slot
+ * stays busy while the kernel's timeout runs. Not while the shard stops. */
+static bool
+smtpd_auth_delay(struct smtpd_session *ss)
+{
+	struct smtpd *d = ss->d;
+	if (d->ring->stopping)
+		return false;
+	uint64_t ms = (uint64_t)SMTPD_AUTH_FAIL_DELAY_MS * (smtp_server_auth_failures(&ss->smtp) + 1u);
+	ss->auth_delay = (struct __kernel_timespec){ .tv_sec = (long long)(ms / 1000u),
+		.tv_nsec = (long long)(ms % 1000u) * 1000000 };
+	struct io_uring_sqe *sqe = ring_sqe(d->ring);
+	io_uring_prep_timeout(sqe, &ss->auth_delay, 0, 0);
+	io_uring_sqe_set_data64(sqe, ring_ud(d->op_auth_delay, ss->slot, ss->gen));
+	ss->auth_busy = true;
+	d->auth_busy++;
+	return true;
+}
+
+/* A worker's verdict on a session's credentials. */
+static void
+smtpd_auth_done(void *ctx, const struct io_uring_cqe *cqe)
+{
+	struct smtpd *d = ctx;
+	struct smtpd_session *ss = smtpd_auth_back(d, cqe);
+	if (ss == NULL)
+		return;
+	int result = cqe->res == 0 || cqe->res == -EACCES ? cqe->res : -EIO;
+	if (result == -EACCES && smtpd_auth_delay(ss))
+		return;
+	smtpd_auth_verdict(ss, result);
+}
+
+/* The wait before a 535 is over. */
+static void
+smtpd_auth_delay_done(void *ctx, const struct io_uring_cqe *cqe)
+{
+	struct smtpd *d = ctx;
+	struct smtpd_session *ss = smtpd_auth_back(d, cqe);
+	if (ss != NULL)
+		smtpd_auth_verdict(ss, -EACCES);
 }
 
 /* STARTTLS action: its 220 is written (it leaves in the clear); TLS starts behind it. */
@@ -584,6 +630,7 @@ smtpd_init(struct ring *r, const struct smtpd_params *p, struct smtpd **out)
 	d->data_class = conn_pool_timeout_class(p->conns, p->cfg->data_timeout_ms);
 	d->op_commit = ring_op_register(r, smtpd_commit_done, d);
 	d->op_auth = ring_op_register(r, smtpd_auth_done, d);
+	d->op_auth_delay = ring_op_register(r, smtpd_auth_delay_done, d);
 	ring_hooks_register(r, &smtpd_hooks, d);
 	*out = d;
 	return 0;

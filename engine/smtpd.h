@@ -20,7 +20,9 @@
  *
  * AUTH: the machine's credentials are copied into a job that a worker of the pool verifies
  * (conf/passwd, crypt(3)); the verdict comes back through the ring, and a session slot whose
- * job is out is not reused until it is back. An authenticated session may relay (as a client
+ * job is out is not reused until it is back. A 535 waits SMTPD_AUTH_FAIL_DELAY_MS times the
+ * failures so far (a kernel timeout on the ring, the slot busy meanwhile), and the machine
+ * closes with 421 after SMTP_AUTH_FAILURES_MAX of them. An authenticated session may relay (as a client
  * in relay_networks may). Each outcome is logged (event=auth user=... result=ok|failed|error),
  * never the password. While the shard stops, AUTH answers 454 and no job is started. */
 #ifndef RINGMTA_ENGINE_SMTPD_H
@@ -45,6 +47,8 @@ struct smtpd_profile {
 	struct smtp_server_config smtp;   /* rcpt_check is filled in by smtpd_init */
 	bool implicit_tls;                /* RFC 8314: TLS from the first octet (needs tls) */
 };
+
+#define SMTPD_AUTH_FAIL_DELAY_MS 500u   /* times the failures so far: the wait before a 535 */
 
 struct smtpd_stats {
 	uint64_t messages_committed;
