@@ -57,6 +57,7 @@ enum config_kind {
 	CONFIG_KIND_MAILDIR_SYNC, /* fsync | syncfs */
 	CONFIG_KIND_INET,        /* all, ipv4, ipv6, "ipv4, ipv6" (Postfix inet_protocols) */
 	CONFIG_KIND_TLS_LEVEL,   /* uint8_t enum config_tls_level */
+	CONFIG_KIND_BOOL,        /* bool: yes | no */
 };
 
 struct config_key {
@@ -94,6 +95,7 @@ static const struct config_key config_keys[] = {
 		0, 0),
 	CONFIG_VALUE("smtp_tls_ca_file", CONFIG_KIND_PATH, smtp_tls_ca_file, 0, 0),
 	CONFIG_VALUE("auth_users_file", CONFIG_KIND_PATH, auth_users_file, 0, 0),
+	CONFIG_VALUE("submission_sender_check", CONFIG_KIND_BOOL, submission_sender_check, 0, 0),
 	CONFIG_VALUE("max_message_size", CONFIG_KIND_SIZE, max_message_size,
 		CONFIG_MESSAGE_SIZE_MIN, CONFIG_MESSAGE_SIZE_MAX),
 	CONFIG_VALUE("max_recipients", CONFIG_KIND_COUNT, max_recipients, 1, SMTP_RCPT_COUNT_MAX),
@@ -869,6 +871,13 @@ config_set_value(struct config *cfg, const struct config_key *k, struct slice va
 		return config_parse_inet(cfg, value, why);
 	case CONFIG_KIND_TLS_LEVEL:
 		return config_parse_tls_level((uint8_t *)field, value, why);
+	case CONFIG_KIND_BOOL:
+		if (!slice_eq(value, SLICE_LIT("yes")) && !slice_eq(value, SLICE_LIT("no"))) {
+			config_why(why, value, " is not yes or no");
+			return -1;
+		}
+		*(bool *)field = slice_eq(value, SLICE_LIT("yes"));
+		return 0;
 	case CONFIG_KIND_SIZE:
 	case CONFIG_KIND_COUNT:
 	case CONFIG_KIND_PORT:
@@ -931,6 +940,9 @@ config_print_value(FILE *f, const struct config *cfg, const struct config_key *k
 	case CONFIG_KIND_TLS_LEVEL:
 		ASSERT(*(const uint8_t *)field < ARRAY_LEN(config_tls_levels));
 		fputs(config_tls_levels[*(const uint8_t *)field], f);
+		break;
+	case CONFIG_KIND_BOOL:
+		fputs(*(const bool *)field ? "yes" : "no", f);
 		break;
 	}
 }
@@ -1082,6 +1094,7 @@ config_default(struct config *cfg)
 	cfg->dns_cache_max = CONFIG_DNS_CACHE_MAX_DEFAULT;
 	cfg->inet_protocols = CONFIG_INET_ALL;
 	cfg->smtp_tls_security_level = CONFIG_TLS_MAY;
+	cfg->submission_sender_check = true;
 	cfg->dest_concurrency_limit = CONFIG_DEST_CONCURRENCY_DEFAULT;
 	cfg->dest_recipient_limit = CONFIG_DEST_RCPT_DEFAULT;
 	cfg->connection_reuse_limit = CONFIG_REUSE_LIMIT_DEFAULT;

@@ -213,9 +213,11 @@ main_world_init(struct main_world *w, const struct config *cfg, const struct pol
 	p[MAIN_PROFILE_SUBMISSION].smtp.tls_required = true;
 	p[MAIN_PROFILE_SUBMISSION].smtp.auth_offered = true;
 	p[MAIN_PROFILE_SUBMISSION].smtp.auth_required = true;
+	p[MAIN_PROFILE_SUBMISSION].smtp.sender_is_login = cfg->submission_sender_check;
 	p[MAIN_PROFILE_SMTPS].smtp = base;
 	p[MAIN_PROFILE_SMTPS].smtp.auth_offered = auth;
 	p[MAIN_PROFILE_SMTPS].smtp.auth_required = auth;
+	p[MAIN_PROFILE_SMTPS].smtp.sender_is_login = cfg->submission_sender_check;
 	p[MAIN_PROFILE_SMTPS].implicit_tls = true;
 	main_listen_add(w, cfg->listen, cfg->listen_count, MAIN_PROFILE_MX);
 	main_listen_add(w, cfg->submission_listen, cfg->submission_listen_count,

@@ -389,6 +389,18 @@ def test_relay_only_after_auth(t):
     r.close()
 
 
+def test_submission_sends_only_as_the_user(t):
+    # submission_sender_check (default yes): MAIL FROM is the authenticated user or <>.
+    r = submission(t)
+    assert r.cmd("AUTH PLAIN " + plain_auth(USER, PASSWORD))[0] == 235
+    code, texts = r.cmd("MAIL FROM:<bob@example.test>")
+    assert code == 553 and texts[0].startswith("5.7.1"), (code, texts)
+    assert r.cmd("MAIL FROM:<alice@EXAMPLE.test>")[0] == 250
+    assert r.cmd("RSET")[0] == 250
+    assert r.cmd("MAIL FROM:<>")[0] == 250
+    r.close()
+
+
 def test_smtplib_submission_relays(t):
     with smtplib.SMTP("127.0.0.1", t.sub_port, timeout=10) as s:
         s.starttls(context=trusting(t.crt))
