@@ -156,7 +156,7 @@ struct outbound_params {
 	struct dns_resolver *resolver;        /* NULL: no DNS servers (lookups defer) */
 	struct xshard_endpoint *xshard;       /* NULL with one shard */
 	uint32_t shard_count;
-	struct tls_client_ctx *tls;           /* STARTTLS (smtp_tls_security_level), or NULL */
+	struct tls_client_ctx *tls;           /* STARTTLS, or NULL when no level asks for it */
 };
 
 struct outbound_stats {

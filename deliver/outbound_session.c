@@ -17,7 +17,8 @@
  * only after everything borrowed from it has been sent (with TLS the octets are copied where
  * they are sealed: engine/conn).
  *
- * STARTTLS (smtp_tls_security_level, Postfix's names): with `may` and up the client machine
+ * STARTTLS (smtp_tls_security_level, Postfix's names, or the destination's tls= in
+ * destination_policy_file): with `may` and up the client machine
  * asks for it when the server offers it; its STARTTLS action starts the connection's TLS stage
  * (what the server sent after its 220 is dropped), with the MX name for SNI, verification and
  * the shard's session cache. `encrypt` and `verify` defer when the server offers no STARTTLS
@@ -632,7 +633,7 @@ ob_session_starttls(struct ob_session *s)
 	struct outbound *ob = s->ob;
 	uint32_t len;
 	const char *name = outbound_addr_name(&s->d->route, s->addr, &len);
-	struct tls_client_params p = { .level = ob->p.cfg->smtp_tls_security_level,
+	struct tls_client_params p = { .level = s->d->tls_level,
 		.host = slice_make(name, len), .cache = ob->tls_cache };
 	int rc = conn_tls_client(s->conn, ob->p.tls, &p,
 		ob_timeout_class(ob, SMTP_CLIENT_TIMEOUT_CMD_MS));
@@ -707,7 +708,7 @@ ob_session_connected(void *ctx, struct conn *c, int res)
 	s->up_ms = s->ob->ring->now_ms;
 	s->ob->stats.connections++;
 	ob_session_log_open(s);
-	smtp_client_init(&s->smtp, &s->ob->ccfg);
+	smtp_client_init(&s->smtp, &s->ob->ccfg[s->d->tls_level]);
 	ob_session_deadline(s);
 	(void)c;
 }

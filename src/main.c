@@ -242,7 +242,7 @@ main_world_security(struct main_world *w, char *err, size_t err_len)
 		tls_server_slot_init(&slot, ctx);
 		w->tls = &slot;
 	}
-	if (cfg->smtp_tls_security_level != CONFIG_TLS_NONE
+	if ((cfg->smtp_tls_security_level != CONFIG_TLS_NONE || route_policy_wants_tls(w->route))
 		&& tls_client_ctx_new(cfg, &w->tls_client, err, err_len) != 0)
 		return -1;
 	if (cfg->auth_users_file[0] != '\0') {
@@ -549,12 +549,12 @@ main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	static struct main_world world;
 	world.cfg = &cfg;
+	world.route = &route;
 	if (main_world_security(&world, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ringmta: %s\n", err);
 		return 2;
 	}
 	main_world_init(&world, &cfg, &policy);
-	world.route = &route;
 	world.dns_ok = dns_resolver_config_from(&cfg, MAIN_RESOLV_CONF, &world.dns, err,
 		sizeof(err)) == 0;
 	if (!world.dns_ok)   /* local delivery works without; remote lookups defer */

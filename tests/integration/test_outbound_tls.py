@@ -7,6 +7,7 @@ with a self-signed certificate, one without TLS. Routes are transport_maps entri
            cipher ..."), the receiver's Received: says ESMTPS.
   encrypt  to a receiver without STARTTLS: deferred, and nothing reaches the receiver.
   verify   to the self-signed receiver: the handshake fails on the certificate, deferred.
+  per destination (destination_policy_file tls=...): over the global level, both ways.
 
 Run by `make test` (meson test suite 'integration'); argument: the build directory.
 """
@@ -42,6 +43,13 @@ def sender(to_port, level, **extra):
         f.write("tls.test [127.0.0.1]:%d\n" % to_port)
     d.options["transport_maps"] = transport
     return d.start()
+
+
+def policy(d, name, text):
+    path = os.path.join(d.dir, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
 
 
 def send(d, rcpt, subject):
@@ -114,6 +122,31 @@ def test_verify_fails_on_a_self_signed_receiver(rx):
         tx.cleanup()
 
 
+def test_the_destination_policy_sets_the_level(rx, plain):
+    # Global none, tls=may for the destination: TLS all the same (the client context is built
+    # because a policy line asks for it).
+    tx = sender(rx.port, "none", destination_policy_file=policy(rx, "policy-may",
+                                                                 "tls.test tls=may\n"))
+    try:
+        send(tx, "fred@tls.test", b"policy may")
+        line = delivery_line(tx, "fred@tls.test")
+        assert "status=delivered" in line and 'tls="TLSv1.3 with cipher' in line, line
+        assert tx.stop() == 0
+    finally:
+        tx.cleanup()
+    # Global may, tls=encrypt for the destination: a receiver without STARTTLS is deferred.
+    tx = sender(plain.port, "may", destination_policy_file=policy(plain, "policy-encrypt",
+                                                                  "tls.test tls=encrypt\n"))
+    try:
+        send(tx, "gina@tls.test", b"policy encrypt")
+        line = delivery_line(tx, "gina@tls.test")
+        assert "status=deferred" in line and "TLS is required" in line, line
+        assert plain.mailbox_files("gina") == []
+        assert tx.stop() == 0
+    finally:
+        tx.cleanup()
+
+
 def main():
     res = Results()
     rx = receiver(tls=True)
@@ -124,6 +157,8 @@ def main():
                 plain)
         res.run("test_verify_fails_on_a_self_signed_receiver",
                 test_verify_fails_on_a_self_signed_receiver, rx)
+        res.run("test_the_destination_policy_sets_the_level",
+                test_the_destination_policy_sets_the_level, rx, plain)
         assert rx.stop() == 0 and plain.stop() == 0
     finally:
         rx.cleanup()
