@@ -7,14 +7,16 @@ PACKAGES   := meson ninja-build pkg-config gcc clang libclang-rt-14-dev liburing
               libcriterion-dev python3 swaks strace libldns-dev android-libboringssl-dev \
               nsd unbound ldnsutils fuse3 libfuse3-dev libcrypt-dev openssl ca-certificates
 FUZZ_TARGETS := smtp_server_fuzz data_scan_fuzz smtp_addr_fuzz record_fuzz config_fuzz \
-                data_stuff_fuzz smtp_reply_fuzz smtp_client_fuzz dns_answer_fuzz smtp_auth_fuzz \
-                tls_stage_fuzz
+                data_stuff_fuzz smtp_reply_fuzz smtp_client_fuzz received_fuzz dns_answer_fuzz \
+                smtp_auth_fuzz tls_stage_fuzz
 
 .PHONY: all deps build run test unit fuzz fuzz-build bench clean
 
 all: build
 
-# Installs only what is missing; apt-get update runs once, and only when something is.
+# Installs only what is missing; apt-get update runs once, and only when something is. As root,
+# also creates MAIL_OWNER, the system user ringmta runs as once it has bound its ports.
+MAIL_OWNER ?= ringmta
 deps:
 	@missing=""; for p in $(PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
@@ -22,6 +24,10 @@ deps:
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	@if [ "$$(id -u)" = 0 ] && ! getent passwd $(MAIL_OWNER) >/dev/null; then \
+		echo "creating the system user $(MAIL_OWNER)"; \
+		useradd --system --no-create-home --shell /usr/sbin/nologin $(MAIL_OWNER); \
 	fi
 
 $(BUILD)/build.ninja:

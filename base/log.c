@@ -300,20 +300,6 @@ log_format_error(char *buf, size_t cap, uint64_t now_ms, const char *what, int e
 	return log_line_end(&l);
 }
 
-size_t
-log_format_stats(char *buf, size_t cap, uint64_t now_ms, uint32_t shard, uint64_t accepted_conns,
-	uint64_t messages, uint64_t fdatasyncs, uint64_t deliveries)
-{
-	struct log_line l;
-	log_line_begin(&l, buf, cap, now_ms, "stats");
-	log_line_u64(&l, "shard", shard);
-	log_line_u64(&l, "connections", accepted_conns);
-	log_line_u64(&l, "messages", messages);
-	log_line_u64(&l, "fdatasyncs", fdatasyncs);
-	log_line_u64(&l, "deliveries", deliveries);
-	return log_line_end(&l);
-}
-
 /* ---- output ---- */
 
 /* Learns whether fd appends each write whole (see log_fd_appends); a regular file without
@@ -436,13 +422,4 @@ log_error(uint64_t now_ms, const char *what, int err)
 {
 	char buf[LOG_LINE_MAX];
 	log_write(buf, log_format_error(buf, sizeof(buf), now_ms, what, err));
-}
-
-void
-log_stats(uint64_t now_ms, uint32_t shard, uint64_t accepted_conns, uint64_t messages,
-	uint64_t fdatasyncs, uint64_t deliveries)
-{
-	char buf[LOG_LINE_MAX];
-	log_write(buf, log_format_stats(buf, sizeof(buf), now_ms, shard, accepted_conns, messages,
-		fdatasyncs, deliveries));
 }

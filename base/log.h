@@ -72,7 +72,7 @@ void log_line_path(struct log_line *l, const char *key, struct slice value);
 /* " key="value"" with value escaped but its blanks kept. */
 void log_line_quoted(struct log_line *l, const char *key, struct slice value);
 void log_line_u64(struct log_line *l, const char *key, uint64_t value);
-/* " qid=<16 lower-case hex digits>" */
+/* " qid=<16 upper-case hex digits>", as the 250 reply shows the queue id */
 void log_line_qid(struct log_line *l, uint64_t qid);
 /* " key=<seconds>.<ms>" */
 void log_line_seconds(struct log_line *l, const char *key, uint64_t ms);
@@ -92,8 +92,6 @@ size_t log_format_delivery(char *buf, size_t cap, uint64_t now_ms, uint64_t qid,
 	enum log_status status, uint64_t delay_ms, struct slice dsn, struct slice detail);
 /* err: a negative (or positive) errno, shown by name (error=ECONNRESET). */
 size_t log_format_error(char *buf, size_t cap, uint64_t now_ms, const char *what, int err);
-size_t log_format_stats(char *buf, size_t cap, uint64_t now_ms, uint32_t shard,
-	uint64_t accepted_conns, uint64_t messages, uint64_t fdatasyncs, uint64_t deliveries);
 
 /* Sends later lines to path (opened O_WRONLY | O_APPEND | O_CREAT, mode 0640), or to stderr when
  * path is empty (a regular file there gets O_APPEND added, so that writes of several shards go
@@ -131,6 +129,4 @@ void log_accepted(uint64_t now_ms, uint64_t qid, struct slice from, uint64_t siz
 void log_delivery(uint64_t now_ms, uint64_t qid, struct slice to, enum log_status status,
 	uint64_t delay_ms, struct slice dsn, struct slice detail);
 void log_error(uint64_t now_ms, const char *what, int err);
-void log_stats(uint64_t now_ms, uint32_t shard, uint64_t accepted_conns, uint64_t messages,
-	uint64_t fdatasyncs, uint64_t deliveries);
 #endif

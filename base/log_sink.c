@@ -387,3 +387,20 @@ log_sink_close(struct log_sink *s)
 	free(s->mem);
 	free(s);
 }
+
+void
+log_sink_abandon(struct log_sink *s)
+{
+	log_thread_sink(NULL, NULL);
+	for (uint32_t i = s->flying; i < s->used; i++) {
+		struct log_sink_buf *b = log_sink_buf(s, i);
+		for (uint32_t at = b->done; at < b->len; ) {
+			ssize_t w = write(log_fd(), b->data + at, b->len - at);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0)
+				return;   /* the log fails: nothing more can be said */
+			at += (uint32_t)w;
+		}
+	}
+}

@@ -72,4 +72,9 @@ const struct log_sink_stats *log_sink_stats(const struct log_sink *s);
  * writes the lines still buffered with write(2) (they count as dropped if the log fails), and
  * frees it. */
 void log_sink_close(struct log_sink *s);
+
+/* On the same thread, when the loop ended with work unfinished (the stop's grace period ran out):
+ * uninstalls the sink and writes with write(2) the lines that no write in flight holds (one that
+ * is may land after them). The sink is not freed: a write in flight still reads its buffers. */
+void log_sink_abandon(struct log_sink *s);
 #endif

@@ -32,6 +32,9 @@
 #define RING_HOOKS_MAX      16u
 #define RING_POSTED_INITIAL 256u  /* posted-event slots; grown when a reservation needs more */
 #define RING_SLOT_MAX       0xffffffu
+/* Linux's MAX_RW_COUNT (INT_MAX rounded down to a page): a read or write of more is cut short,
+ * and a result must fit a CQE's int32. Every request that moves bytes stays at or below it. */
+#define RING_RW_MAX         0x7ffff000u
 
 /* A completion: from the kernel, or posted by a module (then flags is 0). */
 typedef void (*ring_handler_fn)(void *ctx, const struct io_uring_cqe *cqe);

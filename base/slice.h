@@ -32,6 +32,15 @@ slice_sub(struct slice s, size_t offset, size_t len)
 	return (struct slice){ .ptr = s.ptr + offset, .len = len };
 }
 
+/* A domain without its one final dot ("example.org." is "example.org"); "." stays as it is. */
+static inline struct slice
+slice_strip_final_dot(struct slice s)
+{
+	if (s.len > 1 && s.ptr[s.len - 1] == '.')
+		s.len--;
+	return s;
+}
+
 /* The part of s after its first n bytes. */
 static inline struct slice
 slice_skip(struct slice s, size_t n)

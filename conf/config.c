@@ -38,13 +38,15 @@ static const char config_default_text[] =
 	"listen = 127.0.0.1:2525\n"
 	"spool_dir = ./var/spool\n"
 	"maildir_root = ./var/mail\n"
-	"local_domains = localhost\n";
+	"local_domains = localhost\n"
+	"mail_owner = " CONFIG_MAIL_OWNER_DEFAULT "\n";
 
 enum config_kind {
 	CONFIG_KIND_ADDRS,       /* listen lists: ip:port, [ipv6]:port; min is the least count */
 	CONFIG_KIND_HOSTNAME,
 	CONFIG_KIND_DOMAINS,
 	CONFIG_KIND_PATH,
+	CONFIG_KIND_USER,        /* a user name, as getpwnam takes it */
 	CONFIG_KIND_NETWORKS,
 	CONFIG_KIND_SIZE,        /* uint64_t octets, k/m/g suffix */
 	CONFIG_KIND_COUNT,       /* uint32_t */
@@ -67,12 +69,13 @@ struct config_key {
 	size_t count_offset;     /* lists: of their uint32_t count */
 	uint64_t min;
 	uint64_t max;
+	const char *max_why;     /* numbers: why max is the bound, for the message (or NULL) */
 };
 
 #define CONFIG_F(field) offsetof(struct config, field)
 #define CONFIG_LIST(name, kind, field, least) \
-	{ name, kind, CONFIG_F(field), CONFIG_F(field##_count), least, 0 }
-#define CONFIG_VALUE(name, kind, field, min, max) { name, kind, CONFIG_F(field), 0, min, max }
+	{ name, kind, CONFIG_F(field), CONFIG_F(field##_count), least, 0, NULL }
+#define CONFIG_VALUE(name, kind, field, min, max) { name, kind, CONFIG_F(field), 0, min, max, NULL }
 
 static const struct config_key config_keys[] = {
 	CONFIG_LIST("listen", CONFIG_KIND_ADDRS, listen, 1),
@@ -80,12 +83,13 @@ static const struct config_key config_keys[] = {
 	CONFIG_LIST("smtps_listen", CONFIG_KIND_ADDRS, smtps_listen, 0),
 	CONFIG_VALUE("myhostname", CONFIG_KIND_HOSTNAME, myhostname, 0, 0),
 	{ "local_domains", CONFIG_KIND_DOMAINS, CONFIG_F(local_domains),
-		CONFIG_F(local_domain_count), 0, 0 },
+		CONFIG_F(local_domain_count), 0, 0, NULL },
 	CONFIG_VALUE("local_users_file", CONFIG_KIND_PATH, local_users_file, 0, 0),
 	CONFIG_VALUE("maildir_root", CONFIG_KIND_PATH, maildir_root, 0, 0),
 	CONFIG_VALUE("spool_dir", CONFIG_KIND_PATH, spool_dir, 0, 0),
+	CONFIG_VALUE("mail_owner", CONFIG_KIND_USER, mail_owner, 0, 0),
 	{ "relay_networks", CONFIG_KIND_NETWORKS, CONFIG_F(relay_networks),
-		CONFIG_F(relay_network_count), 0, 0 },
+		CONFIG_F(relay_network_count), 0, 0, NULL },
 	CONFIG_VALUE("tls_cert_file", CONFIG_KIND_PATH, tls_cert_file, 0, 0),
 	CONFIG_VALUE("tls_key_file", CONFIG_KIND_PATH, tls_key_file, 0, 0),
 	CONFIG_VALUE("tls_eccert_file", CONFIG_KIND_PATH, tls_eccert_file, 0, 0),
@@ -96,10 +100,11 @@ static const struct config_key config_keys[] = {
 	CONFIG_VALUE("smtp_tls_ca_file", CONFIG_KIND_PATH, smtp_tls_ca_file, 0, 0),
 	CONFIG_VALUE("auth_users_file", CONFIG_KIND_PATH, auth_users_file, 0, 0),
 	CONFIG_VALUE("submission_sender_check", CONFIG_KIND_BOOL, submission_sender_check, 0, 0),
-	CONFIG_VALUE("max_message_size", CONFIG_KIND_SIZE, max_message_size,
-		CONFIG_MESSAGE_SIZE_MIN, CONFIG_MESSAGE_SIZE_MAX),
+	{ "max_message_size", CONFIG_KIND_SIZE, CONFIG_F(max_message_size), 0,
+		CONFIG_MESSAGE_SIZE_MIN, CONFIG_MESSAGE_SIZE_MAX,
+		"a spool record holds 1 GiB, envelope and Received: header included" },
 	CONFIG_VALUE("max_recipients", CONFIG_KIND_COUNT, max_recipients, 1, SMTP_RCPT_COUNT_MAX),
-	{ "dns_servers", CONFIG_KIND_DNS, CONFIG_F(dns), CONFIG_F(dns_server_count), 0, 0 },
+	{ "dns_servers", CONFIG_KIND_DNS, CONFIG_F(dns), CONFIG_F(dns_server_count), 0, 0, NULL },
 	CONFIG_VALUE("dns_timeout", CONFIG_KIND_TIMEOUT, dns_timeout_ms, 0,
 		CONFIG_DNS_TIMEOUT_MAX_S),
 	CONFIG_VALUE("dns_attempts", CONFIG_KIND_COUNT, dns_attempts, 0, CONFIG_DNS_ATTEMPTS_MAX),
@@ -304,12 +309,14 @@ config_print_scaled(FILE *f, uint64_t v, const struct config_unit *units, size_t
 }
 
 static int
-config_range(struct slice value, uint64_t v, uint64_t min, uint64_t max, char *why)
+config_range(const struct config_key *k, struct slice value, uint64_t v, char *why)
 {
-	if (v >= min && v <= max)
+	if (v >= k->min && v <= k->max)
 		return 0;
-	char tail[64];
-	snprintf(tail, sizeof(tail), " is out of range %" PRIu64 "..%" PRIu64, min, max);
+	char tail[CONFIG_WHY_MAX / 2];
+	int n = snprintf(tail, sizeof(tail), " is out of range %" PRIu64 "..%" PRIu64, k->min, k->max);
+	if (v > k->max && k->max_why != NULL && n > 0 && (size_t)n < sizeof(tail))
+		snprintf(tail + n, sizeof(tail) - (size_t)n, " (%s)", k->max_why);
 	config_why(why, value, tail);
 	return -1;
 }
@@ -334,7 +341,7 @@ config_parse_number(const struct config_key *k, struct slice value, uint64_t *ou
 			: " is not a number");
 		return -1;
 	}
-	return config_range(value, *out, k->min, k->max, why);
+	return config_range(k, value, *out, why);
 }
 
 static uint32_t
@@ -653,18 +660,10 @@ config_domain_valid(struct slice d)
 	return true;
 }
 
-static struct slice
-config_strip_dot(struct slice d)
-{
-	if (d.len > 1 && d.ptr[d.len - 1] == '.')
-		d.len--;
-	return d;
-}
-
 static int
 config_parse_hostname(struct config *cfg, struct slice value, char *why)
 {
-	value = config_strip_dot(value);
+	value = slice_strip_final_dot(value);
 	if (!config_domain_valid(value)) {
 		config_why(why, value, value.len == 0 ? "an empty name is not allowed"
 			: " is not a host name (letters, digits, hyphens and dots)");
@@ -682,7 +681,7 @@ config_parse_domains(struct config *cfg, struct slice value, char *why)
 	struct slice item;
 	memset(cfg->local_domains, 0, sizeof(cfg->local_domains));
 	while (config_next_item(&value, &item)) {
-		item = config_strip_dot(item);
+		item = slice_strip_final_dot(item);
 		if (!config_domain_valid(item)) {
 			config_why(why, item, " is not a domain name");
 			return -1;
@@ -718,6 +717,26 @@ config_parse_path(char *field, struct slice value, char *why)
 		snprintf(why, CONFIG_WHY_MAX, "longer than %u octets", CONFIG_STR_MAX - 1);
 		return -1;
 	}
+	return 0;
+}
+
+/* A user name as useradd makes them: 1..CONFIG_USER_LEN_MAX of letters, digits, '_', '-', '.',
+ * not starting with '-' or '.'. Whether the user exists is checked at start, not here. */
+static int
+config_parse_user(char *field, struct slice value, char *why)
+{
+	bool ok = value.len > 0 && value.len <= CONFIG_USER_LEN_MAX && value.ptr[0] != '-'
+		&& value.ptr[0] != '.';
+	for (size_t i = 0; ok && i < value.len; i++) {
+		uint8_t ch = value.ptr[i];
+		ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')
+			|| ch == '_' || ch == '-' || ch == '.';
+	}
+	if (!ok) {
+		config_why(why, value, " is not a user name");
+		return -1;
+	}
+	(void)config_copy(field, CONFIG_USER_LEN_MAX + 1, value);   /* fits: length checked */
 	return 0;
 }
 
@@ -852,6 +871,8 @@ config_set_value(struct config *cfg, const struct config_key *k, struct slice va
 		return config_parse_domains(cfg, value, why);
 	case CONFIG_KIND_PATH:
 		return config_parse_path(field, value, why);
+	case CONFIG_KIND_USER:
+		return config_parse_user(field, value, why);
 	case CONFIG_KIND_NETWORKS:
 		return config_parse_networks(cfg, value, why);
 	case CONFIG_KIND_RELAYHOST:
@@ -909,6 +930,7 @@ config_print_value(FILE *f, const struct config *cfg, const struct config_key *k
 		break;
 	case CONFIG_KIND_HOSTNAME:
 	case CONFIG_KIND_PATH:
+	case CONFIG_KIND_USER:
 	case CONFIG_KIND_RELAYHOST:
 		fputs(field, f);
 		break;
@@ -1063,7 +1085,7 @@ config_default_hostname(char *out, size_t cap)
 	if (gethostname(name, sizeof(name)) != 0)
 		name[0] = '\0';
 	name[sizeof(name) - 1] = '\0';
-	struct slice s = config_strip_dot(config_cstr(name));
+	struct slice s = slice_strip_final_dot(config_cstr(name));
 	if (!config_domain_valid(s))
 		s = SLICE_LIT("localhost");
 	bool fits = config_copy(out, cap, s);

@@ -23,11 +23,14 @@
 #define CONFIG_ERR_MAX          512u
 #define CONFIG_DNS_SERVERS_MAX    8u
 #define CONFIG_FILE_SIZE_MAX   (1u << 20)   /* a larger configuration file is refused */
+#define CONFIG_USER_LEN_MAX      32u   /* a user name (useradd's limit) */
 
 /* Ranges of the numeric keys, checked at load (each tested at and past its bounds). The
  * defaults of max_recipients, bad_cmd_max and the timeouts are proto/smtp_server.h's. */
 #define CONFIG_MESSAGE_SIZE_MIN         1024ull
-#define CONFIG_MESSAGE_SIZE_MAX         (2ull << 30)    /* 2 GiB */
+/* 1000 MiB: a spool record holds 1 GiB (queue/record.h RECORD_PAYLOAD_MAX), the envelope (at
+ * most 8.2 MB) and the Received: header included; queue/record.c checks this at compile time. */
+#define CONFIG_MESSAGE_SIZE_MAX         (1000ull << 20)
 #define CONFIG_MESSAGE_SIZE_DEFAULT     (50ull << 20)   /* 50 MiB */
 #define CONFIG_CONNECTIONS_MAX          100000u         /* per shard */
 #define CONFIG_CONNECTIONS_DEFAULT      10000u
@@ -39,6 +42,7 @@
 #define CONFIG_MAXIMAL_BACKOFF_DEFAULT_S 4000u          /* Postfix's maximal_backoff_time */
 #define CONFIG_REMOTE_SMTP_PORT_DEFAULT 25u
 #define CONFIG_DNS_PORT_DEFAULT         53u
+#define CONFIG_MAIL_OWNER_DEFAULT       "ringmta"
 #define CONFIG_DNS_TIMEOUT_MAX_S        30u             /* glibc's RES_MAXRETRANS is 30 s too */
 #define CONFIG_DNS_ATTEMPTS_MAX         5u              /* glibc's RES_MAXRETRY */
 #define CONFIG_DNS_CACHE_MAX_MAX        1000000u        /* entries per shard */
@@ -104,6 +108,7 @@ struct config {
 	char local_users_file[CONFIG_STR_MAX];          /* empty: every local part exists */
 	char maildir_root[CONFIG_STR_MAX];
 	char spool_dir[CONFIG_STR_MAX];
+	char mail_owner[CONFIG_USER_LEN_MAX + 1];      /* started as root: the user to run as */
 	struct config_network relay_networks[CONFIG_NETWORKS_MAX];
 	uint32_t relay_network_count;
 
@@ -158,7 +163,8 @@ struct config {
 };
 
 /* Fills cfg with the embedded default: SMTP on 127.0.0.1:2525, spool ./var/spool, Maildir
- * ./var/mail, local domain localhost, no relay networks, shards = online CPUs. */
+ * ./var/mail, local domain localhost, no relay networks, shards = online CPUs, mail_owner
+ * ringmta. */
 void config_default(struct config *cfg);
 
 /* Applies a file of `key = value` lines over cfg. A line whose first non-blank character is '#'

@@ -292,8 +292,7 @@ policy_client_may_relay(const struct policy *p, const struct sockaddr *sa)
 bool
 policy_domain_is_local(const struct policy *p, struct slice domain)
 {
-	if (domain.len > 1 && domain.ptr[domain.len - 1] == '.')
-		domain.len--;
+	domain = slice_strip_final_dot(domain);
 	const struct config *cfg = p->cfg;
 	for (uint32_t i = 0; i < cfg->local_domain_count; i++) {
 		struct slice local = slice_make(cfg->local_domains[i], p->domain_len[i]);

@@ -25,10 +25,10 @@
 #include "proto/received.h"
 #include "queue/spool.h"
 
-#define MAILDIR_BOXES_MAX   (2u * MAILDIR_JOBS_MAX)   /* open mailbox directories kept */
 #define MAILDIR_HELPER_SLOT MAILDIR_JOBS_MAX          /* user_data slot of helper results */
 #define MAILDIR_REQS_MAX    (MAILDIR_JOBS_MAX + 1u)   /* a request per job, and the sync */
 _Static_assert(MAILDIR_BOXES_MAX > MAILDIR_JOBS_MAX, "an unused mailbox can always be evicted");
+_Static_assert(MAILDIR_CHUNK_SIZE <= RING_RW_MAX, "the kernel writes a whole chunk");
 
 enum maildir_step {
 	STEP_OPEN = 1, STEP_WRITE, STEP_READ, STEP_FDATASYNC, STEP_CLOSE,
@@ -547,6 +547,7 @@ maildir_deliver(struct maildir *md, const struct maildir_delivery *d, uint64_t u
 		return;
 	}
 	j->rp_len = (uint32_t)received_return_path(j->rp, sizeof(j->rp), d->mail_from);
+	ASSERT(d->body_read.len <= RING_RW_MAX - sizeof(j->rp));   /* the first writev is whole */
 	uint32_t b = maildir_box_find(md, j->mailbox);
 	if (b != UINT32_MAX) {
 		j->box = b;

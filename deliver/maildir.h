@@ -40,6 +40,11 @@ struct maildir;
 #define MAILDIR_SYNC_BATCH     256u    /* ... unless this many are waiting */
 #define MAILDIR_NAME_MAX       160u
 #define MAILDIR_MAILBOX_MAX     80u
+#define MAILDIR_BOXES_MAX   (2u * MAILDIR_JOBS_MAX)   /* open mailbox directories kept */
+/* Descriptors a shard's agent holds at most: the root, the helper's eventfd and ring, tmp/ and
+ * new/ of each mailbox kept open, and two the helper holds while it opens or scans one. The
+ * files being written are registered slots of the ring, not descriptors. */
+#define MAILDIR_FDS_MAX     (3u + 2u * MAILDIR_BOXES_MAX + 2u)
 
 struct maildir_params {
 	const char *root;               /* maildir_root */

@@ -21,6 +21,7 @@
 _Static_assert(RECORD_RCPT_MAX <= (1u << QMGR_RCPT_BITS), "a recipient index fits");
 _Static_assert(QMGR_MSGS_MAX << QMGR_RCPT_BITS <= RING_SLOT_MAX, "slot and recipient fit");
 _Static_assert(QMGR_BUF_SIZE > DSN_SIZE_LIMIT_DEFAULT, "an original a DSN returns is read whole");
+_Static_assert(RECORD_PAYLOAD_MAX + QMGR_BUF_SIZE <= RING_RW_MAX, "a record read is never cut");
 
 enum qmgr_outcome { QMGR_SENT, QMGR_TEMPFAIL, QMGR_PERMFAIL };
 

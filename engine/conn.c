@@ -526,7 +526,9 @@ conn_input(struct conn *c, struct slice in)
 	if (conn_drop_cleartext(c))
 		return;
 	if (conn_pending_add(c, in) != 0) {
-		conn_abort(c);   /* unreachable with reading stopped; bounded all the same */
+		/* The recvs in flight when reading stopped may still bring this much: a client that
+		 * pipelines message bodies past their 354 (RFC 2920 3.1 forbids it) gets here. */
+		conn_abort(c);
 		return;
 	}
 	if (in.len > 0 && c->pending_len > in.len)

@@ -54,9 +54,10 @@ struct tls_client_ctx;
 struct tls_server_ctx;
 
 #define CONN_PENDING_SOFT_MAX  65536u   /* pending input above this stops reading */
-#define CONN_PENDING_HARD_MAX 262144u   /* cannot be reached with reading stopped; else close */
+#define CONN_PENDING_HARD_MAX 262144u   /* past this (input in flight when reading stopped): close */
 #define CONN_OUTPUT_SOFT_MAX   65536u   /* unsent output above this stops offering input */
 #define CONN_OUTPUT_HARD_MAX  (1u << 20) /* conn_write refuses past this */
+_Static_assert(CONN_OUTPUT_HARD_MAX <= RING_RW_MAX, "a send is never cut by the kernel");
 #define CONN_TIMEOUT_CLASSES_MAX 16u    /* distinct idle timeouts per pool */
 #define CONN_TLS_SCRATCH_SIZE  16384u   /* plaintext when no spare receive buffer is free */
 #define CONN_SEGS_MAX        1024u      /* stretches per send (IOV_MAX), own and borrowed */

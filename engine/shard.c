@@ -32,7 +32,16 @@ shard_done(struct shard *sh)
 		sh->clean_exit = true;
 		return true;
 	}
-	return sh->ring.now_ms >= sh->stop_deadline_ms;
+	if (sh->ring.now_ms < sh->stop_deadline_ms)
+		return false;
+	/* What is still under way stays in the spool for the next start. */
+	char buf[LOG_LINE_MAX];
+	struct log_line l;
+	log_line_begin(&l, buf, sizeof(buf), sh->ring.now_real_ms, "stop_unfinished");
+	log_line_u64(&l, "shard", sh->index);
+	log_line_u64(&l, "grace_ms", sh->p.stop_grace_ms);
+	log_write(buf, log_line_end(&l));
+	return true;
 }
 
 static uint64_t
@@ -104,6 +113,10 @@ shard_main(void *arg)
 	(void)!write(sh->ready_fd, &one, sizeof(one));
 	if (sh->start_rc < 0)
 		return NULL;
+	uint64_t go;
+	while (read(sh->serve_fd, &go, sizeof(go)) < 0 && errno == EINTR)
+		;
+	close(sh->serve_fd);
 	shard_loop(sh);
 	if (sh->p.loop_end != NULL)
 		sh->p.loop_end(sh, sh->p.ctx);
@@ -128,17 +141,33 @@ shard_start(struct shard *sh, uint32_t index, const struct shard_params *p)
 	sh->ready_fd = eventfd(0, EFD_CLOEXEC);
 	if (sh->ready_fd < 0)
 		return -errno;
+	sh->serve_fd = eventfd(0, EFD_CLOEXEC);
+	if (sh->serve_fd < 0) {
+		int rc = -errno;
+		close(sh->ready_fd);
+		return rc;
+	}
 	int rc = pthread_create(&sh->thread, NULL, shard_main, sh);
 	if (rc != 0) {
 		close(sh->ready_fd);
+		close(sh->serve_fd);
 		return -rc;
 	}
 	uint64_t v;
 	(void)!read(sh->ready_fd, &v, sizeof(v));
 	close(sh->ready_fd);
-	if (sh->start_rc < 0)
+	if (sh->start_rc < 0) {
 		pthread_join(sh->thread, NULL);
+		close(sh->serve_fd);
+	}
 	return sh->start_rc;
+}
+
+void
+shard_serve(struct shard *sh)
+{
+	uint64_t one = 1;
+	(void)!write(sh->serve_fd, &one, sizeof(one));
 }
 
 int

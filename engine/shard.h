@@ -69,13 +69,20 @@ struct shard {
 	uint64_t stop_deadline_ms;
 	int start_rc;                   /* start-up result, read by shard_start */
 	int ready_fd;                   /* eventfd: start-up finished */
+	int serve_fd;                   /* eventfd: the loop may start (shard_serve) */
 	bool clean_exit;                /* every module was idle when the loop ended */
 	struct shard_stats stats;
 };
 
 /* Starts shard `index` on its own thread (pinned to CPU index): creates the ring, buffers and
- * connection pool, runs p->setup, then serves. Returns once it serves (0) or failed (-errno). */
+ * connection pool and runs p->setup (listeners bound, spool open), then waits for shard_serve
+ * before its loop submits anything, so that the process can give up root in between. Returns
+ * once set up (0) or failed (-errno: the thread is gone). */
 int shard_start(struct shard *sh, uint32_t index, const struct shard_params *p);
+
+/* Lets a shard that shard_start set up run its loop. Once for every shard started, before
+ * shard_request_stop. */
+void shard_serve(struct shard *sh);
 
 /* Asks the shard to stop, from another thread: an IORING_OP_MSG_RING sent on that thread's ring
  * `from`. Returns 0 or -errno. */

@@ -13,6 +13,7 @@
 #include "conf/config.h"
 #include "conf/passwd.h"
 #include "conf/policy.h"
+#include "engine/rcpt_dedup.h"
 #include "proto/received.h"
 #include "queue/msg.h"
 #include "queue/record.h"
@@ -34,6 +35,7 @@ struct smtpd_session {
 	uint64_t connected_ms;
 	struct msg *msg;                     /* the body being received */
 	uint64_t commit_qid;                 /* the message whose commit we wait for */
+	uint32_t commit_rcpt_count;          /* its distinct recipients */
 	struct passwd_job job;               /* AUTH: the credentials being verified */
 	struct __kernel_timespec auth_delay; /* read by the kernel: the wait before a 535 */
 	struct smtp_server smtp;             /* last: its arena is touched only when used */
@@ -55,6 +57,7 @@ struct smtpd {
 	uint32_t cmd_class;
 	uint32_t data_class;
 	struct record_rcpt *rcpt_scratch;    /* SMTP_RCPT_COUNT_MAX entries: envelope encoding */
+	struct rcpt_dedup dedup;             /* drops repeated recipients from rcpt_scratch */
 	struct smtpd_stats stats;
 };
 
@@ -209,6 +212,8 @@ smtpd_msg_commit(struct smtpd_session *ss)
 		d->rcpt_scratch[i] = (struct record_rcpt){ .path = r.path, .local_part = r.local_part,
 			.domain = r.domain, .orcpt = r.orcpt, .notify = r.notify };
 	}
+	uint32_t rcpt_count = rcpt_dedup_apply(&d->dedup, d->p.policy, d->rcpt_scratch,
+		env->rcpt_count);
 	const char *peer = conn_peer_text(ss->c);
 	struct record_envelope renv = {
 		.arrival_ms = m->arrival_ms,
@@ -220,10 +225,11 @@ smtpd_msg_commit(struct smtpd_session *ss)
 		.smtputf8 = env->smtputf8,
 		.dsn_ret = (uint8_t)env->dsn_ret,
 		.dsn_envid = env->dsn_envid,
-		.rcpt_count = env->rcpt_count,
+		.rcpt_count = rcpt_count,
 		.rcpts = d->rcpt_scratch,
 	};
 	ss->commit_qid = m->qid;
+	ss->commit_rcpt_count = rcpt_count;
 	int rc = spool_commit(d->p.spool, m, &renv, ring_ud(d->op_commit, ss->slot, ss->gen));
 	if (rc < 0)
 		spool_body_abandon(d->p.spool, m);
@@ -556,7 +562,7 @@ smtpd_commit_done(void *ctx, const struct io_uring_cqe *cqe)
 		const struct smtp_envelope *env = smtp_server_envelope(&ss->smtp);
 		const char *peer = conn_peer_text(ss->c);
 		log_accepted(d->ring->now_real_ms, qid, env->mail_from, env->body_size,
-			env->rcpt_count, slice_make(peer, strlen(peer)), env->helo);
+			ss->commit_rcpt_count, slice_make(peer, strlen(peer)), env->helo);
 		d->stats.messages_committed++;
 		ss->messages++;
 	}
@@ -626,6 +632,7 @@ smtpd_init(struct ring *r, const struct smtpd_params *p, struct smtpd **out)
 		d->profiles[i] = p->profiles[i].smtp;
 		d->profiles[i].rcpt_check = smtpd_rcpt_check;
 	}
+	rcpt_dedup_init(&d->dedup);
 	d->cmd_class = conn_pool_timeout_class(p->conns, p->cfg->cmd_timeout_ms);
 	d->data_class = conn_pool_timeout_class(p->conns, p->cfg->data_timeout_ms);
 	d->op_commit = ring_op_register(r, smtpd_commit_done, d);

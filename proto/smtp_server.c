@@ -1312,15 +1312,6 @@ smtp_server_committed(struct smtp_server *s, int result, struct slice queue_id,
 	smtp_server_txn_end(s, out);
 }
 
-uint32_t
-smtp_server_timeout_ms(const struct smtp_server *s)
-{
-	const struct smtp_server_config *cfg = s->cfg;
-	if (smtp_server_in_body(s))
-		return cfg->data_timeout_ms != 0 ? cfg->data_timeout_ms : SMTP_TIMEOUT_DATA_MS;
-	return cfg->cmd_timeout_ms != 0 ? cfg->cmd_timeout_ms : SMTP_TIMEOUT_CMD_MS;
-}
-
 void
 smtp_server_timeout(struct smtp_server *s, struct smtp_actions *out)
 {

@@ -60,7 +60,8 @@
  *     500, 501, 502, 503, 504, 530, 538, 553 (non-ASCII address without SMTPUTF8) and 555, not
  *     the policy and limit answers (550, 554, 451, 452, 552) nor 535;
  *   failed authentications: SMTP_AUTH_FAILURES_MAX, then "421 4.7.0" and CLOSE;
- *   timeouts (RFC 5321 4.5.3.2): smtp_server_timeout_ms() for the current state.
+ *   timeouts (RFC 5321 4.5.3.2): the engine keeps the deadline (cmd_timeout, or data_timeout
+ *     while smtp_server_in_body), smtp_server_timeout answers "421 4.4.2" and closes.
  * DATA text lines longer than 1000 octets (RFC 5321 4.5.3.1.6) are kept as they are.
  * Bare CR or bare LF in a DATA body: the message is refused after the real terminator with
  * "550 5.6.0" (SMTP smuggling); BDAT bodies are binary-clean and kept as sent (RFC 3030). */
@@ -127,8 +128,6 @@ struct smtp_server_config {
 	uint64_t max_message_size;   /* octets, advertised as SIZE */
 	uint32_t max_recipients;     /* 1 .. SMTP_RCPT_COUNT_MAX */
 	uint32_t bad_cmd_max;
-	uint32_t cmd_timeout_ms;
-	uint32_t data_timeout_ms;
 	smtp_server_rcpt_fn rcpt_check;
 	bool starttls_offered;       /* STARTTLS is offered (before TLS only) */
 	bool tls_required;           /* MAIL before TLS: 530 5.7.0 (submission) */
@@ -231,9 +230,6 @@ size_t smtp_server_feed(struct smtp_server *s, struct slice in, struct smtp_acti
  * way. After a timeout closed the session meanwhile, it does nothing. */
 void smtp_server_committed(struct smtp_server *s, int result, struct slice queue_id,
 	struct smtp_actions *out);
-
-/* The idle timeout of the current state (RFC 5321 4.5.3.2), in ms. */
-uint32_t smtp_server_timeout_ms(const struct smtp_server *s);
 
 /* The timeout fired: appends "421 4.4.2" and CLOSE. */
 void smtp_server_timeout(struct smtp_server *s, struct smtp_actions *out);

@@ -4,11 +4,16 @@
 #include <errno.h>
 #include <string.h>
 
+#include "conf/config.h"
+#include "proto/received.h"
 #include "queue/crc32c.h"
 
 #define RECORD_CRC_OFF      offsetof(struct record_header, crc)
-#define RECORD_ENV_FIXED    32u   /* the envelope up to its first string */
-#define RECORD_STR_MIN      2u    /* an empty string: its length alone */
+
+/* The spool keeps a message in one record, and copies it forward in a COPY record: the largest
+ * message the configuration allows must fit that, with its Received: header and envelope. */
+_Static_assert(CONFIG_MESSAGE_SIZE_MAX + RECEIVED_LEN_MAX + RECORD_ENVELOPE_SIZE_MAX
+	+ RECORD_COPY_PREFIX_MAX <= RECORD_PAYLOAD_MAX, "max_message_size fits a spool record");
 #define RECORD_RCPT_MIN     (1u + 4u * RECORD_STR_MIN)
 
 static void

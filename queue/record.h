@@ -47,11 +47,12 @@
 #include <sys/uio.h>
 
 #include "base/slice.h"
+#include "proto/smtp_server.h"
 
 #define RECORD_MAGIC             0x31514d52u   /* "RMQ1" as a little-endian u32 */
 #define RECORD_VERSION           1u
 #define RECORD_HEADER_SIZE       24u
-#define RECORD_PAYLOAD_MAX       (1u << 30)    /* far above any max_message_size */
+#define RECORD_PAYLOAD_MAX       (1u << 30)    /* CONFIG_MESSAGE_SIZE_MAX is checked against it */
 #define RECORD_RCPT_MAX          1000u         /* SMTP_RCPT_COUNT_MAX, RFC 5321 4.5.3.1.8 */
 #define RECORD_STR_MAX           UINT16_MAX    /* one envelope string (paths are <= 256) */
 #define RECORD_BODY_TYPE_MAX     2u            /* enum smtp_body_type: none, 7BIT, 8BITMIME */
@@ -77,6 +78,19 @@ enum record_type {
 
 #define RECORD_COPY_STATE_SIZE 9u   /* u8 state + u64 next attempt */
 #define RECORD_COPY_PREFIX_MAX (4u + RECORD_RCPT_MAX * RECORD_COPY_STATE_SIZE)
+
+/* The largest envelope the SMTP server can hand over. Each of its strings comes from one command
+ * line (EHLO, MAIL, RCPT with their parameters) or is the client's address text, so none is
+ * longer than SMTP_CMD_LINE_LEN_MAX; a recipient has four strings. A message of max_message_size
+ * with its Received: header and this envelope, in a COPY record, must fit RECORD_PAYLOAD_MAX:
+ * record.c checks CONFIG_MESSAGE_SIZE_MAX against it at compile time. */
+#define RECORD_ENV_FIXED         32u   /* the envelope up to its first string */
+#define RECORD_STR_MIN           2u    /* an empty string: its length alone */
+#define RECORD_STR_SIZE_MAX      (RECORD_STR_MIN + SMTP_CMD_LINE_LEN_MAX)
+#define RECORD_ENVELOPE_SIZE_MAX (RECORD_ENV_FIXED + 4u * RECORD_STR_SIZE_MAX \
+	+ RECORD_RCPT_MAX * (1u + 4u * RECORD_STR_SIZE_MAX))
+_Static_assert(SMTP_CMD_LINE_LEN_MAX <= RECORD_STR_MAX, "a command line fits an envelope string");
+_Static_assert(RECORD_RCPT_MAX == SMTP_RCPT_COUNT_MAX, "every recipient fits the envelope");
 
 /* The header as laid out on disk (little-endian); the functions encode it byte by byte, this
  * struct only pins the offsets down. */

@@ -18,8 +18,8 @@
  * segment.
  *
  * Then the torn tail of the LAST segment (everything after its last valid record) is cut off
- * (ftruncate + fsync), so that the writer appends right after valid data. Invalid stretches
- * inside earlier segments, or in the middle of the last one, stay and are only counted. Last,
+ * (ftruncate + fsync), so that the writer appends right after valid data. The invalid tail of an
+ * earlier segment (from its first invalid record to its end) stays and is only counted. Last,
  * segments are deleted from the oldest on, as long as every message of the segment and of all
  * older ones is final, never the last segment; the directory is fsynced after. Stopping at the
  * first segment with a live message matters: a later segment's state records may be the only

@@ -19,6 +19,7 @@
 #include "queue/schedule.h"
 
 #define SPOOL_CHUNK_BYTES_MAX   (1u << 30)   /* bytes per pwritev: its length fits user_data */
+_Static_assert(SPOOL_CHUNK_BYTES_MAX <= RING_RW_MAX, "the kernel writes a whole chunk");
 #define SPOOL_STATE_DELAY_MS    1000u        /* state records alone wait this long for company */
 #define SPOOL_BATCH_CAP_FIRST   64u
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <dirent.h>
 #include <time.h>
@@ -28,6 +29,7 @@
 #include "engine/smtpd.h"
 #include "engine/xshard.h"
 #include "queue/spool.h"
+#include "src/privilege.h"
 #include "src/passwd_cmd.h"
 #include "tls/tls_ctx.h"
 
@@ -44,6 +46,14 @@ enum main_profile {
 	MAIN_PROFILE_SMTPS,         /* smtps_listen: implicit TLS (465), AUTH before MAIL if set */
 	MAIN_PROFILE_COUNT,
 };
+
+/* File descriptors, besides one per connection (RLIMIT_NOFILE is raised to what these need). */
+#define MAIN_FDS_PROCESS        16u   /* stdio, the log, the spool lock, the stop ring, start-up */
+#define MAIN_FDS_SPOOL           2u   /* per shard: the spool directory and the active segment */
+#define MAIN_FDS_SPOOL_SEGMENTS 64u   /* per shard: older segments with live mail, open for reads
+                                       * (64 x 64 MiB; more only with a queue of over 4 GiB) */
+#define MAIN_FDS_HEADROOM       64u   /* per shard: accepted sockets waiting for their 421, and
+                                       * descriptors closed through the ring but not yet gone */
 
 static void
 main_usage(FILE *f)
@@ -149,6 +159,7 @@ struct main_world {
 	const struct policy *policy;
 	struct smtpd_profile profiles[MAIN_PROFILE_COUNT];
 	struct listen_spec listen[3u * CONFIG_LISTEN_MAX];
+	const struct privilege *privilege;   /* whom to become once the shards are set up */
 	uint32_t listen_count;
 	struct tls_tickets *tickets;             /* with tls: the ticket master secret */
 	struct tls_server_slot *tls;             /* the server context, or NULL without TLS */
@@ -192,17 +203,17 @@ main_listen_add(struct main_world *w, const struct config_addr *addrs, uint32_t 
 /* The three profiles (config_check made sure each listener has what its profile needs) and
  * the listeners. */
 static void
-main_world_init(struct main_world *w, const struct config *cfg, const struct policy *policy)
+main_world_init(struct main_world *w, const struct config *cfg, const struct policy *policy,
+	const struct privilege *privilege)
 {
 	w->cfg = cfg;
 	w->policy = policy;
+	w->privilege = privilege;
 	struct smtp_server_config base = {
 		.hostname = slice_make(cfg->myhostname, strlen(cfg->myhostname)),
 		.max_message_size = cfg->max_message_size,
 		.max_recipients = cfg->max_recipients,
 		.bad_cmd_max = cfg->bad_cmd_max,
-		.cmd_timeout_ms = cfg->cmd_timeout_ms,
-		.data_timeout_ms = cfg->data_timeout_ms,
 	};
 	bool auth = cfg->auth_users_file[0] != '\0';
 	struct smtpd_profile *p = w->profiles;
@@ -306,9 +317,10 @@ static void
 main_shard_loop_end(struct shard *sh, void *ctx)
 {
 	struct main_shard *ms = ctx;
-	(void)sh;
 	if (ms->xep != NULL)
 		xshard_detach(ms->xep);
+	if (!sh->clean_exit)
+		log_sink_abandon(ms->log);   /* no teardown follows: its lines go out now */
 }
 
 /* On the shard's thread: the spool, the SMTP sessions and their listeners, the agents. */
@@ -415,6 +427,21 @@ main_shard_teardown(struct shard *sh, void *ctx)
 	log_sink_close(ms->log);   /* last: writes the stats line and whatever the rest logged */
 }
 
+/* The shards are set up (listeners bound, spool open, as root if started so): the spool and the
+ * Maildir root go to mail_owner, and the process becomes it. Nothing has been served yet, so a
+ * failure ends the process at once. */
+static void
+main_give_up_root(const struct main_world *w)
+{
+	char err[CONFIG_ERR_MAX];
+	if (privilege_chown_tree(w->privilege, w->cfg->spool_dir, err, sizeof(err)) != 0
+		|| privilege_chown_tree(w->privilege, w->cfg->maildir_root, err, sizeof(err)) != 0
+		|| privilege_drop(w->privilege, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ringmta: %s\n", err);
+		exit(2);
+	}
+}
+
 /* Spool directories of shards that no longer run (the spool was written with more): each is
  * taken in by shard n % shards, so no mail is stranded. */
 static int
@@ -446,7 +473,14 @@ main_run(struct main_world *w)
 	static struct main_shard ms[CONFIG_SHARDS_MAX];
 	const struct config *cfg = w->cfg;
 	uint32_t started = 0;
-	int rc = 0;
+	/* The ring that tells the shards to stop exists from the start: at SIGTERM the descriptor
+	 * table may be full (accepts wait for a free one), and the stop must not need one then. */
+	struct io_uring ring;
+	int rc = io_uring_queue_init(8, &ring, 0);
+	if (rc < 0) {
+		fprintf(stderr, "ringmta: io_uring: %s\n", strerror(-rc));
+		return 1;
+	}
 	w->started_real_ms = main_clock_real_ms();
 	rc = main_find_stranded(cfg, ms);
 	if (rc < 0) {
@@ -474,6 +508,10 @@ main_run(struct main_world *w)
 			break;
 		}
 	}
+	if (rc == 0)
+		main_give_up_root(w);
+	for (uint32_t i = 0; i < started; i++)
+		shard_serve(&shards[i]);
 	if (rc == 0) {
 		char line[LOG_LINE_MAX];
 		log_write(line, config_format_started(line, sizeof(line), main_clock_real_ms(), cfg,
@@ -487,21 +525,80 @@ main_run(struct main_world *w)
 		while (sigwait(&set, &sig) == 0 && sig == SIGHUP)
 			main_tls_reload(w);
 	}
-	struct io_uring ring;
-	int ring_rc = io_uring_queue_init(8, &ring, 0);
-	for (uint32_t i = 0; i < started; i++) {
-		if (ring_rc == 0)
-			(void)shard_request_stop(&ring, &shards[i]);
-	}
+	for (uint32_t i = 0; i < started; i++)
+		(void)shard_request_stop(&ring, &shards[i]);
 	for (uint32_t i = 0; i < started; i++)
 		shard_join(&shards[i]);
 	if (w->workpool != NULL)   /* the shards waited for their jobs (smtpd's idle hook) */
 		workpool_destroy(w->workpool);
-	if (ring_rc == 0)
-		io_uring_queue_exit(&ring);
+	io_uring_queue_exit(&ring);
 	if (w->xshard != NULL)
 		xshard_destroy(w->xshard);
 	return rc == 0 ? 0 : 1;
+}
+
+/* Descriptors one shard holds besides its connections: its ring, its listeners, its spool, the
+ * Maildir agent's (deliver/maildir.h MAILDIR_FDS_MAX) and some headroom. */
+static uint64_t
+main_fds_per_shard(const struct config *cfg)
+{
+	return 1u + cfg->listen_count + cfg->submission_listen_count + cfg->smtps_listen_count
+		+ MAIN_FDS_SPOOL + MAIN_FDS_SPOOL_SEGMENTS + MAILDIR_FDS_MAX + MAIN_FDS_HEADROOM;
+}
+
+/* One line when max_connections had to be lowered to fit the descriptor limit. */
+static void
+main_log_fd_limit(uint64_t nofile, uint64_t needed, uint32_t fit, uint32_t configured)
+{
+	char buf[LOG_LINE_MAX];
+	struct log_line l;
+	log_line_begin(&l, buf, sizeof(buf), main_clock_real_ms(), "fd_limit");
+	log_line_u64(&l, "nofile", nofile);
+	log_line_u64(&l, "needed", needed);
+	log_line_u64(&l, "max_connections", fit);
+	log_line_u64(&l, "configured", configured);
+	log_write(buf, log_line_end(&l));
+}
+
+/* Raises the soft RLIMIT_NOFILE to what the shards need (at most to the hard limit); if that is
+ * not enough, lowers max_connections to fit and logs it. Each shard's registered file table
+ * (SHARD_FILES_MAX slots) also needs the soft limit at least that high. Returns 0, or -1 with a
+ * message when not even the shards' fixed needs and one connection each fit. */
+static int
+main_fd_limit(struct config *cfg)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+		fprintf(stderr, "ringmta: RLIMIT_NOFILE: %s\n", strerror(errno));
+		return -1;
+	}
+	uint64_t fixed = MAIN_FDS_PROCESS + (uint64_t)cfg->shards * main_fds_per_shard(cfg);
+	uint64_t needed = fixed + (uint64_t)cfg->shards * cfg->max_connections;
+	uint64_t least = fixed + cfg->shards > SHARD_FILES_MAX ? fixed + cfg->shards
+		: SHARD_FILES_MAX;
+	uint64_t want = needed < (uint64_t)rl.rlim_max ? needed : (uint64_t)rl.rlim_max;
+	if ((uint64_t)rl.rlim_cur < want) {
+		rl.rlim_cur = (rlim_t)want;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+			fprintf(stderr, "ringmta: RLIMIT_NOFILE to %llu: %s\n", (unsigned long long)want,
+				strerror(errno));
+			return -1;
+		}
+	}
+	uint64_t nofile = rl.rlim_cur;
+	if (needed <= nofile)
+		return 0;
+	if (nofile < least) {
+		fprintf(stderr, "ringmta: RLIMIT_NOFILE: the hard limit of %llu descriptors is below the "
+			"%llu that %u shards need with one connection each (raise it with ulimit -Hn, or "
+			"lower shards)\n", (unsigned long long)rl.rlim_max, (unsigned long long)least,
+			cfg->shards);
+		return -1;
+	}
+	uint32_t fit = (uint32_t)((nofile - fixed) / cfg->shards);
+	main_log_fd_limit(nofile, needed, fit, cfg->max_connections);
+	cfg->max_connections = fit;
+	return 0;
 }
 
 int
@@ -518,6 +615,11 @@ main(int argc, char **argv)
 		return 0;
 	}
 	char err[CONFIG_ERR_MAX];
+	static struct privilege privilege;
+	if (privilege_resolve(cfg.mail_owner, &privilege, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ringmta: %s\n", err);
+		return 2;
+	}
 	static struct policy policy;
 	if (policy_init(&policy, &cfg, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ringmta: %s\n", err);
@@ -532,6 +634,8 @@ main(int argc, char **argv)
 		fprintf(stderr, "ringmta: %s\n", err);
 		return 2;
 	}
+	if (main_fd_limit(&cfg) != 0)
+		return 2;
 	if (main_lock_spool(cfg.spool_dir) < 0)
 		return 2;
 	int rc = main_mkdirs(cfg.maildir_root);
@@ -554,7 +658,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "ringmta: %s\n", err);
 		return 2;
 	}
-	main_world_init(&world, &cfg, &policy);
+	main_world_init(&world, &cfg, &policy, &privilege);
 	world.dns_ok = dns_resolver_config_from(&cfg, MAIN_RESOLV_CONF, &world.dns, err,
 		sizeof(err)) == 0;
 	if (!world.dns_ok)   /* local delivery works without; remote lookups defer */

@@ -4,9 +4,11 @@ Every test gets its own directory (spool, Maildir, log) and its own port, so tes
 state. Only 127.0.0.1 and ::1 are used.
 """
 import os
+import pwd
 import re
 import shutil
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
@@ -31,8 +33,12 @@ def free_port():
 class Daemon:
     """One ringmta process: start(), stop() (SIGTERM), kill() (SIGKILL), restart()."""
 
-    def __init__(self, shards=2, users=None, extra=None, keep_dir=None):
+    def __init__(self, shards=2, users=None, extra=None, keep_dir=None, preexec_fn=None,
+                 pass_fds=()):
         self.dir = keep_dir or tempfile.mkdtemp(prefix="ringmta-it-")
+        # Run as root, the daemon becomes mail_owner: it must be able to reach its directories
+        # (mkdtemp makes them 0700).
+        os.chmod(self.dir, 0o755)
         self.port = free_port()
         self.maildir = os.path.join(self.dir, "mail")
         self.spool = os.path.join(self.dir, "spool")
@@ -54,6 +60,8 @@ class Daemon:
                 f.write("\n".join(users) + "\n")
             self.options["local_users_file"] = path
         self.options.update(extra or {})
+        self.preexec_fn = preexec_fn   # runs in the child before exec (resource limits)
+        self.pass_fds = pass_fds       # descriptors the daemon inherits
         self.proc = None
 
     def argv(self):
@@ -64,7 +72,8 @@ class Daemon:
 
     def start(self, timeout=10.0):
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.argv(), stdout=self.log, stderr=self.log)
+        self.proc = subprocess.Popen(self.argv(), stdout=self.log, stderr=self.log,
+                                     preexec_fn=self.preexec_fn, pass_fds=self.pass_fds)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -79,6 +88,12 @@ class Daemon:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("ringmta did not start listening:\n" + self.read_log())
+
+    def run_to_exit(self, preexec_fn=None, timeout=10.0):
+        """Runs the daemon expecting it to refuse to start: (exit code, stderr)."""
+        r = subprocess.run(self.argv(), capture_output=True, timeout=timeout,
+                           preexec_fn=preexec_fn)
+        return r.returncode, r.stderr.decode("utf-8", "replace")
 
     def stop(self, timeout=15.0):
         if self.proc is None:
@@ -108,6 +123,16 @@ class Daemon:
         except OSError:
             return ""
 
+    def mailbox_dir(self, user):
+        """Makes <maildir_root>/<user> as an administrator would: owned by mail_owner when the
+        daemon starts as root (a tmpfs mounted on it hides it, and shows it again unmounted)."""
+        path = os.path.join(self.maildir, user)
+        os.makedirs(path, exist_ok=True)
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam(self.options.get("mail_owner", "ringmta"))
+            for p in (self.maildir, path):
+                os.chown(p, owner.pw_uid, owner.pw_gid)
+        return path
     def wait_for_log(self, pattern, timeout=5.0):
         """The log once a line matches pattern (a regex): shards write their lines in batches,
         a little after the event (base/log_sink)."""
@@ -133,9 +158,27 @@ class Daemon:
             time.sleep(0.02)
         return self.mailbox_files(user)
 
+    def cpu_seconds(self):
+        """User plus system CPU time the daemon has used so far (/proc/PID/stat)."""
+        with open("/proc/%d/stat" % self.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def cleanup(self):
         self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def timed_sessions(port, user, count):
+    """count one-message sessions to user@localhost, one after the other: the slowest, in s."""
+    worst = 0.0
+    for i in range(count):
+        t0 = time.monotonic()
+        with smtplib.SMTP("127.0.0.1", port, timeout=5) as s:
+            s.sendmail("%s@example.org" % user, ["%s@localhost" % user],
+                       b"Subject: %d\r\n\r\nx\r\n" % i)
+        worst = max(worst, time.monotonic() - t0)
+    return worst
 
 
 def smtp_dialog(port, lines, read_final=True, timeout=10.0):
@@ -184,8 +227,7 @@ def mount_full_mailbox(d, user):
     """A mailbox on which nothing can be created, even by root: a private tmpfs with no free inode
     mounted on it, so every delivery fails with ENOSPC, a temporary failure. Returns its path (to
     umount when the mailbox should work again), or None where no tmpfs can be mounted."""
-    path = os.path.join(d.maildir, user)
-    os.makedirs(path, exist_ok=True)
+    path = d.mailbox_dir(user)
     if os.geteuid() != 0 or subprocess.run(
             ["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=1", "tmpfs", path],
             capture_output=True).returncode != 0:

@@ -3,6 +3,7 @@
 Run by `make test` (meson test suite 'integration'); argument: the build directory.
 """
 import os
+import re
 import smtplib
 import socket
 import subprocess
@@ -108,6 +109,29 @@ def test_thousand_transactions_one_connection(d):
     assert seen == list(range(n)), "each message exactly once"
 
 
+def test_duplicate_recipients_one_delivery(d):
+    # Issue 13: 1000 x RCPT TO:<alice@...> must write one file; the local part of a local domain
+    # compares as its mailbox does (case-folded), the domain in any case.
+    variants = [b"dup@localhost", b"DUP@localhost", b"Dup@LOCALHOST", b"dUp@LocalHost"]
+    rcpts = b"".join(b"RCPT TO:<%s>\r\n" % variants[i % len(variants)] for i in range(1000))
+    body = b"Subject: dup\r\n\r\n" + (b"d" * 70 + b"\r\n") * 100
+    out = smtp_dialog(d.port, b"EHLO c.example\r\nMAIL FROM:<x@example.org>\r\n" + rcpts
+                      + b"DATA\r\n" + body + b".\r\nQUIT\r\n")
+    assert out.count(b"250 2.1.5") == 1000, out[-300:]
+    assert b"250 2.0.0 Ok: queued as " in out, out[-300:]
+    qid = out.split(b"queued as ", 1)[1][:16].decode()
+    deadline = time.monotonic() + 10
+    while "qid=%s to=" % qid not in d.read_log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)   # room for a second delivery to show up, if there were one
+    files = d.mailbox_files("dup")
+    assert len(files) == 1, "%d files for one recipient" % len(files)
+    assert read(files[0]).endswith(body), read(files[0])[-100:]
+    lines = [l for l in d.read_log().splitlines() if "qid=%s " % qid in l]
+    assert any("event=accepted" in l and " nrcpt=1 " in l for l in lines), lines
+    assert sum(1 for l in lines if "event=delivery" in l) == 1, lines
+
+
 def test_unknown_user_550(d):
     with smtplib.SMTP("127.0.0.1", d.port) as s:
         s.ehlo("c.example")
@@ -192,11 +216,25 @@ def test_ipv6_listener(d):
 
 
 def test_logs_one_line_per_event(d):
+    # Its own message, whatever ran before: one accepted and one delivery line, by queue id.
+    with smtplib.SMTP("127.0.0.1", d.port) as s:
+        s.ehlo("logs.example")
+        s.mail("l@example.org")
+        s.rcpt("alice@localhost")
+        code, msg = s.data(b"Subject: log\r\n\r\nlogged\r\n")
+    assert code == 250, (code, msg)
+    qid = msg.rsplit(b" ", 1)[1].decode()
+    deadline = time.monotonic() + 10
+    while "qid=%s to=" % qid not in d.read_log() and time.monotonic() < deadline:
+        time.sleep(0.02)
     log = d.read_log()
-    accepted = [l for l in log.splitlines() if " accepted " in l or "event=accepted" in l]
-    delivered = [l for l in log.splitlines() if "status=delivered" in l]
-    assert accepted and all("qid=" in l for l in accepted), log[-2000:]
-    assert delivered and all("qid=" in l for l in delivered), log[-2000:]
+    mine = [l for l in log.splitlines() if "qid=%s " % qid in l]
+    accepted = [l for l in mine if " event=accepted " in l]
+    delivered = [l for l in mine if " event=delivery " in l and " status=delivered " in l]
+    assert len(accepted) == 1 and len(delivered) == 1 and len(mine) == 2, mine
+    assert " to=<alice@localhost> " in delivered[0], delivered
+    stamp = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z event=\w+ ")
+    assert all(stamp.match(l) for l in log.splitlines()), "a line that is not one event"
 
 
 def test_check_config():
@@ -211,7 +249,7 @@ def test_check_config():
 def main():
     res = Results()
     d = Daemon(users=["alice", "bob", "carol", "dots", "pipe", "bdat", "many", "big", "cut",
-                      "smug", "swaks", "v6"], extra={"max_message_size": "100000"})
+                      "smug", "swaks", "v6", "dup"], extra={"max_message_size": "100000"})
     try:
         d.start()
         for name, fn in [(n, f) for n, f in globals().items()

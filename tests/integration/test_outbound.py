@@ -9,7 +9,8 @@ used, implicit MX, AAAA over ::1, null MX and NXDOMAIN bounces, SERVFAIL deferra
 delivered to a local sender, mixed per-recipient results, recipient grouping, connection reuse
 with the concurrency limit never exceeded (measured at the receiver), SIZE and SMTPUTF8 refusals
 bounced without sending data, DSN parameters passed on, no bounce for <>, expiry, deferred mail
-surviving kill -9, relayhost and transport_maps, a dead destination suspended.
+surviving kill -9, relayhost and transport_maps, a dead destination suspended, a large body
+spooled in parts relayed intact.
 """
 import email
 import email.policy
@@ -391,6 +392,22 @@ def test_relayhost_and_transport_maps(_d):
         assert "<a@anywhere.example>" in relay.accepted()[0]["rcpts"][0]
     finally:
         d.cleanup()
+
+
+def test_large_body_in_parts_relayed_intact(d):
+    """A body that arrives over many loop turns is spooled in parts (BODY records, then a PARTS
+    record); the session reads it back part by part from the spool and sends it whole, with
+    its lines that begin with a dot stuffed again (RFC 5321 4.5.2)."""
+    rx = W.fake("127.0.0.57")
+    lines = [b".dot line %d " % i + b"x" * 900 if i % 7 == 0 else b"line %d " % i + b"y" * 900
+             for i in range(1600)]
+    body = b"Subject: large\r\n\r\n" + b"\r\n".join(lines) + b"\r\nend\r\n"
+    send(d, "big@d17.out.test", body=body)
+    wait_status(d, "big@d17.out.test", "delivered", timeout=30)
+    got = rx.wait_accepted(1)
+    assert len(got) == 1, len(got)
+    data = got[0]["data"]
+    assert data.endswith(body), (len(data), len(body))
 
 
 def test_idle_connection_gives_way_at_the_connection_limit(_d):

@@ -508,6 +508,16 @@ lfs_open(const char *path, struct fuse_file_info *fi)
 	return 0;
 }
 
+/* A new name belongs to the caller, as on any file system (the server runs as root; the daemon
+ * creates its files as mail_owner). */
+static int
+own_by_caller(const char *path)
+{
+	const struct fuse_context *ctx = fuse_get_context();
+	return fchownat(L.root_fd, rel(path), ctx->uid, ctx->gid, AT_SYMLINK_NOFOLLOW) == 0 ? 0
+		: -errno;
+}
+
 static int
 lfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
@@ -519,9 +529,10 @@ lfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 	if (rc == 0) {
 		fd = openat(L.root_fd, rel(path), backing_flags(fi->flags) | O_CREAT | O_EXCL, mode);
 		if (fd >= 0) {
-			if ((h = fh_new(fd)) == NULL)
+			rc = own_by_caller(path);
+			if (rc == 0 && (h = fh_new(fd)) == NULL)
 				rc = -errno;
-			else
+			else if (rc == 0)
 				node_add(h->ino, false)->durable_size = 0;   /* a new inode */
 		} else if (errno == EEXIST && !(fi->flags & O_EXCL)) {
 			fd = openat(L.root_fd, rel(path), backing_flags(fi->flags));
@@ -699,6 +710,8 @@ lfs_mkdir(const char *path, mode_t mode)
 	int rc = note_name(path);
 	if (rc == 0 && mkdirat(L.root_fd, rel(path), mode) != 0)
 		rc = -errno;
+	if (rc == 0)
+		rc = own_by_caller(path);
 	UNLOCK();
 	return rc;
 }
@@ -711,6 +724,8 @@ lfs_mknod(const char *path, mode_t mode, dev_t dev)
 	int rc = note_name(path);
 	if (rc == 0 && mknodat(L.root_fd, rel(path), mode, dev) != 0)
 		rc = -errno;
+	if (rc == 0)
+		rc = own_by_caller(path);
 	struct stat st;
 	if (rc == 0 && S_ISREG(mode) && fstatat(L.root_fd, rel(path), &st, AT_SYMLINK_NOFOLLOW) == 0)
 		node_add((uint64_t)st.st_ino, false)->durable_size = 0;
@@ -726,6 +741,8 @@ lfs_symlink(const char *target, const char *path)
 	int rc = note_name(path);
 	if (rc == 0 && symlinkat(target, L.root_fd, rel(path)) != 0)
 		rc = -errno;
+	if (rc == 0)
+		rc = own_by_caller(path);
 	UNLOCK();
 	return rc;
 }

@@ -450,12 +450,13 @@ Test(config, max_message_size_bounds_and_suffixes)
 	cr_assert_eq(cfg.max_message_size, 1024);
 	expect_value_ok("max_message_size", "10M");
 	cr_assert_eq(cfg.max_message_size, 10u << 20);
-	expect_value_ok("max_message_size", "2g");
-	cr_assert_eq(cfg.max_message_size, 2ull << 30);
-	expect_value_ok("max_message_size", "2147483648");
-	expect_value_err("max_message_size", "2147483649");
-	expect_value_err("max_message_size", "2049m");
-	expect_value_err("max_message_size", "3g");
+	expect_value_ok("max_message_size", "1000m");           /* the most a spool record holds */
+	cr_assert_eq(cfg.max_message_size, 1000ull << 20);
+	expect_value_ok("max_message_size", "1048576000");
+	expect_value_err("max_message_size", "1048576001");
+	expect_value_err("max_message_size", "1001m");
+	expect_value_err("max_message_size", "1g");             /* the record itself, no room left */
+	expect_value_err("max_message_size", "2g");
 	expect_value_err("max_message_size", "0");
 	expect_value_err("max_message_size", "");
 	expect_value_err("max_message_size", "k");
@@ -471,7 +472,21 @@ Test(config, max_message_size_message_names_the_range)
 {
 	cr_assert_eq(load("max_message_size = 3g\n"), -1);
 	cr_assert_str_eq(err, "ringmta.conf:1: max_message_size: 3g is out of range "
-		"1024..2147483648");
+		"1024..1048576000 (a spool record holds 1 GiB, envelope and Received: header included)");
+	cr_assert_eq(load("max_message_size = 1000\n"), -1);   /* below: no word about the spool */
+	cr_assert_str_eq(err, "ringmta.conf:1: max_message_size: 1000 is out of range "
+		"1024..1048576000");
+}
+
+Test(config, max_message_size_is_checked_for_an_override_too)
+{
+	char e[CONFIG_ERR_MAX];
+	struct config c;
+	config_default(&c);
+	cr_assert_eq(config_set(&c, "max_message_size=1000m", e, sizeof(e)), 0);
+	cr_assert_eq(config_set(&c, "max_message_size=1001m", e, sizeof(e)), -1);
+	cr_assert(strstr(e, "a spool record holds 1 GiB") != NULL, "%s", e);
+	cr_assert_eq(c.max_message_size, 1000ull << 20, "unchanged after the refusal");
 }
 
 Test(config, max_recipients_bounds)
@@ -873,7 +888,7 @@ Test(config, print_round_trips_every_key)
 		"queue_lifetime = 3601\nlog_file = /var/log/ringmta.log\nmaildir_sync = syncfs\n"
 		"dns_timeout = 2\ndns_attempts = 3\ndns_cache_max = 10\ninet_protocols = ipv6\n");
 	expect_round_trip(&cfg);
-	expect_ok("max_message_size = 2g\ncmd_timeout = 1\nqueue_lifetime = 365d\n"
+	expect_ok("max_message_size = 1000m\ncmd_timeout = 1\nqueue_lifetime = 365d\n"
 		"relayhost = example.com:25\nlocal_domains =\nmyhostname = localhost\n");
 	expect_round_trip(&cfg);
 }
@@ -886,6 +901,7 @@ Test(config, print_writes_every_key_once)
 		"tls_key_file", "auth_users_file", "max_message_size", "max_recipients",
 		"dns_servers", "remote_smtp_port", "relayhost", "shards", "max_connections",
 		"bad_cmd_max", "cmd_timeout", "data_timeout", "queue_lifetime", "log_file",
+		"mail_owner",
 		"maildir_sync", "dns_timeout", "dns_attempts", "dns_cache_max", "inet_protocols",
 		"minimal_backoff_time", "maximal_backoff_time", "delay_warning_time",
 		"tls_eccert_file", "tls_eckey_file", "tls_server_sni_file", "smtp_tls_security_level",
@@ -904,7 +920,26 @@ Test(config, print_writes_every_key_once)
 	cr_assert(strstr(text, "queue_lifetime = 5d\n") != NULL, "%s", text);
 	cr_assert(strstr(text, "listen = 127.0.0.1:2525\n") != NULL, "%s", text);
 	cr_assert(strstr(text, "\nrelayhost =\n") != NULL, "no trailing blank:\n%s", text);
+	cr_assert(strstr(text, "\nmail_owner = ringmta\n") != NULL, "%s", text);
 	free(text);
+}
+
+Test(config, mail_owner_is_a_user_name)
+{
+	config_default(&cfg);
+	cr_assert_str_eq(cfg.mail_owner, "ringmta");          /* Postfix's name for the key */
+	expect_value_ok("mail_owner", "vmail");
+	cr_assert_str_eq(cfg.mail_owner, "vmail");
+	expect_value_ok("mail_owner", "a_b-c.d9");
+	expect_value_ok("mail_owner", "u2345678901234567890123456789012");   /* 32 octets */
+	expect_value_err("mail_owner", "u23456789012345678901234567890123");
+	expect_value_err("mail_owner", "");
+	expect_value_err("mail_owner", "-x");
+	expect_value_err("mail_owner", ".x");
+	expect_value_err("mail_owner", "a b");
+	expect_value_err("mail_owner", "a/b");
+	expect_value_err("mail_owner", "a:b");
+	expect_value_err("mail_owner", "0\xc3\xa9");
 }
 
 /* ---- cross-key checks ---- */

@@ -151,13 +151,6 @@ Test(log, error_lines_name_the_errno)
 	cr_assert(strstr(done(n), " error=9999\n") != NULL, "%s", line);
 }
 
-Test(log, stats_line)
-{
-	size_t n = log_format_stats(line, LOG_LINE_MAX, T0, 2, 10, 20, 5, 19);
-	cr_assert_str_eq(done(n), "2024-05-01T12:34:56.789Z event=stats shard=2 connections=10 "
-		"messages=20 fdatasyncs=5 deliveries=19\n");
-}
-
 /* ---- escaping ---- */
 
 Test(log, network_values_cannot_split_or_forge_a_line) /* RFC 2505 2.3 */

@@ -126,7 +126,6 @@ Test(route, policy_tls_level_per_destination) /* Postfix's smtp_tls_policy_maps 
 	cr_assert(!route_policy_wants_tls(&r));
 	route_fini(&r);
 	struct route_table t;
-	char err[ROUTE_ERR_MAX];
 	cr_assert_eq(route_table_parse(&t, true, "pol", SLICE_LIT("a.test tls=dane\n"), err,
 		sizeof(err)), -1);
 	cr_assert(strstr(err, "tls") != NULL, "%s", err);
