@@ -17,23 +17,35 @@ bufring_add(struct bufring *b, uint16_t bid)
 int
 bufring_init(struct bufring *b, struct ring *r, uint16_t group, uint32_t count, uint32_t size)
 {
+	return bufring_init_spare(b, r, group, count, 0, size);
+}
+
+int
+bufring_init_spare(struct bufring *b, struct ring *r, uint16_t group, uint32_t count,
+	uint32_t spare, uint32_t size)
+{
 	ASSERT(count > 0 && (count & (count - 1)) == 0);
-	ASSERT(count <= UINT16_MAX + 1u);
+	ASSERT(count + spare <= UINT16_MAX + 1u);
 	memset(b, 0, sizeof(*b));
+	uint32_t all = count + spare;
 	size_t ring_bytes = count * sizeof(struct io_uring_buf);
 	void *br = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
 	if (br == MAP_FAILED)
 		return -errno;
-	void *base = mmap(NULL, (size_t)count * size, PROT_READ | PROT_WRITE,
+	/* Untouched pages cost nothing: spares that are never used are never resident. */
+	void *base = mmap(NULL, (size_t)all * size, PROT_READ | PROT_WRITE,
 		MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
 	if (base == MAP_FAILED) {
 		int rc = -errno;
 		munmap(br, ring_bytes);
 		return rc;
 	}
-	b->refs = calloc(count, sizeof(*b->refs));
-	if (b->refs == NULL) {
-		munmap(base, (size_t)count * size);
+	b->refs = calloc(all, sizeof(*b->refs));
+	b->spare_free = calloc(spare > 0 ? spare : 1, sizeof(*b->spare_free));
+	if (b->refs == NULL || b->spare_free == NULL) {
+		free(b->refs);
+		free(b->spare_free);
+		munmap(base, (size_t)all * size);
 		munmap(br, ring_bytes);
 		return -ENOMEM;
 	}
@@ -42,6 +54,9 @@ bufring_init(struct bufring *b, struct ring *r, uint16_t group, uint32_t count, 
 	b->count = count;
 	b->size = size;
 	b->group = group;
+	b->spare_count = spare;
+	for (uint32_t i = 0; i < spare; i++)
+		b->spare_free[b->spare_free_len++] = (uint16_t)(count + spare - 1 - i);
 	struct io_uring_buf_reg reg;
 	memset(&reg, 0, sizeof(reg));
 	reg.ring_addr = (unsigned long)br;
@@ -63,11 +78,25 @@ void
 bufring_fini(struct bufring *b)
 {
 	free(b->refs);
+	free(b->spare_free);
 	if (b->br != NULL)
 		munmap(b->br, b->count * sizeof(struct io_uring_buf));
 	if (b->base != NULL)
-		munmap(b->base, (size_t)b->count * b->size);
+		munmap(b->base, (size_t)(b->count + b->spare_count) * b->size);
 	memset(b, 0, sizeof(*b));
+}
+
+int32_t
+bufring_spare_take(struct bufring *b)
+{
+	if (b->spare_free_len == 0)
+		return -1;
+	uint16_t bid = b->spare_free[--b->spare_free_len];
+	ASSERT(bid >= b->count);
+	ASSERT(b->refs[bid] == 0);
+	b->refs[bid] = 1;
+	b->held++;
+	return bid;
 }
 
 void
@@ -82,7 +111,7 @@ bufring_taken(struct bufring *b, uint16_t bid)
 void
 bufring_hold(struct bufring *b, uint16_t bid)
 {
-	ASSERT(bid < b->count);
+	ASSERT(bid < b->count + b->spare_count);
 	ASSERT(b->refs[bid] > 0);
 	ASSERT(b->refs[bid] < UINT16_MAX);
 	b->refs[bid]++;
@@ -91,12 +120,17 @@ bufring_hold(struct bufring *b, uint16_t bid)
 void
 bufring_release(struct bufring *b, uint16_t bid)
 {
-	ASSERT(bid < b->count);
+	ASSERT(bid < b->count + b->spare_count);
 	ASSERT(b->refs[bid] > 0);
 	if (--b->refs[bid] > 0)
 		return;
 	ASSERT(b->held > 0);
 	b->held--;
+	if (bid >= b->count) {
+		ASSERT(b->spare_free_len < b->spare_count);
+		b->spare_free[b->spare_free_len++] = bid;
+		return;
+	}
 	bufring_add(b, bid);
 }
 
@@ -104,7 +138,7 @@ int32_t
 bufring_which(const struct bufring *b, const void *p)
 {
 	const uint8_t *q = p;
-	if (q < b->base || q >= b->base + (size_t)b->count * b->size)
+	if (q < b->base || q >= b->base + (size_t)(b->count + b->spare_count) * b->size)
 		return -1;
 	return (int32_t)((size_t)(q - b->base) / b->size);
 }

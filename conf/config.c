@@ -60,6 +60,7 @@ enum config_kind {
 	CONFIG_KIND_LOG_FORMAT,  /* uint32_t enum log_format: text | json */
 	CONFIG_KIND_INET,        /* all, ipv4, ipv6, "ipv4, ipv6" (Postfix inet_protocols) */
 	CONFIG_KIND_TLS_LEVEL,   /* uint8_t enum config_tls_level */
+	CONFIG_KIND_BOOL,        /* bool: yes | no */
 };
 
 struct config_key {
@@ -102,6 +103,7 @@ static const struct config_key config_keys[] = {
 		0, 0),
 	CONFIG_VALUE("smtp_tls_ca_file", CONFIG_KIND_PATH, smtp_tls_ca_file, 0, 0),
 	CONFIG_VALUE("auth_users_file", CONFIG_KIND_PATH, auth_users_file, 0, 0),
+	CONFIG_VALUE("submission_sender_check", CONFIG_KIND_BOOL, submission_sender_check, 0, 0),
 	{ "max_message_size", CONFIG_KIND_SIZE, CONFIG_F(max_message_size), 0,
 		CONFIG_MESSAGE_SIZE_MIN, CONFIG_MESSAGE_SIZE_MAX,
 		"a spool record holds 1 GiB, envelope and Received: header included" },
@@ -162,8 +164,9 @@ static const struct config_doc {
 	const char *shown;       /* NULL: the embedded default's value */
 } config_docs[] = {
 	{ "listen", "inbound SMTP addresses, e.g. 0.0.0.0:25, [::]:25", NULL },
-	{ "submission_listen", "port 587 addresses (needs TLS and AUTH; not built yet)", NULL },
-	{ "smtps_listen", "port 465 addresses, implicit TLS (not built yet)", NULL },
+	{ "submission_listen", "port 587 addresses: STARTTLS, then AUTH before MAIL (needs a "
+		"certificate and auth_users_file)", NULL },
+	{ "smtps_listen", "port 465 addresses, implicit TLS (needs a certificate)", NULL },
 	{ "metrics_listen", "addresses of the Prometheus endpoint (HTTP GET /metrics); empty: off",
 		NULL },
 	{ "local_listen", "Unix socket where `ringmta sendmail` hands in local mail (may relay); "
@@ -187,9 +190,12 @@ static const struct config_doc {
 		NULL },
 	{ "tls_eckey_file", "the key of tls_eccert_file", NULL },
 	{ "tls_server_sni_file", "lines `name pem-file [pem-file]`: certificates by SNI name", NULL },
-	{ "smtp_tls_security_level", "outbound TLS: none, may, encrypt or verify", NULL },
+	{ "smtp_tls_security_level", "outbound STARTTLS: none, may, encrypt or verify (a "
+		"destination_policy_file tls= overrides it)", NULL },
 	{ "smtp_tls_ca_file", "CA certificates for verify; empty: the system's", NULL },
 	{ "auth_users_file", "AUTH users, `user:{CRYPT}$y$...` lines (`ringmta passwd USER`)",
+		NULL },
+	{ "submission_sender_check", "yes: after AUTH on 587/465, MAIL FROM is the user name or <>",
 		NULL },
 	{ "max_message_size", "octets (k, m, g suffixes), advertised as SIZE", NULL },
 	{ "max_recipients", "per message (RFC 5321 4.5.3.1.8: at least 100)", NULL },
@@ -204,8 +210,8 @@ static const struct config_doc {
 		NULL },
 	{ "transport_maps", "a file of `domain nexthop` lines, overriding relayhost per domain",
 		NULL },
-	{ "destination_policy_file", "per-destination limits, e.g. `.example.com concurrency=5`",
-		NULL },
+	{ "destination_policy_file", "per-destination limits and TLS level, e.g. "
+		"`.example.com concurrency=5 tls=encrypt`", NULL },
 	{ "destination_concurrency_limit", "connections at once per destination", NULL },
 	{ "destination_recipient_limit", "recipients per transaction", NULL },
 	{ "connection_reuse_limit", "messages per connection, then QUIT and a new one", NULL },
@@ -987,6 +993,13 @@ config_set_value(struct config *cfg, const struct config_key *k, struct slice va
 		return config_parse_inet(cfg, value, why);
 	case CONFIG_KIND_TLS_LEVEL:
 		return config_parse_tls_level((uint8_t *)field, value, why);
+	case CONFIG_KIND_BOOL:
+		if (!slice_eq(value, SLICE_LIT("yes")) && !slice_eq(value, SLICE_LIT("no"))) {
+			config_why(why, value, " is not yes or no");
+			return -1;
+		}
+		*(bool *)field = slice_eq(value, SLICE_LIT("yes"));
+		return 0;
 	case CONFIG_KIND_SIZE:
 	case CONFIG_KIND_COUNT:
 	case CONFIG_KIND_PORT:
@@ -1053,6 +1066,9 @@ config_print_value(FILE *f, const struct config *cfg, const struct config_key *k
 	case CONFIG_KIND_TLS_LEVEL:
 		ASSERT(*(const uint8_t *)field < ARRAY_LEN(config_tls_levels));
 		fputs(config_tls_levels[*(const uint8_t *)field], f);
+		break;
+	case CONFIG_KIND_BOOL:
+		fputs(*(const bool *)field ? "yes" : "no", f);
 		break;
 	}
 }
@@ -1204,6 +1220,7 @@ config_default(struct config *cfg)
 	cfg->dns_cache_max = CONFIG_DNS_CACHE_MAX_DEFAULT;
 	cfg->inet_protocols = CONFIG_INET_ALL;
 	cfg->smtp_tls_security_level = CONFIG_TLS_MAY;
+	cfg->submission_sender_check = true;
 	cfg->dest_concurrency_limit = CONFIG_DEST_CONCURRENCY_DEFAULT;
 	cfg->dest_recipient_limit = CONFIG_DEST_RCPT_DEFAULT;
 	cfg->connection_reuse_limit = CONFIG_REUSE_LIMIT_DEFAULT;

@@ -125,6 +125,7 @@ struct config {
 	char smtp_tls_ca_file[CONFIG_STR_MAX];          /* empty: the system store (ca-certificates) */
 	uint8_t smtp_tls_security_level;                /* enum config_tls_level, default may */
 	char auth_users_file[CONFIG_STR_MAX];
+	bool submission_sender_check;   /* AUTH on 587/465: MAIL FROM is the user name (or <>) */
 	char dns_servers[CONFIG_STR_MAX];               /* empty: /etc/resolv.conf */
 	uint32_t dns_timeout_ms;         /* per query attempt; 0: resolv.conf's, else 5 s */
 	uint32_t dns_attempts;           /* rounds over the servers; 0: resolv.conf's, else 2 */

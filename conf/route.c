@@ -144,7 +144,23 @@ route_hop_parse(struct slice text, struct route_hop *out)
 	return true;
 }
 
-/* "concurrency=5 recipients=20 messages_per_connection=50 rate=20/s" */
+/* tls=none|may|encrypt|verify (smtp_tls_security_level's names). */
+static bool
+route_tls_parse(struct slice value, uint8_t *out, char *why, size_t why_len)
+{
+	static const char *const names[] = { [CONFIG_TLS_NONE] = "none", [CONFIG_TLS_MAY] = "may",
+		[CONFIG_TLS_ENCRYPT] = "encrypt", [CONFIG_TLS_VERIFY] = "verify" };
+	for (uint8_t i = 0; i < ARRAY_LEN(names); i++) {
+		if (slice_eq(value, slice_make(names[i], strlen(names[i])))) {
+			*out = (uint8_t)(ROUTE_TLS_GIVEN + i);
+			return true;
+		}
+	}
+	snprintf(why, why_len, "tls: not none, may, encrypt or verify");
+	return false;
+}
+
+/* "concurrency=5 recipients=20 messages_per_connection=50 rate=20/s tls=encrypt" */
 static bool
 route_limits_parse(struct slice rest, struct route_limits *out, char *why, size_t why_len)
 {
@@ -157,13 +173,18 @@ route_limits_parse(struct slice rest, struct route_limits *out, char *why, size_
 		{ "rate", offsetof(struct route_limits, rate), ROUTE_RATE_MAX },
 	};
 	memset(out, 0, sizeof(*out));
-	for (uint32_t words = 0; words < ARRAY_LEN(keys) * 2; words++) {
+	for (uint32_t words = 0; words < (ARRAY_LEN(keys) + 1) * 2; words++) {
 		struct slice w = route_word(&rest);
 		if (w.len == 0)
 			return true;
 		const uint8_t *eq = memchr(w.ptr, '=', w.len);
 		size_t klen = eq == NULL ? w.len : (size_t)(eq - w.ptr);
 		struct slice value = eq == NULL ? slice_sub(w, 0, 0) : slice_skip(w, klen + 1);
+		if (slice_eq(slice_sub(w, 0, klen), SLICE_LIT("tls"))) {
+			if (!route_tls_parse(value, &out->tls, why, why_len))
+				return false;
+			continue;
+		}
 		uint32_t k = 0;
 		while (k < ARRAY_LEN(keys) && !slice_eq(slice_sub(w, 0, klen),
 			slice_make(keys[k].key, strlen(keys[k].key))))
@@ -340,6 +361,16 @@ route_fini(struct route *r)
 	free(r->transport.entries);
 	free(r->policy.entries);
 	memset(r, 0, sizeof(*r));
+}
+
+bool
+route_policy_wants_tls(const struct route *r)
+{
+	for (uint32_t i = 0; i < r->policy.count; i++) {
+		if (r->policy.entries[i].limits.tls > ROUTE_TLS_GIVEN + CONFIG_TLS_NONE)
+			return true;
+	}
+	return false;
 }
 
 static const struct route_entry *

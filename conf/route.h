@@ -13,7 +13,7 @@
  *
  * destination_policy_file: per-destination overrides of the outbound limits, one line per domain
  * or MX-host suffix: "example.com concurrency=5 recipients=20 messages_per_connection=50
- * rate=20/s". "example.com" matches the recipient domain example.com, or an MX host named
+ * rate=20/s tls=encrypt" (tls: smtp_tls_security_level for it). "example.com" matches the recipient domain example.com, or an MX host named
  * example.com; ".google.com" matches any MX host (or domain) under google.com. Keys not given
  * keep the global value. route_policy_find returns the most specific match.
  *
@@ -42,12 +42,15 @@ struct route_hop {
 	bool mx;                              /* look up the MX records of host */
 };
 
+#define ROUTE_TLS_GIVEN 1u   /* route_limits.tls: ROUTE_TLS_GIVEN + enum config_tls_level */
+
 /* Overrides; 0 means "not given": the global value holds. */
 struct route_limits {
 	uint32_t concurrency;
 	uint32_t recipients;
 	uint32_t messages_per_connection;
 	uint32_t rate;                        /* messages per second */
+	uint8_t tls;                          /* tls=none|may|encrypt|verify, or 0 */
 };
 
 struct route_entry {
@@ -73,6 +76,9 @@ struct route {
 int route_init(struct route *r, const struct config *cfg, char *err, size_t err_len) MUST_USE;
 
 void route_fini(struct route *r);
+
+/* Some policy entry asks for outbound TLS (tls=may or above). */
+bool route_policy_wants_tls(const struct route *r);
 
 /* Parses a whole transport_maps (policy false) or policy (true) text into t; name is shown in
  * errors. Returns 0, or -1 with a message in err. (Exposed for the unit tests.) */

@@ -10,6 +10,7 @@
 #include "base/log.h"
 #include "conf/route.h"
 #include "engine/xshard.h"
+#include "tls/tls_cache.h"
 
 #define OUTBOUND_SUSPEND_MIN_MS 1000u   /* a dead destination rests at least this long */
 
@@ -405,9 +406,10 @@ outbound_dests_reap(struct outbound *ob)
 	}
 }
 
-/* The limits of a new destination: the global ones, with its policy entry over them. */
+/* The limits of a new destination: the global ones, with its policy entry over them; the
+ * same for its TLS level. */
 static struct outbound_sched_limits
-outbound_dest_limits(struct outbound *ob, const struct outbound_req *req)
+outbound_dest_limits(struct outbound *ob, const struct outbound_req *req, uint8_t *tls_level)
 {
 	const struct config *cfg = ob->p.cfg;
 	struct outbound_sched_limits lim = { .concurrency = cfg->dest_concurrency_limit,
@@ -422,6 +424,8 @@ outbound_dest_limits(struct outbound *ob, const struct outbound_req *req)
 	}
 	const struct route_limits *pl = route_policy_find(ob->p.route, req->domain, names,
 		rt->addr_count);
+	*tls_level = pl != NULL && pl->tls != 0 ? (uint8_t)(pl->tls - ROUTE_TLS_GIVEN)
+		: cfg->smtp_tls_security_level;
 	if (pl != NULL) {
 		lim.concurrency = pl->concurrency ? pl->concurrency : lim.concurrency;
 		lim.recipients = pl->recipients ? pl->recipients : lim.recipients;
@@ -466,7 +470,7 @@ outbound_dest_get(struct outbound *ob, const struct outbound_req *req)
 	d->hash = rt->hash;
 	d->route = *rt;
 	d->route_ms = ob->ring->now_ms;
-	struct outbound_sched_limits lim = outbound_dest_limits(ob, req);
+	struct outbound_sched_limits lim = outbound_dest_limits(ob, req, &d->tls_level);
 	outbound_sched_dest_init(&d->sched, &lim);
 	d->hash_next = *b;
 	*b = d;
@@ -731,10 +735,13 @@ static void
 outbound_client_config(struct outbound *ob)
 {
 	const struct config *cfg = ob->p.cfg;
-	ob->ccfg = (struct smtp_client_config){
-		.helo_name = slice_make(cfg->myhostname, strlen(cfg->myhostname)),
-		.starttls = false,
-	};
+	for (uint32_t level = 0; level < ARRAY_LEN(ob->ccfg); level++) {
+		ob->ccfg[level] = (struct smtp_client_config){
+			.helo_name = slice_make(cfg->myhostname, strlen(cfg->myhostname)),
+			.starttls = level != CONFIG_TLS_NONE && ob->p.tls != NULL,
+			.tls_required = level >= CONFIG_TLS_ENCRYPT,
+		};
+	}
 	uint32_t max = cfg->dest_recipient_limit;
 	const struct route_table *pt = &ob->p.route->policy;
 	for (uint32_t i = 0; i < pt->count; i++) {
@@ -801,6 +808,10 @@ outbound_init(struct ring *r, const struct outbound_params *p, struct outbound *
 	ob->conn_limit = outbound_sched_share(p->cfg->outbound_connection_limit, p->shard_count,
 		ob->shard);
 	outbound_client_config(ob);
+	if (p->tls != NULL && tls_cache_new(OUTBOUND_TLS_CACHE_ENTRIES, &ob->tls_cache) != 0) {
+		outbound_fini(ob);
+		return -ENOMEM;
+	}
 	ob->op_dns = ring_op_register(r, outbound_dns_done, ob);
 	outbound_sessions_init(ob);
 	if (p->xshard != NULL) {
@@ -828,6 +839,8 @@ outbound_fini(struct outbound *ob)
 	}
 	free(ob->buckets);
 	free(ob->homes);
+	if (ob->tls_cache != NULL)
+		tls_cache_free(ob->tls_cache);
 	free(ob);
 }
 

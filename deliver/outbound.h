@@ -38,6 +38,8 @@
 #include "base/slice.h"
 #include "conf/config.h"
 #include "dns/resolver.h"
+
+struct tls_client_ctx;
 #include "queue/spool.h"
 
 struct outbound;
@@ -47,6 +49,8 @@ struct xshard_endpoint;
 
 #define OUTBOUND_REPLY_MAX        512u   /* octets of a reply kept per recipient */
 #define OUTBOUND_RELAY_MAX        320u   /* "host[ip]:port" */
+#define OUTBOUND_TLS_MAX          160u   /* tls_stage_describe's text (TLS_STAGE_DESCRIBE_MAX) */
+#define OUTBOUND_TLS_CACHE_ENTRIES 1024u /* TLS sessions kept per shard for resumption */
 #define OUTBOUND_STATUS_MAX        10u   /* "5.123.456" and its NUL */
 #define OUTBOUND_ROUTE_ADDRS_MAX  CONFIG_MX_ADDRESS_LIMIT_MAX
 #define OUTBOUND_ROUTE_NAMES_MAX 2048u   /* octets of the host names of one route */
@@ -69,6 +73,7 @@ struct outbound_result {
 	char status[OUTBOUND_STATUS_MAX];     /* RFC 3463 */
 	char reply[OUTBOUND_REPLY_MAX];       /* "550 5.1.1 <b@x>: unknown", or our reason */
 	char relay[OUTBOUND_RELAY_MAX];       /* "mx.example.com[192.0.2.1]:25", or "none" */
+	char tls[OUTBOUND_TLS_MAX];           /* "TLSv1.3 with cipher ...", or empty: clear text */
 	uint32_t dns_ms;                      /* routing and DNS */
 	uint32_t connect_ms;                  /* connect, greeting, EHLO (0 on a reused one) */
 	uint32_t xmit_ms;                     /* the transaction: MAIL to the reply after data */
@@ -151,6 +156,7 @@ struct outbound_params {
 	struct dns_resolver *resolver;        /* NULL: no DNS servers (lookups defer) */
 	struct xshard_endpoint *xshard;       /* NULL with one shard */
 	uint32_t shard_count;
+	struct tls_client_ctx *tls;           /* STARTTLS, or NULL when no level asks for it */
 };
 
 struct outbound_stats {

@@ -38,6 +38,7 @@ struct ob_dest {
 	uint64_t addr_down_until[OUTBOUND_ROUTE_ADDRS_MAX];
 	uint32_t rotate;                        /* spreads sessions over the first preference */
 	struct outbound_sched_dest sched;
+	uint8_t tls_level;                      /* enum config_tls_level: global or its policy's */
 	struct outbound_req *q_head, *q_tail;   /* requests with recipients not in a transaction */
 	uint32_t q_count;
 	struct ob_session *idle_head;           /* READY sessions waiting for work */
@@ -71,7 +72,8 @@ struct outbound {
 	struct outbound_params p;
 	uint32_t shard;
 	uint8_t op_dns, op_body;
-	struct smtp_client_config ccfg;
+	struct smtp_client_config ccfg[CONFIG_TLS_VERIFY + 1];   /* per enum config_tls_level */
+	struct tls_cache *tls_cache;            /* with p.tls: sessions to resume, by MX name */
 	struct ob_timeout timeouts[OUTBOUND_TIMEOUTS_MAX];
 	uint32_t timeout_count;
 	uint32_t idle_class;

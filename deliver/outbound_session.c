@@ -14,7 +14,18 @@
  * descriptor. With BDAT the slices are the stored bytes; with DATA proto/data_stuff cuts them
  * into slices around the doubled dots. The slices go to conn_write_ref, which borrows them until
  * the output drains: no body octet is copied in user space, and the read buffer is refilled
- * only after everything borrowed from it has been sent. */
+ * only after everything borrowed from it has been sent (with TLS the octets are copied where
+ * they are sealed: engine/conn).
+ *
+ * STARTTLS (smtp_tls_security_level, Postfix's names, or the destination's tls= in
+ * destination_policy_file): with `may` and up the client machine
+ * asks for it when the server offers it; its STARTTLS action starts the connection's TLS stage
+ * (what the server sent after its 220 is dropped), with the MX name for SNI, verification and
+ * the shard's session cache. `encrypt` and `verify` defer when the server offers no STARTTLS
+ * or refuses it (the machine's tls_required); `verify` fails the handshake on a certificate
+ * that does not chain to smtp_tls_ca_file or does not name the MX host. A failed handshake
+ * fails the address (the next one is tried) with the stage's reason. The TLS in use is logged
+ * (event=smtp_tls) and goes into each recipient's result (the delivery line's tls=...). */
 #include "deliver/outbound_int.h"
 
 #include <arpa/inet.h>
@@ -26,6 +37,7 @@
 
 #include "base/log.h"
 #include "proto/smtp_server.h"
+#include "tls/tls_stage.h"
 
 enum ob_session_state {
 	OB_S_CONNECTING,      /* a connect is in flight */
@@ -416,6 +428,9 @@ ob_result_fill(struct ob_session *s, uint32_t k, const struct smtp_client_result
 	enum outbound_outcome o = r->outcome == SMTP_CLIENT_DELIVERED ? OUTBOUND_DELIVERED
 		: r->outcome == SMTP_CLIENT_BOUNCED ? OUTBOUND_BOUNCED : OUTBOUND_DEFERRED;
 	outbound_result_set(res, o, status, reply, s->relay, !r->local);
+	res->tls[0] = '\0';
+	if (s->conn != NULL && conn_tls_ready(s->conn))
+		(void)tls_stage_describe(conn_tls(s->conn), res->tls, sizeof(res->tls));
 	uint64_t now = s->ob->ring->now_ms;
 	res->dns_ms = req->priv.dns_ms;
 	res->connect_ms = s->messages == 1 ? s->setup_ms : 0;
@@ -611,6 +626,24 @@ ob_session_deadline(struct ob_session *s)
 	conn_idle(s->conn, ms == 0 ? CONN_TIMEOUT_NONE : ob_timeout_class(s->ob, ms));
 }
 
+/* The server said 220 to STARTTLS: TLS starts behind it. */
+static void
+ob_session_starttls(struct ob_session *s)
+{
+	struct outbound *ob = s->ob;
+	uint32_t len;
+	const char *name = outbound_addr_name(&s->d->route, s->addr, &len);
+	struct tls_client_params p = { .level = s->d->tls_level,
+		.host = slice_make(name, len), .cache = ob->tls_cache };
+	int rc = conn_tls_client(s->conn, ob->p.tls, &p,
+		ob_timeout_class(ob, SMTP_CLIENT_TIMEOUT_CMD_MS));
+	if (rc < 0) {
+		struct smtp_client_actions acts = { .count = 0 };
+		smtp_client_tls_done(&s->smtp, rc, &acts);
+		ob_session_actions(s, &acts);
+	}
+}
+
 static void
 ob_session_actions(struct ob_session *s, const struct smtp_client_actions *acts)
 {
@@ -630,7 +663,9 @@ ob_session_actions(struct ob_session *s, const struct smtp_client_actions *acts)
 		case SMTP_CLIENT_ACTION_READY:
 			ob_session_ready(s);
 			break;
-		case SMTP_CLIENT_ACTION_STARTTLS:   /* never asked for: cfg.starttls is off */
+		case SMTP_CLIENT_ACTION_STARTTLS:
+			ob_session_starttls(s);
+			break;
 		case SMTP_CLIENT_ACTION_CLOSE:
 			conn_close(s->conn);
 			break;
@@ -673,7 +708,7 @@ ob_session_connected(void *ctx, struct conn *c, int res)
 	s->up_ms = s->ob->ring->now_ms;
 	s->ob->stats.connections++;
 	ob_session_log_open(s);
-	smtp_client_init(&s->smtp, &s->ob->ccfg);
+	smtp_client_init(&s->smtp, &s->ob->ccfg[s->d->tls_level]);
 	ob_session_deadline(s);
 	(void)c;
 }
@@ -734,12 +769,50 @@ ob_session_closed(void *ctx, struct conn *c, int res)
 	ob_session_to_reconnect(s);
 }
 
+static void
+ob_session_log_tls(struct ob_session *s, struct conn *c, int res)
+{
+	char buf[LOG_LINE_MAX];
+	struct log_line l;
+	log_line_begin(&l, buf, sizeof(buf), s->ob->ring->now_real_ms,
+		res == 0 ? "smtp_tls" : "smtp_tls_failed");
+	log_line_u64(&l, "shard", s->ob->shard);
+	log_line_str(&l, "relay", s->relay);
+	if (res == 0) {
+		char what[TLS_STAGE_DESCRIBE_MAX];
+		size_t len = tls_stage_describe(conn_tls(c), what, sizeof(what));
+		log_line_str(&l, "verified", tls_stage_verified(conn_tls(c)) ? "yes" : "no");
+		log_line_str(&l, "resumed", tls_stage_resumed(conn_tls(c)) ? "yes" : "no");
+		log_line_quoted(&l, "detail", slice_make(what, len));
+	} else {
+		const char *why = conn_tls_reason(c);
+		log_line_quoted(&l, "reason", slice_make(why, strlen(why)));
+	}
+	log_write(buf, log_line_end(&l));
+}
+
+/* The handshake after STARTTLS is done (the machine sends EHLO again) or failed (this address
+ * failed, with the stage's reason; the connection closes by itself). */
+static void
+ob_session_tls_done(void *ctx, struct conn *c, int res)
+{
+	struct ob_session *s = ctx;
+	ob_session_log_tls(s, c, res);
+	struct smtp_client_actions acts = { .count = 0 };
+	smtp_client_tls_done(&s->smtp, res, &acts);
+	ob_session_actions(s, &acts);
+	if (res < 0)
+		ob_session_error(s, "4.7.5", false, "TLS with %.200s failed: %.200s",
+			conn_tls_reason(c));
+}
+
 static const struct conn_session_ops ob_session_ops = {
 	.input = ob_session_input,
 	.connected = ob_session_connected,
 	.drained = ob_session_drained,
 	.timeout = ob_session_timeout,
 	.closed = ob_session_closed,
+	.tls_done = ob_session_tls_done,
 };
 
 /* ---- the body ---- */

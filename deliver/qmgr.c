@@ -74,7 +74,8 @@ qmgr_slot(const struct qmgr *q, const struct qmgr_msg *m)
 }
 
 /* The line of a remote attempt: relay=host[ip]:port, and delays=a/b/c/d as Postfix's: queue
- * wait, routing and DNS, connection set-up, transmission. */
+ * wait, routing and DNS, connection set-up, transmission; tls="TLSv1.3 with cipher ..." when
+ * the transaction went over TLS. */
 static void
 qmgr_log_remote(struct qmgr *q, struct qmgr_msg *m, struct slice to, enum log_status st,
 	const char *dsn, const struct outbound_result *res, uint64_t delay)
@@ -98,6 +99,8 @@ qmgr_log_remote(struct qmgr *q, struct qmgr_msg *m, struct slice to, enum log_st
 	log_line_quoted(&l, "detail", slice_make(res->reply, strlen(res->reply)));
 	log_line_str(&l, "relay", res->relay[0] != '\0' ? res->relay : "none");
 	log_line_str(&l, "delays", delays);
+	if (res->tls[0] != '\0')
+		log_line_quoted(&l, "tls", slice_make(res->tls, strlen(res->tls)));
 	log_write(buf, log_line_end(&l));
 }
 

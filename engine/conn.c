@@ -14,6 +14,12 @@
 
 #define CONN_LINGER_MS      10000u   /* a closing connection waits this long for its output */
 #define CONN_OUT_FIRST_CAP   1024u
+#define CONN_TLS_ROUNDS_MAX     16u   /* stage calls per receive buffer (see conn_tls_input) */
+#define CONN_TLS_OUT_ROOM    16384u   /* free output room offered to each stage call */
+/* Sealing n octets writes at most this much more per record (header, tag, content type). */
+#define CONN_TLS_RECORD_OVERHEAD (TLS_RECORD_SEALED_MAX - TLS_RECORD_PLAIN_MAX)
+_Static_assert(CONN_TLS_OUT_ROOM >= TLS_RECORD_SEALED_MAX - TLS_RECORD_PLAIN_MAX,
+	"an alert or a record header fits the room a stage call gets");
 #define CONN_PWBUF_SIZE      4096u   /* getpwuid_r's strings for one entry */
 
 /* A stretch of output: own octets (ptr NULL: data[off, off + len)) or borrowed ones. */
@@ -55,6 +61,12 @@ struct conn {
 	bool in_turn;                        /* on the pool's end-of-turn list */
 	bool want_feed;                      /* offer pending input at the end of the turn */
 	bool want_rearm;
+	bool in_input;                       /* inside ops->input */
+	bool drop_input;                     /* TLS started inside input: drop the clear text left */
+	bool tls_on;                         /* the TLS stage sits between socket and session */
+	bool tls_ready;                      /* its handshake is done */
+	bool tls_close_sent;                 /* close_notify is queued */
+	const char *tls_reason;              /* the transport's own reason (a timeout), or NULL */
 	int close_res;
 	struct conn *turn_next;
 	struct timer_node idle;
@@ -65,6 +77,8 @@ struct conn {
 	struct conn_out out[2];              /* out[active] collects, the other one is in flight */
 	uint32_t out_active;
 	uint32_t send_off;
+	struct conn_out tls_plain;           /* with TLS: session output, sealed at the end of turn */
+	struct tls_stage tls;                /* valid while tls_on */
 	struct iovec *iov;                   /* CONN_SEGS_MAX, for a send of segments */
 	struct msghdr msg;
 	struct sockaddr_storage peer_sa;
@@ -77,6 +91,11 @@ struct conn {
 #define CONN_LINGER_CLASS (CONN_TIMEOUT_CLASSES_MAX - 1u)
 
 static void conn_maybe_free(struct conn *c);
+static void conn_tls_input(struct conn *c, struct slice cipher);
+static void conn_tls_flush(struct conn *c);
+static void conn_tls_timed_out(struct conn *c);
+static void conn_tls_end(struct conn *c);
+static bool conn_tls_owes_close(const struct conn *c);
 
 static struct conn *
 conn_lookup(struct conn_pool *p, uint64_t ud)
@@ -143,6 +162,25 @@ conn_cancel_recv(struct conn *c)
 	io_uring_sqe_set_data64(sqe, ring_ud(RING_OP_NONE, 0, 0));
 }
 
+/* Makes room for `room` more octets in o. Returns 0 or -ENOBUFS. */
+static int
+conn_out_reserve(struct conn_out *o, size_t room)
+{
+	if (room <= o->cap - o->len)
+		return 0;
+	if (room > 2u * (size_t)CONN_OUTPUT_HARD_MAX)   /* far past what conn_write lets in */
+		return -ENOBUFS;
+	uint32_t cap = o->cap ? o->cap : CONN_OUT_FIRST_CAP;
+	while (cap - o->len < room)
+		cap *= 2;
+	uint8_t *grown = realloc(o->data, cap);
+	if (grown == NULL)
+		return -ENOBUFS;
+	o->data = grown;
+	o->cap = cap;
+	return 0;
+}
+
 static int
 conn_out_seg(struct conn_out *o, struct conn_seg seg)
 {
@@ -170,42 +208,45 @@ conn_out_reset(struct conn_out *o)
 	o->total = 0;
 }
 
+/* n own octets were written at data + len (room reserved): they become output. Returns 0 or
+ * -ENOBUFS (no segment left for them). */
 static int
-conn_out_append(struct conn_out *o, struct slice data)
+conn_out_commit(struct conn_out *o, uint32_t n)
 {
-	if (data.len > o->cap - o->len) {
-		uint32_t cap = o->cap ? o->cap : CONN_OUT_FIRST_CAP;
-		while (cap - o->len < data.len)
-			cap *= 2;
-		uint8_t *grown = realloc(o->data, cap);
-		if (grown == NULL)
-			return -ENOBUFS;
-		o->data = grown;
-		o->cap = cap;
-	}
 	if (o->seg_count > 0) {   /* segments are in use: these octets are one more, or extend */
 		struct conn_seg *last = &o->segs[o->seg_count - 1];
 		bool extends = last->ptr == NULL && last->off + last->len == o->len;
 		if (!extends && conn_out_seg(o, (struct conn_seg){ .off = o->len }) != 0)
 			return -ENOBUFS;
-		o->segs[o->seg_count - 1].len += (uint32_t)data.len;
+		o->segs[o->seg_count - 1].len += n;
 	}
+	o->len += n;
+	o->total += n;
+	return 0;
+}
+
+static int
+conn_out_append(struct conn_out *o, struct slice data)
+{
+	if (conn_out_reserve(o, data.len) != 0)
+		return -ENOBUFS;
 	/* copy: the session's reply buffer is reused by its next call. */
 	memcpy(o->data + o->len, data.ptr, data.len);
-	o->len += (uint32_t)data.len;
-	o->total += (uint32_t)data.len;
-	return 0;
+	return conn_out_commit(o, (uint32_t)data.len);
 }
 
 uint32_t
 conn_unsent(const struct conn *c)
 {
-	return c->out[0].total + c->out[1].total - (c->send_busy ? c->send_off : 0);
+	return c->out[0].total + c->out[1].total + c->tls_plain.len
+		- (c->send_busy ? c->send_off : 0);
 }
 
 int
 conn_write_ref(struct conn *c, struct slice data)
 {
+	if (c->tls_on)
+		return conn_write(c, data);   /* sealing copies the octets anyway */
 	struct conn_out *o = &c->out[c->out_active];
 	if (c->closing || data.len > CONN_OUTPUT_HARD_MAX - conn_unsent(c))
 		return -ENOBUFS;
@@ -274,9 +315,11 @@ conn_send_out(struct conn *c, const struct conn_out *o)
 int
 conn_write(struct conn *c, struct slice data)
 {
-	if (c->closing || data.len > CONN_OUTPUT_HARD_MAX - conn_unsent(c))
+	uint32_t unsent = conn_unsent(c);   /* sealing may take it a little past the bound */
+	if (c->closing || unsent > CONN_OUTPUT_HARD_MAX || data.len > CONN_OUTPUT_HARD_MAX - unsent)
 		return -ENOBUFS;
-	int rc = conn_out_append(&c->out[c->out_active], data);
+	/* With TLS the plaintext waits for the end of the turn: one seal for the turn's output. */
+	int rc = conn_out_append(c->tls_on ? &c->tls_plain : &c->out[c->out_active], data);
 	if (rc == 0)
 		conn_want_turn(c);
 	return rc;
@@ -318,7 +361,9 @@ conn_begin_close(struct conn *c, int res, bool drop_output)
 		c->close_res = res;
 	}
 	conn_timer_stop(c);
-	if (drop_output || conn_unsent(c) == 0) {
+	if (c->tls_on && !c->tls_ready)
+		conn_out_reset(&c->tls_plain);   /* it could never be sealed */
+	if (drop_output || (conn_unsent(c) == 0 && !conn_tls_owes_close(c))) {
 		conn_cancel_all(c);
 	} else {
 		if (c->recv_armed && !c->recv_stopped)
@@ -351,7 +396,7 @@ conn_kick(struct conn *c)
 void
 conn_idle(struct conn *c, uint32_t timeout_class)
 {
-	if (!c->closing)
+	if (!c->closing && !(c->tls_on && !c->tls_ready))   /* the handshake's deadline holds */
 		conn_timer_start(c, timeout_class);
 }
 
@@ -396,9 +441,25 @@ conn_feed(struct conn *c, struct slice in)
 {
 	if (in.len == 0 || !conn_can_feed(c))
 		return 0;
+	c->in_input = true;
 	size_t n = c->ops->input(c->s, c, in);
+	c->in_input = false;
 	ASSERT(n <= in.len);
 	return n;
+}
+
+/* The session started TLS inside its input callback: what it did not take of that input, and
+ * whatever waited behind it, came in the clear before the handshake and is dropped (RFC 3207
+ * 4.2, CVE-2011-0411; for a client, what the server sent after its 220). Returns whether it
+ * dropped. */
+static bool
+conn_drop_cleartext(struct conn *c)
+{
+	if (!c->drop_input)
+		return false;
+	c->drop_input = false;
+	c->pending_len = 0;
+	return true;
 }
 
 static int
@@ -435,6 +496,7 @@ conn_feed_pending(struct conn *c)
 	size_t used = conn_feed(c, slice_make(c->pending, c->pending_len));
 	memmove(c->pending, c->pending + used, c->pending_len - used);
 	c->pending_len -= (uint32_t)used;
+	(void)conn_drop_cleartext(c);
 }
 
 /* Back-pressure: stop reading while too much input waits, read again once it drained. */
@@ -464,6 +526,8 @@ conn_input(struct conn *c, struct slice in)
 {
 	if (c->pending_len == 0)
 		in = slice_skip(in, conn_feed(c, in));
+	if (conn_drop_cleartext(c))
+		return;
 	if (conn_pending_add(c, in) != 0) {
 		/* The recvs in flight when reading stopped may still bring this much: a client that
 		 * pipelines message bodies past their 354 (RFC 2920 3.1 forbids it) gets here. */
@@ -484,7 +548,11 @@ conn_recv_done(struct conn *c, const struct io_uring_cqe *cqe)
 		uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
 		bufring_taken(c->pool->bufs, bid);
 		if (!c->closing) {
-			conn_input(c, slice_make(bufring_buf(c->pool->bufs, bid), (size_t)cqe->res));
+			struct slice in = slice_make(bufring_buf(c->pool->bufs, bid), (size_t)cqe->res);
+			if (c->tls_on)
+				conn_tls_input(c, in);
+			else
+				conn_input(c, in);
 			conn_want_turn(c);
 		}
 		bufring_release(c->pool->bufs, bid);   /* a session that kept a slice holds its own */
@@ -600,6 +668,7 @@ conn_maybe_free(struct conn *c)
 	c->pending_cap = 0;
 	conn_out_reset(&c->out[0]);
 	conn_out_reset(&c->out[1]);
+	conn_tls_end(c);
 	const struct conn_session_ops *ops = c->ops;
 	void *s = c->s;
 	int res = c->close_res;
@@ -629,11 +698,12 @@ conn_slot_alloc(struct conn_pool *p)
 	 * the same batch reuses it: forgetting that would put it on the list a second time and
 	 * make the list a cycle that the end of the turn never leaves. */
 	uint32_t slot = c->slot, gen = c->gen;
-	struct conn_out out0 = c->out[0], out1 = c->out[1];
+	struct conn_out out0 = c->out[0], out1 = c->out[1], plain = c->tls_plain;
 	struct iovec *iov = c->iov;
 	bool in_turn = c->in_turn;
 	struct conn *turn_next = c->turn_next;
 	memset(c, 0, sizeof(*c));
+	c->tls_plain = (struct conn_out){ .data = plain.data, .cap = plain.cap };
 	c->pool = p;
 	c->slot = slot;
 	c->gen = gen;
@@ -776,6 +846,7 @@ conn_turn_one(struct conn *c)
 	if (c->want_rearm && !c->closing && !c->recv_armed && !c->recv_stopped && !c->connecting)
 		conn_arm_recv(c);
 	c->want_rearm = false;
+	conn_tls_flush(c);
 	conn_send_next(c);
 	conn_maybe_free(c);
 }
@@ -790,6 +861,10 @@ conn_expire(struct conn_pool *p)
 			conn_timer_stop(c);
 			if (c->closing || c->send_busy) {
 				conn_begin_close(c, -ETIMEDOUT, true);   /* not even reading our output */
+				continue;
+			}
+			if (c->tls_on && !c->tls_ready) {
+				conn_tls_timed_out(c);
 				continue;
 			}
 			c->ops->timeout(c->s, c);
@@ -850,8 +925,12 @@ conn_pool_init(struct conn_pool *p, struct ring *r, struct bufring *bufs, uint32
 {
 	memset(p, 0, sizeof(*p));
 	p->slots = calloc(max, sizeof(*p->slots));
-	if (p->slots == NULL)
+	p->tls_scratch = malloc(CONN_TLS_SCRATCH_SIZE);
+	if (p->slots == NULL || p->tls_scratch == NULL) {
+		free(p->slots);
+		free(p->tls_scratch);
 		return -ENOMEM;
+	}
 	p->ring = r;
 	p->bufs = bufs;
 	p->slot_max = max;
@@ -875,10 +954,12 @@ conn_pool_fini(struct conn_pool *p)
 		free(c->out[1].data);
 		free(c->out[0].segs);
 		free(c->out[1].segs);
+		free(c->tls_plain.data);
 		free(c->iov);
 		free(c);
 	}
 	free(p->slots);
+	free(p->tls_scratch);
 	memset(p, 0, sizeof(*p));
 }
 
@@ -892,4 +973,247 @@ conn_pool_timeout_class(struct conn_pool *p, uint32_t timeout_ms)
 	ASSERT(p->timer_count < CONN_LINGER_CLASS);
 	timer_list_init(&p->timers[p->timer_count], timeout_ms);
 	return p->timer_count++;
+}
+
+/* ---- TLS: the stage between the socket and the session ----
+ *
+ * Receive: ciphertext goes from the provided buffer the kernel filled straight into the stage,
+ * which decrypts into a spare receive buffer (base/bufring): the session sees plaintext in a
+ * receive buffer, as without TLS, and the spool can hold its body slices there the same way.
+ * With no spare free, the pool's scratch buffer serves (the spool then copies body slices).
+ * Send: conn_write collects plaintext in tls_plain during the turn; at its end conn_tls_flush
+ * seals it into the output buffer in as few records as it fits, then the output leaves as
+ * always. Handshake records and alerts go straight into the output buffer. */
+
+/* Where one stage call decrypts to. */
+struct conn_plain {
+	uint8_t *ptr;
+	size_t cap;
+	int32_t bid;       /* a spare receive buffer, or -1: the pool's scratch buffer */
+};
+
+static struct conn_plain
+conn_plain_take(struct conn_pool *p)
+{
+	int32_t bid = bufring_spare_take(p->bufs);
+	if (bid >= 0)
+		return (struct conn_plain){ .ptr = bufring_buf(p->bufs, (uint16_t)bid),
+			.cap = bufring_size(p->bufs), .bid = bid };
+	p->stats.tls_scratch_used++;
+	return (struct conn_plain){ .ptr = p->tls_scratch, .cap = CONN_TLS_SCRATCH_SIZE, .bid = -1 };
+}
+
+static void
+conn_plain_release(struct conn_pool *p, struct conn_plain pb)
+{
+	if (pb.bid >= 0)
+		bufring_release(p->bufs, (uint16_t)pb.bid);   /* a session that kept a slice holds it */
+}
+
+/* One stage call with in, decrypting into plain; records it writes go to the output. */
+static int
+conn_tls_recv(struct conn *c, struct slice in, struct conn_plain plain, struct tls_step *step)
+{
+	struct conn_out *o = &c->out[c->out_active];
+	if (conn_unsent(c) > CONN_OUTPUT_HARD_MAX || conn_out_reserve(o, CONN_TLS_OUT_ROOM) != 0) {
+		c->tls_reason = "output bound reached";   /* a peer that never reads */
+		return -ENOBUFS;
+	}
+	struct tls_out to = { .ptr = o->data, .cap = o->cap, .len = o->len };
+	int rc = tls_stage_recv(&c->tls, in, plain.ptr, plain.cap, &to, step);
+	ASSERT(to.len >= o->len);
+	ASSERT(to.len <= o->cap);
+	if (conn_out_commit(o, (uint32_t)(to.len - o->len)) != 0 && rc == 0) {
+		c->tls_reason = "output bound reached";
+		rc = -ENOBUFS;
+	}
+	return rc;
+}
+
+/* TLS failed (the handshake, a record that did not open, a bound, the handshake's deadline):
+ * close, sending what is queued (an alert) unless drop_output, and tell the session. */
+static void
+conn_tls_failed(struct conn *c, int rc, bool drop_output)
+{
+	conn_out_reset(&c->tls_plain);   /* nothing can be sealed any more */
+	conn_begin_close(c, rc, drop_output);
+	c->ops->tls_done(c->s, c, rc);
+}
+
+static void
+conn_tls_established(struct conn *c)
+{
+	c->tls_ready = true;
+	conn_timer_stop(c);       /* the handshake's deadline; the session sets its own */
+	conn_want_turn(c);        /* output written during the handshake can be sealed now */
+	c->ops->tls_done(c->s, c, 0);
+}
+
+/* Ciphertext from a receive buffer. Each round the stage takes all of `cipher` unless the
+ * plaintext or the output room filled up, and each of those rounds moves at least a buffer's
+ * worth: 16 KiB of input cannot need CONN_TLS_ROUNDS_MAX rounds. */
+static void
+conn_tls_input(struct conn *c, struct slice cipher)
+{
+	for (uint32_t round = 0; !c->closing; round++) {
+		if (round == CONN_TLS_ROUNDS_MAX) {
+			c->tls_reason = "too many rounds for one receive buffer";
+			conn_tls_failed(c, -EPROTO, false);
+			return;
+		}
+		struct conn_plain pb = conn_plain_take(c->pool);
+		struct tls_step step;
+		int rc = conn_tls_recv(c, cipher, pb, &step);
+		if (rc == 0) {
+			cipher = slice_skip(cipher, step.in_used);
+			if (step.handshake_done)
+				conn_tls_established(c);
+			if (step.plain_len > 0 && !c->closing)
+				conn_input(c, slice_make(pb.ptr, step.plain_len));
+		}
+		conn_plain_release(c->pool, pb);
+		if (rc < 0) {
+			conn_tls_failed(c, rc == -ENOBUFS ? -ENOBUFS : -EPROTO, false);
+			return;
+		}
+		if (step.peer_closed) {
+			conn_begin_close(c, 0, true);   /* close_notify: the end of the stream */
+			return;
+		}
+		if (!step.out_full && step.plain_len < pb.cap && cipher.len == 0)
+			return;
+	}
+}
+
+/* End of turn: the turn's plaintext into records in the output, then close_notify if the
+ * session closes. */
+static void
+conn_tls_flush(struct conn *c)
+{
+	if (!c->tls_on || !c->tls_ready || c->cancelled || tls_stage_failed(&c->tls))
+		return;
+	if (c->tls_plain.len == 0 && !(c->closing && !c->tls_close_sent))
+		return;
+	struct conn_out *o = &c->out[c->out_active];
+	struct slice rest = slice_make(c->tls_plain.data, c->tls_plain.len);
+	size_t records = rest.len / TLS_RECORD_PLAIN_MAX + 1u;
+	int rc = conn_out_reserve(o, rest.len + records * CONN_TLS_RECORD_OVERHEAD
+		+ CONN_TLS_OUT_ROOM);
+	if (rc == 0 && rest.len > 0) {
+		struct tls_out to = { .ptr = o->data, .cap = o->cap, .len = o->len };
+		size_t used = 0;
+		rc = tls_stage_send(&c->tls, rest, &to, &used);
+		int crc = conn_out_commit(o, (uint32_t)(to.len - o->len));
+		if (rc == 0)
+			rc = crc;
+		if (rc == 0 && used < rest.len)
+			rc = -ENOBUFS;   /* the room above is enough for every record: not reached */
+	}
+	conn_out_reset(&c->tls_plain);
+	if (rc == 0 && c->closing && !c->tls_close_sent) {
+		struct tls_out to = { .ptr = o->data, .cap = o->cap, .len = o->len };
+		rc = tls_stage_close(&c->tls, &to);
+		int crc = conn_out_commit(o, (uint32_t)(to.len - o->len));
+		if (rc == 0)
+			rc = crc;
+		c->tls_close_sent = true;
+	}
+	if (rc < 0 && !c->closing)
+		conn_tls_failed(c, rc, false);
+}
+
+static void
+conn_tls_timed_out(struct conn *c)
+{
+	c->tls_reason = "handshake timed out";
+	conn_tls_failed(c, -ETIMEDOUT, true);   /* a peer not speaking TLS: nothing more for it */
+}
+
+/* A graceful close of a TLS connection still has its close_notify to send. */
+static bool
+conn_tls_owes_close(const struct conn *c)
+{
+	return c->tls_on && c->tls_ready && !c->tls_close_sent && !tls_stage_failed(&c->tls);
+}
+
+/* The slot is freed: the stage's state and its context reference go. */
+static void
+conn_tls_end(struct conn *c)
+{
+	conn_out_reset(&c->tls_plain);
+	if (c->tls_on)
+		tls_stage_fini(&c->tls);
+	c->tls_on = false;
+}
+
+/* What both ends do when TLS starts. */
+static void
+conn_tls_begin(struct conn *c, uint32_t handshake_class)
+{
+	ASSERT(c->ops->tls_done != NULL);
+	c->tls_on = true;
+	c->tls_ready = false;
+	c->tls_close_sent = false;
+	c->tls_reason = NULL;
+	c->drop_input = c->in_input;
+	c->pending_len = 0;
+	conn_timer_start(c, handshake_class);
+}
+
+int
+conn_tls_server(struct conn *c, struct tls_server_ctx *ctx, uint32_t handshake_class)
+{
+	ASSERT(!c->tls_on);
+	if (c->closing)
+		return -ECONNABORTED;
+	int rc = tls_stage_server_init(&c->tls, ctx, &c->pool->ring->now_real_ms);
+	if (rc < 0)
+		return rc;
+	conn_tls_begin(c, handshake_class);
+	return 0;
+}
+
+int
+conn_tls_client(struct conn *c, struct tls_client_ctx *ctx, const struct tls_client_params *p,
+	uint32_t handshake_class)
+{
+	ASSERT(!c->tls_on);
+	if (c->closing)
+		return -ECONNABORTED;
+	int rc = tls_stage_client_init(&c->tls, ctx, p, &c->pool->ring->now_real_ms);
+	if (rc < 0)
+		return rc;
+	conn_tls_begin(c, handshake_class);
+	/* The ClientHello, into the output behind whatever the session wrote before. */
+	struct tls_step step;
+	rc = conn_tls_recv(c, slice_make(NULL, 0), (struct conn_plain){ .ptr = c->pool->tls_scratch,
+		.cap = CONN_TLS_SCRATCH_SIZE, .bid = -1 }, &step);
+	if (rc < 0) {
+		tls_stage_fini(&c->tls);
+		c->tls_on = false;
+		return rc;
+	}
+	ASSERT(!step.handshake_done);
+	conn_want_turn(c);
+	return 0;
+}
+
+const struct tls_stage *
+conn_tls(const struct conn *c)
+{
+	return c->tls_on ? &c->tls : NULL;
+}
+
+bool
+conn_tls_ready(const struct conn *c)
+{
+	return c->tls_on && c->tls_ready;
+}
+
+const char *
+conn_tls_reason(const struct conn *c)
+{
+	if (c->tls_reason != NULL)
+		return c->tls_reason;
+	return c->tls_on ? tls_stage_reason(&c->tls) : "";
 }

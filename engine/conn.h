@@ -3,7 +3,9 @@
  * A connection is a socket with its receive path, its output, back-pressure, an idle deadline,
  * and cancel and close. What speaks on it is a session (the SMTP server session of engine/smtpd,
  * the SMTP client session of the outbound agent), plugged in through struct conn_session_ops;
- * a TLS stage will sit between the socket and the session, under the same interface.
+ * a TLS stage (tls/tls_stage) sits between the socket and the session once conn_tls_server or
+ * conn_tls_client started it, under the same interface: input is then plaintext, conn_write
+ * takes plaintext, and nothing else changes for the session.
  *
  * Input arrives by multishot recv into the shard's provided buffers and is offered to the
  * session straight from those buffers; only bytes the session does not take (a partial command
@@ -19,7 +21,22 @@
  * tells stale completions apart. Owned by one shard: only its thread calls these functions. The
  * session callbacks are called from completions and from the end-of-turn hook, never from inside
  * a conn_* call the session made, so a session may call conn_* freely from a callback. After
- * `closed`, the connection pointer is dead. */
+ * `closed`, the connection pointer is dead.
+ *
+ * TLS. Starting it (server: after the 220 to STARTTLS, or at once for implicit TLS; client:
+ * on the server's 220 to STARTTLS) does three things: whatever the peer sent before (the rest
+ * of the input being offered, and anything pending) is dropped, since it came in the clear
+ * (RFC 3207 4.2, CVE-2011-0411: not one octet of it reaches the session); output written
+ * before the call leaves in the clear, output written after it waits for the handshake and is
+ * then sealed; the handshake gets its own deadline (conn_idle is ignored until tls_done). The
+ * outcome comes back in tls_done: 0 when the handshake is done (then conn_tls() describes it),
+ * or a negative errno when TLS fails (the handshake, a record that does not open later, the
+ * deadline: -EPROTO, -ENOBUFS, -ETIMEDOUT; conn_tls_reason() says why), after which the
+ * connection closes by itself (an alert, if any, is sent first) and `closed` follows. A
+ * failure touches no other connection. conn_close on a TLS connection sends close_notify after
+ * the output. Copies per octet: see conn.c (receive: ciphertext into the stage, plaintext out
+ * of it into a spare receive buffer; send: the session's octets into the turn's plaintext, the
+ * sealed records into the send buffer). */
 #ifndef RINGMTA_ENGINE_CONN_H
 #define RINGMTA_ENGINE_CONN_H
 #include <stdbool.h>
@@ -30,15 +47,19 @@
 #include "base/slice.h"
 #include "base/bufring.h"
 #include "engine/timer.h"
+#include "tls/tls_stage.h"
 
 struct conn;
+struct tls_client_ctx;
+struct tls_server_ctx;
 
 #define CONN_PENDING_SOFT_MAX  65536u   /* pending input above this stops reading */
 #define CONN_PENDING_HARD_MAX 262144u   /* past this (input in flight when reading stopped): close */
 #define CONN_OUTPUT_SOFT_MAX   65536u   /* unsent output above this stops offering input */
 #define CONN_OUTPUT_HARD_MAX  (1u << 20) /* conn_write refuses past this */
 _Static_assert(CONN_OUTPUT_HARD_MAX <= RING_RW_MAX, "a send is never cut by the kernel");
-#define CONN_TIMEOUT_CLASSES_MAX 8u     /* distinct idle timeouts per pool */
+#define CONN_TIMEOUT_CLASSES_MAX 16u    /* distinct idle timeouts per pool */
+#define CONN_TLS_SCRATCH_SIZE  16384u   /* plaintext when no spare receive buffer is free */
 #define CONN_SEGS_MAX        1024u      /* stretches per send (IOV_MAX), own and borrowed */
 #define CONN_PEER_TEXT_MAX     64u      /* printable address, no port */
 #define CONN_TIMEOUT_NONE      UINT32_MAX
@@ -55,11 +76,15 @@ struct conn_session_ops {
 	/* The connection is gone (the peer left, an error, or a close the session asked for); the
 	 * last call for this connection. res: 0, or the -errno that ended it. */
 	void (*closed)(void *s, struct conn *c, int res);
+	/* TLS (see above): the handshake is done (0), or TLS failed (-errno; the connection
+	 * closes). Needed only by sessions that start TLS. */
+	void (*tls_done)(void *s, struct conn *c, int res);
 };
 
 struct conn_pool_stats {
 	uint64_t opened;          /* accepted or connected */
 	uint64_t body_copied;     /* octets copied into pending buffers while a session said BODY */
+	uint64_t tls_scratch_used; /* TLS decryptions into the scratch buffer (no spare was free) */
 };
 
 /* The connections of one shard. Embedded in the shard; private: use the functions. */
@@ -75,6 +100,7 @@ struct conn_pool {
 	struct timer_list timers[CONN_TIMEOUT_CLASSES_MAX];
 	uint32_t timer_count;
 	uint8_t op_recv, op_send, op_connect;
+	uint8_t *tls_scratch;      /* CONN_TLS_SCRATCH_SIZE */
 	struct conn_pool_stats stats;
 };
 
@@ -115,7 +141,8 @@ int conn_write(struct conn *c, struct slice data) MUST_USE;
 /* Appends data to the output without copying it: the caller keeps data valid and unchanged
  * until the output has drained (`drained`) or the connection is closed (`closed`). Mixes with
  * conn_write in call order; the turn's output then leaves in one sendmsg. Returns 0, or
- * -ENOBUFS (past CONN_OUTPUT_HARD_MAX, CONN_SEGS_MAX stretches, or memory: nothing appended). */
+ * -ENOBUFS (past CONN_OUTPUT_HARD_MAX, CONN_SEGS_MAX stretches, or memory: nothing appended).
+ * With TLS on it is conn_write: the octets are copied where they are sealed. */
 int conn_write_ref(struct conn *c, struct slice data) MUST_USE;
 
 /* How many more conn_write_ref calls the output being collected takes for sure. */
@@ -146,6 +173,28 @@ const char *conn_peer_text(const struct conn *c);
 
 /* The local address of the connection (for the session: which address it came in on). */
 const struct sockaddr_storage *conn_local(const struct conn *c);
+
+/* Starts TLS as the server with ctx (which the stage holds a reference to). handshake_class is
+ * the timeout class of the handshake's deadline. Returns 0, -ENOMEM, or -ECONNABORTED if the
+ * connection is closing. */
+int conn_tls_server(struct conn *c, struct tls_server_ctx *ctx, uint32_t handshake_class)
+	MUST_USE;
+
+/* Starts TLS as the client with ctx, p (the level, the server's name for SNI and verification,
+ * the shard's session cache; see tls/tls_stage.h) and the handshake's deadline; the ClientHello
+ * leaves at the end of the turn. Returns 0, -ENOMEM, -EINVAL (a bad host name), -ECONNABORTED. */
+int conn_tls_client(struct conn *c, struct tls_client_ctx *ctx, const struct tls_client_params *p,
+	uint32_t handshake_class) MUST_USE;
+
+/* The connection's TLS stage (for tls_stage_protocol, _cipher, _describe, _resumed,
+ * _verified), or NULL without TLS. Valid until `closed`. */
+const struct tls_stage *conn_tls(const struct conn *c);
+
+/* TLS is on and its handshake is done. */
+bool conn_tls_ready(const struct conn *c);
+
+/* Why TLS failed ("" if it did not). Static text or in the connection, valid until `closed`. */
+const char *conn_tls_reason(const struct conn *c);
 
 /* The session is reading a message body (on) or commands: pending-buffer copies made while on
  * count as body copies in the pool's stats. */

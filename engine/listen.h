@@ -23,7 +23,7 @@ struct listeners;
 /* Where an accepted socket goes (ownership of fd too), with its listener's profile. */
 typedef void (*listen_accept_fn)(void *ctx, int fd, uint32_t profile);
 
-#define LISTEN_MAX                48u      /* sockets per shard */
+#define LISTEN_MAX                49u      /* sockets per shard: three lists of 16, local_listen */
 #define LISTEN_BACKLOG          4096
 #define LISTEN_BACKOFF_MS        100u      /* after EMFILE/ENFILE before accepting again */
 #define LISTEN_LOG_INTERVAL_MS 10000u

@@ -90,7 +90,8 @@ shard_setup(struct shard *sh)
 	if (rc < 0)
 		return rc;
 	sh->op_msg = ring_op_register(&sh->ring, shard_msg, sh);
-	rc = bufring_init(&sh->bufs, &sh->ring, SHARD_BUF_GROUP, SHARD_BUF_COUNT, SHARD_BUF_SIZE);
+	rc = bufring_init_spare(&sh->bufs, &sh->ring, SHARD_BUF_GROUP, SHARD_BUF_COUNT,
+		SHARD_TLS_BUF_COUNT, SHARD_BUF_SIZE);
 	if (rc < 0)
 		return rc;
 	rc = conn_pool_init(&sh->conns, &sh->ring, &sh->bufs, sh->p.max_connections);

@@ -26,10 +26,12 @@
 #define SHARD_CQE_BATCH_MAX      512u   /* completions handled per loop turn before the hooks */
 #define SHARD_BUF_COUNT          256u   /* provided receive buffers per shard (power of two) */
 #define SHARD_BUF_SIZE         16384u
+#define SHARD_TLS_BUF_COUNT      128u   /* spare receive buffers TLS plaintext is decrypted into */
 #define SHARD_BUF_GROUP            1u
 #define SHARD_FILES_MAX          256u   /* registered file slots, handed out by ring_files_take */
 #define SHARD_IDLE_WAIT_MS      1000u   /* longest sleep of the loop */
 _Static_assert((SHARD_BUF_COUNT & (SHARD_BUF_COUNT - 1)) == 0, "buffer ring size is a power of 2");
+_Static_assert(SHARD_BUF_COUNT + SHARD_TLS_BUF_COUNT <= 65536u, "buffer ids are 16 bits");
 
 struct shard;
 

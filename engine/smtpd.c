@@ -9,13 +9,17 @@
 
 #include "base/log.h"
 #include "base/queue_id.h"
+#include "base/workpool.h"
 #include "conf/config.h"
+#include "conf/passwd.h"
 #include "conf/policy.h"
 #include "engine/rcpt_dedup.h"
 #include "proto/received.h"
 #include "queue/msg.h"
 #include "queue/record.h"
 #include "queue/spool.h"
+#include "tls/tls_ctx.h"
+#include "tls/tls_stage.h"
 
 struct smtpd_session {
 	struct smtpd *d;
@@ -25,23 +29,31 @@ struct smtpd_session {
 	uint32_t next_free;
 	bool live;
 	bool relay_allowed;
+	bool auth_busy;                      /* job is with the worker pool */
+	bool free_deferred;                  /* closed while auth_busy: freed when the job is back */
 	uint32_t messages;
 	uint64_t connected_ms;
 	struct msg *msg;                     /* the body being received */
 	uint64_t commit_qid;                 /* the message whose commit we wait for */
 	uint32_t commit_rcpt_count;          /* its distinct recipients */
+	struct passwd_job job;               /* AUTH: the credentials being verified */
+	struct __kernel_timespec auth_delay; /* read by the kernel: the wait before a 535 */
 	struct smtp_server smtp;             /* last: its arena is touched only when used */
 };
 
 struct smtpd {
 	struct ring *ring;
 	struct smtpd_params p;
-	struct smtp_server_config *profiles; /* p.profiles with rcpt_check set */
+	struct smtp_server_config *profiles; /* p.profiles' machines, with rcpt_check set */
 	struct smtpd_session **slots;
 	uint32_t slot_count;
 	uint32_t slot_max;
 	uint32_t free_head;
 	uint8_t op_commit;
+	uint8_t op_auth;
+	uint8_t op_auth_delay;
+	uint32_t auth_busy;                  /* jobs out with the worker pool */
+	struct tls_server_view tls_view;     /* valid with p.tls */
 	uint32_t cmd_class;
 	uint32_t data_class;
 	struct record_rcpt *rcpt_scratch;    /* SMTP_RCPT_COUNT_MAX entries: envelope encoding */
@@ -55,7 +67,8 @@ static enum smtp_rcpt_verdict
 smtpd_rcpt_check(void *ctx, struct slice local_part, struct slice domain, bool quoted)
 {
 	struct smtpd_session *ss = ctx;
-	return policy_rcpt(ss->d->p.policy, ss->relay_allowed, local_part, domain, quoted);
+	bool relay = ss->relay_allowed || smtp_server_authenticated(&ss->smtp);
+	return policy_rcpt(ss->d->p.policy, relay, local_part, domain, quoted);
 }
 
 static struct smtpd_session *
@@ -84,14 +97,24 @@ smtpd_slot_alloc(struct smtpd *d)
 }
 
 static void
-smtpd_slot_free(struct smtpd_session *ss)
+smtpd_slot_push(struct smtpd_session *ss)
 {
 	struct smtpd *d = ss->d;
+	ss->next_free = d->free_head;
+	d->free_head = ss->slot;
+}
+
+/* The session is over; its slot is reused once no job of it is out. */
+static void
+smtpd_slot_free(struct smtpd_session *ss)
+{
 	ss->live = false;
 	ss->gen++;
 	ss->c = NULL;
-	ss->next_free = d->free_head;
-	d->free_head = ss->slot;
+	if (ss->auth_busy)
+		ss->free_deferred = true;
+	else
+		smtpd_slot_push(ss);
 }
 
 static void
@@ -132,12 +155,18 @@ smtpd_msg_begin(struct smtpd_session *ss)
 	struct slice only_rcpt = env->rcpt_count == 1 ? smtp_server_rcpt(&ss->smtp, 0).path
 		: SLICE_LIT("");
 	const char *peer = conn_peer_text(ss->c);
+	char tls[TLS_STAGE_DESCRIBE_MAX];
+	size_t tls_len = 0;
+	if (conn_tls_ready(ss->c))
+		tls_len = tls_stage_describe(conn_tls(ss->c), tls, sizeof(tls));
 	uint8_t hdr[RECEIVED_LEN_MAX];
 	size_t len = received_format(hdr, sizeof(hdr), &(struct received_info){
 		.helo = env->helo,
 		.client_addr = slice_make(peer, strlen(peer)),
 		.myhostname = slice_make(cfg->myhostname, strlen(cfg->myhostname)),
-		.protocol = received_protocol(env->esmtp, false, false),
+		.protocol = received_protocol(env->esmtp, smtp_server_tls_active(&ss->smtp),
+			smtp_server_authenticated(&ss->smtp)),
+		.tls = slice_make(tls, tls_len),
 		.queue_id = qid,
 		.for_rcpt = only_rcpt,
 		.now_ms = d->ring->now_real_ms,
@@ -217,14 +246,131 @@ smtpd_reply(struct smtpd_session *ss, struct slice data)
 }
 
 static void
-smtpd_auth_refused(struct smtpd_session *ss)
+smtpd_log_auth(struct smtpd_session *ss, int result)
 {
+	struct smtpd *d = ss->d;
+	char buf[LOG_LINE_MAX];
+	struct log_line l;
+	const char *peer = conn_peer_text(ss->c);
+	log_line_begin(&l, buf, sizeof(buf), d->ring->now_real_ms, "auth");
+	log_line_slice(&l, "client", slice_make(peer, strlen(peer)));
+	log_line_slice(&l, "user", slice_make(ss->job.user, ss->job.user_len));
+	log_line_str(&l, "result", result == 0 ? "ok" : result == -EACCES ? "failed" : "error");
+	log_write(buf, log_line_end(&l));
+	if (result == 0)
+		d->stats.auth_ok++;
+	else
+		d->stats.auth_failed++;
+}
+
+/* The machine's verdict, and the replies it gives. */
+static void
+smtpd_auth_verdict(struct smtpd_session *ss, int result)
+{
+	smtpd_log_auth(ss, result);
 	struct smtp_actions acts = { .count = 0 };
-	smtp_server_auth_done(&ss->smtp, -EAGAIN, &acts);
-	for (uint32_t i = 0; i < acts.count; i++) {
-		if (acts.items[i].type == SMTP_ACTION_REPLY)
-			smtpd_reply(ss, acts.items[i].data);
+	smtp_server_auth_done(&ss->smtp, result, &acts);
+	smtpd_actions(ss, &acts);
+	smtpd_idle(ss);
+	conn_kick(ss->c);
+}
+
+/* AUTH action: the credentials go to a worker; its verdict comes back as a completion. */
+static void
+smtpd_auth_start(struct smtpd_session *ss)
+{
+	struct smtpd *d = ss->d;
+	struct slice user, password;
+	smtp_server_auth_credentials(&ss->smtp, &user, &password);
+	int rc = -EAGAIN;
+	ss->job.user_len = 0;
+	if (d->p.passwd != NULL && !d->ring->stopping
+		&& passwd_job_init(&ss->job, d->p.passwd, user, password)) {
+		rc = workpool_submit(d->p.workpool, d->ring->fd, ring_ud(d->op_auth, ss->slot, ss->gen),
+			passwd_job_run, &ss->job);
+		if (rc < 0)
+			explicit_bzero(ss->job.password, sizeof(ss->job.password));
 	}
+	if (rc == 0) {
+		ss->auth_busy = true;
+		d->auth_busy++;
+		return;
+	}
+	smtpd_auth_verdict(ss, rc == -EAGAIN || rc == -ESHUTDOWN ? -EAGAIN : rc);
+}
+
+/* A completion for a session's AUTH (the worker's verdict, or the end of the wait before a
+ * 535): the session, or NULL if the client left meanwhile (its slot is free now). */
+static struct smtpd_session *
+smtpd_auth_back(struct smtpd *d, const struct io_uring_cqe *cqe)
+{
+	uint32_t slot = ring_ud_slot(cqe->user_data);
+	ASSERT(slot < d->slot_count);
+	struct smtpd_session *ss = d->slots[slot];
+	ASSERT(ss->auth_busy);
+	ss->auth_busy = false;
+	d->auth_busy--;
+	if (ss->free_deferred) {
+		ss->free_deferred = false;
+		smtpd_slot_push(ss);
+		return NULL;
+	}
+	ASSERT(ss->live && ss->gen == ring_ud_gen(cqe->user_data));
+	return ss;
+}
+
+/* A failed authentication is answered after SMTPD_AUTH_FAIL_DELAY_MS times the failures so
+ * far, this one included: guessing gets slower, then the machine closes with 421. The slot
+ * stays busy while the kernel's timeout runs. Not while the shard stops. */
+static bool
+smtpd_auth_delay(struct smtpd_session *ss)
+{
+	struct smtpd *d = ss->d;
+	if (d->ring->stopping)
+		return false;
+	uint64_t ms = (uint64_t)SMTPD_AUTH_FAIL_DELAY_MS * (smtp_server_auth_failures(&ss->smtp) + 1u);
+	ss->auth_delay = (struct __kernel_timespec){ .tv_sec = (long long)(ms / 1000u),
+		.tv_nsec = (long long)(ms % 1000u) * 1000000 };
+	struct io_uring_sqe *sqe = ring_sqe(d->ring);
+	io_uring_prep_timeout(sqe, &ss->auth_delay, 0, 0);
+	io_uring_sqe_set_data64(sqe, ring_ud(d->op_auth_delay, ss->slot, ss->gen));
+	ss->auth_busy = true;
+	d->auth_busy++;
+	return true;
+}
+
+/* A worker's verdict on a session's credentials. */
+static void
+smtpd_auth_done(void *ctx, const struct io_uring_cqe *cqe)
+{
+	struct smtpd *d = ctx;
+	struct smtpd_session *ss = smtpd_auth_back(d, cqe);
+	if (ss == NULL)
+		return;
+	int result = cqe->res == 0 || cqe->res == -EACCES ? cqe->res : -EIO;
+	if (result == -EACCES && smtpd_auth_delay(ss))
+		return;
+	smtpd_auth_verdict(ss, result);
+}
+
+/* The wait before a 535 is over. */
+static void
+smtpd_auth_delay_done(void *ctx, const struct io_uring_cqe *cqe)
+{
+	struct smtpd *d = ctx;
+	struct smtpd_session *ss = smtpd_auth_back(d, cqe);
+	if (ss != NULL)
+		smtpd_auth_verdict(ss, -EACCES);
+}
+
+/* STARTTLS action: its 220 is written (it leaves in the clear); TLS starts behind it. */
+static void
+smtpd_starttls(struct smtpd_session *ss)
+{
+	struct smtpd *d = ss->d;
+	if (d->p.tls == NULL || conn_tls_server(ss->c, tls_server_view_get(&d->tls_view),
+		d->cmd_class) != 0)
+		conn_close(ss->c);   /* not offered without TLS; else out of memory */
 }
 
 static void
@@ -249,14 +395,10 @@ smtpd_actions(struct smtpd_session *ss, const struct smtp_actions *acts)
 			smtpd_msg_commit(ss);
 			break;
 		case SMTP_ACTION_STARTTLS:
-			/* Not offered until the TLS stage exists; when it is, the bytes after the command
-			 * are TLS (RFC 3207 4.2) and must not reach the machine. Until then: close. */
-			conn_close(ss->c);
+			smtpd_starttls(ss);
 			break;
 		case SMTP_ACTION_AUTH:
-			/* Not offered on any listener until AUTH is wired in: a machine that asks
-			 * anyway is told "454 try later", never "235". */
-			smtpd_auth_refused(ss);
+			smtpd_auth_start(ss);
 			break;
 		case SMTP_ACTION_CLOSE:
 			conn_close(ss->c);
@@ -314,6 +456,37 @@ smtpd_closed(void *s, struct conn *c, int res)
 	smtpd_slot_free(ss);
 }
 
+/* The handshake is done (after STARTTLS: the machine starts over) or TLS failed (the
+ * connection closes by itself). */
+static void
+smtpd_tls_done(void *s, struct conn *c, int res)
+{
+	struct smtpd_session *ss = s;
+	struct smtpd *d = ss->d;
+	char buf[LOG_LINE_MAX];
+	struct log_line l;
+	const char *peer = conn_peer_text(c);
+	log_line_begin(&l, buf, sizeof(buf), d->ring->now_real_ms, res == 0 ? "tls" : "tls_failed");
+	log_line_slice(&l, "client", slice_make(peer, strlen(peer)));
+	if (res == 0) {
+		char what[TLS_STAGE_DESCRIBE_MAX];
+		size_t len = tls_stage_describe(conn_tls(c), what, sizeof(what));
+		log_line_str(&l, "resumed", tls_stage_resumed(conn_tls(c)) ? "yes" : "no");
+		log_line_quoted(&l, "detail", slice_make(what, len));
+		d->stats.tls_handshakes++;
+	} else {
+		const char *why = conn_tls_reason(c);
+		log_line_quoted(&l, "reason", slice_make(why, strlen(why)));
+		d->stats.tls_failures++;
+	}
+	log_write(buf, log_line_end(&l));
+	if (res != 0)
+		return;
+	if (ss->smtp.state == SMTP_STATE_TLS_WAIT)
+		smtp_server_tls_started(&ss->smtp);
+	smtpd_idle(ss);
+}
+
 static void
 smtpd_connected(void *s, struct conn *c, int res)
 {
@@ -325,6 +498,7 @@ static const struct conn_session_ops smtpd_ops = {
 	.connected = smtpd_connected,
 	.timeout = smtpd_timeout,
 	.closed = smtpd_closed,
+	.tls_done = smtpd_tls_done,
 };
 
 static void
@@ -360,6 +534,14 @@ smtpd_accept(void *smtpd, int fd, uint32_t listener)
 	ss->relay_allowed = peer->sa_family == AF_UNIX || policy_client_may_relay(d->p.policy, peer);
 	log_conn_open(d->ring->now_real_ms, d->ring->shard, conn_peer_text(c), ss->relay_allowed);
 	smtp_server_init(&ss->smtp, &d->profiles[listener], ss);
+	if (d->p.profiles[listener].implicit_tls) {
+		ASSERT(d->p.tls != NULL);
+		if (conn_tls_server(c, tls_server_view_get(&d->tls_view), d->cmd_class) != 0) {
+			conn_abort(c);
+			return;
+		}
+		smtp_server_tls_started(&ss->smtp);   /* the greeting below is sealed */
+	}
 	struct smtp_actions acts = { .count = 0 };
 	smtp_server_start(&ss->smtp, &acts);
 	smtpd_actions(ss, &acts);
@@ -417,9 +599,17 @@ smtpd_stop(void *ctx)
 	}
 }
 
+/* Stopped once no job is out with the worker pool (it answers through this ring). */
+static bool
+smtpd_idle_hook(void *ctx)
+{
+	return ((struct smtpd *)ctx)->auth_busy == 0;
+}
+
 static const struct ring_hooks smtpd_hooks = {
 	.name = "smtpd",
 	.stop = smtpd_stop,
+	.idle = smtpd_idle_hook,
 };
 
 int
@@ -430,6 +620,9 @@ smtpd_init(struct ring *r, const struct smtpd_params *p, struct smtpd **out)
 		return -ENOMEM;
 	d->ring = r;
 	d->p = *p;
+	ASSERT((p->passwd == NULL) == (p->workpool == NULL));
+	if (p->tls != NULL)
+		tls_server_view_init(&d->tls_view, p->tls);
 	d->slot_max = p->cfg->max_connections;
 	d->free_head = UINT32_MAX;
 	d->slots = calloc(d->slot_max, sizeof(*d->slots));
@@ -440,13 +633,15 @@ smtpd_init(struct ring *r, const struct smtpd_params *p, struct smtpd **out)
 		return -ENOMEM;
 	}
 	for (uint32_t i = 0; i < p->profile_count; i++) {
-		d->profiles[i] = p->profiles[i];
+		d->profiles[i] = p->profiles[i].smtp;
 		d->profiles[i].rcpt_check = smtpd_rcpt_check;
 	}
 	rcpt_dedup_init(&d->dedup);
 	d->cmd_class = conn_pool_timeout_class(p->conns, p->cfg->cmd_timeout_ms);
 	d->data_class = conn_pool_timeout_class(p->conns, p->cfg->data_timeout_ms);
 	d->op_commit = ring_op_register(r, smtpd_commit_done, d);
+	d->op_auth = ring_op_register(r, smtpd_auth_done, d);
+	d->op_auth_delay = ring_op_register(r, smtpd_auth_delay_done, d);
 	ring_hooks_register(r, &smtpd_hooks, d);
 	*out = d;
 	return 0;
@@ -464,6 +659,8 @@ smtpd_fini(struct smtpd *d)
 	free(d->slots);
 	free(d->rcpt_scratch);
 	free(d->profiles);
+	if (d->p.tls != NULL)
+		tls_server_view_fini(&d->tls_view);
 	free(d);
 }
 

@@ -402,6 +402,11 @@ smtp_client_hello_done(struct smtp_client *c, bool esmtp, struct smtp_client_act
 		smtp_client_goto(c, SMTP_CLIENT_STATE_STARTTLS);
 		return;
 	}
+	if (c->cfg->tls_required && !c->tls_active) {
+		smtp_client_fail(c, smtp_client_local_result(c, 421, 7, 4,
+			SLICE_LIT("TLS is required, but was not offered by the server"), false), true, out);
+		return;
+	}
 	smtp_client_idle(c, out);
 }
 
@@ -432,12 +437,17 @@ smtp_client_on_hello(struct smtp_client *c, const struct smtp_reply *rep,
 	}
 }
 
-/* RFC 3207 4: 220 and TLS starts; a refusal leaves the session as it was (the policy that
- * would insist on TLS belongs to the TLS issue). */
+/* RFC 3207 4: 220 and TLS starts; a refusal leaves the session as it was, unless TLS is
+ * required. */
 static void
 smtp_client_on_starttls(struct smtp_client *c, const struct smtp_reply *rep,
 	struct smtp_client_actions *out)
 {
+	if (rep->code / 100 != 2 && c->cfg->tls_required) {
+		smtp_client_fail(c, smtp_client_local_result(c, 421, 7, 4,
+			SLICE_LIT("TLS is required, but the server refused STARTTLS"), false), true, out);
+		return;
+	}
 	if (rep->code / 100 != 2) {
 		smtp_client_idle(c, out);
 		return;

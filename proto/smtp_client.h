@@ -63,8 +63,11 @@
  * violation (451 4.5.0). Timeouts (RFC 5321 4.5.3.2): smtp_client_timeout_ms() for the current
  * state.
  *
- * Not done here: STARTTLS policy (the seam: cfg->starttls asks for it when offered; a refusal
- * continues in plaintext), AUTH, BINARYMIME, several BDAT chunks, 8-bit to 7-bit conversion. */
+ * STARTTLS (RFC 3207): cfg->starttls sends it when offered. A refusal continues in plaintext,
+ * unless cfg->tls_required: then a server that does not offer it or refuses it fails the
+ * connection (CONNECTION result 421 4.7.4, local, then QUIT), and no mail is sent in clear.
+ *
+ * Not done here: which level applies (the engine's), AUTH, BINARYMIME, several BDAT chunks, 8-bit to 7-bit conversion. */
 #ifndef RINGMTA_PROTO_SMTP_CLIENT_H
 #define RINGMTA_PROTO_SMTP_CLIENT_H
 #include <stdbool.h>
@@ -191,7 +194,8 @@ struct smtp_client_txn {
 /* Shared by all connections of a shard; frozen before any starts. Timeouts 0: the RFC's. */
 struct smtp_client_config {
 	struct slice helo_name;          /* our name in EHLO/HELO: 1..255 printable octets */
-	bool starttls;                   /* seam for the TLS issue: STARTTLS when offered */
+	bool starttls;                   /* STARTTLS when offered */
+	bool tls_required;               /* with starttls: no TLS, no mail (421 4.7.4, QUIT) */
 	uint32_t greeting_timeout_ms;
 	uint32_t cmd_timeout_ms;         /* MAIL, RCPT and the other commands */
 	uint32_t data_init_timeout_ms;

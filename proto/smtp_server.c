@@ -663,6 +663,22 @@ smtp_server_mail_accept(struct smtp_server *s, const struct smtp_addr *from,
 	smtp_server_goto(s, SMTP_STATE_MAIL);
 }
 
+/* path (local@domain) is the user name: the local part octet for octet, the domain in any
+ * case (RFC 5321 2.4). */
+static bool
+smtp_server_sender_is_user(struct slice path, struct slice user)
+{
+	if (path.len != user.len)
+		return false;
+	size_t at = path.len;
+	while (at > 0 && path.ptr[at - 1] != '@')
+		at--;
+	if (at == 0)
+		return false;   /* no domain: not an address a user owns */
+	return memcmp(path.ptr, user.ptr, at) == 0
+		&& slice_eq_nocase(slice_skip(path, at), slice_skip(user, at));
+}
+
 static void
 smtp_server_cmd_mail(struct smtp_server *s, struct slice args, struct smtp_actions *out)
 {
@@ -704,6 +720,12 @@ smtp_server_cmd_mail(struct smtp_server *s, struct slice args, struct smtp_actio
 	}
 	if (sp.size > smtp_server_size_max(s)) {   /* RFC 1870 6.1 */
 		SMTP_SERVER_REPLY(s, out, "552 5.3.4 Error: message size exceeds fixed limit");
+		return;
+	}
+	if (s->cfg->sender_is_login && s->authenticated && !from.null_path
+		&& !smtp_server_sender_is_user(from.path, smtp_auth_user(&s->auth))) {
+		SMTP_SERVER_REPLY(s, out,
+			"553 5.7.1 Error: sender address not owned by the authenticated user");
 		return;
 	}
 	smtp_server_mail_accept(s, &from, &sp);

@@ -35,7 +35,10 @@
  * 4.7.0" when the check could not run. A response line past SMTP_CMD_LINE_LEN_MAX gets "500
  * 5.5.6" and ends the exchange. cfg->auth_required refuses MAIL before AUTH with "530 5.7.0".
  * MAIL's AUTH= parameter (RFC 4954 5) is accepted where AUTH is advertised, and kept in the
- * envelope only for an authenticated session (otherwise it is as if AUTH=<> was sent).
+ * envelope only for an authenticated session (otherwise it is as if AUTH=<> was sent). With
+ * cfg->sender_is_login an authenticated session may send only as its user name (an address:
+ * the local part compared exactly, the domain without case) or as <>: "553 5.7.1" otherwise
+ * (RFC 6409 8.1, Postfix's reject_sender_login_mismatch).
  *
  * Replies: REPLY slices point into the server's reply buffer and stay valid until the next call
  * of any smtp_server_* function on it. Consecutive replies are contiguous in that buffer, so the
@@ -130,6 +133,7 @@ struct smtp_server_config {
 	bool tls_required;           /* MAIL before TLS: 530 5.7.0 (submission) */
 	bool auth_offered;           /* AUTH PLAIN LOGIN is offered, over TLS only (submission) */
 	bool auth_required;          /* MAIL before AUTH: 530 5.7.0 (submission) */
+	bool sender_is_login;        /* authenticated: MAIL FROM is the user name or <>, else 553 */
 };
 
 enum smtp_body_type { SMTP_BODY_UNSPECIFIED, SMTP_BODY_7BIT, SMTP_BODY_8BITMIME };

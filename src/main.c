@@ -14,9 +14,11 @@
 #include <unistd.h>
 
 #include "base/log.h"
-#include "base/queue_id.h"
 #include "base/log_sink.h"
+#include "base/queue_id.h"
+#include "base/workpool.h"
 #include "conf/config.h"
+#include "conf/passwd.h"
 #include "conf/policy.h"
 #include "conf/route.h"
 #include "deliver/maildir.h"
@@ -36,10 +38,21 @@
 #include "src/passwd_cmd.h"
 #include "src/queue_cmd.h"
 #include "src/sendmail.h"
+#include "tls/tls_ctx.h"
 
 #define MAIN_OVERRIDES_MAX 64u
 #define MAIN_STOP_GRACE_MS 10000u   /* after SIGTERM: finish commits and deliveries */
 #define MAIN_RESOLV_CONF   "/etc/resolv.conf"
+#define MAIN_AUTH_THREADS_MAX 4u      /* password hashes at once (one per shard, at most this) */
+#define MAIN_AUTH_QUEUE_MAX 256u      /* hashes waiting; more get 454 */
+
+/* Listener profiles (struct main_world's profiles; listen_spec.profile). */
+enum main_profile {
+	MAIN_PROFILE_MX,            /* listen: port 25 style, STARTTLS when TLS is configured */
+	MAIN_PROFILE_SUBMISSION,    /* submission_listen: STARTTLS, then AUTH before MAIL (587) */
+	MAIN_PROFILE_SMTPS,         /* smtps_listen: implicit TLS (465), AUTH before MAIL if set */
+	MAIN_PROFILE_COUNT,
+};
 
 /* What the command line asks for besides running the daemon. */
 enum main_mode {
@@ -149,48 +162,28 @@ main_lock_spool(const char *spool_dir)
 	return fd;   /* held until exit */
 }
 
-/* Keys that are parsed but that this build cannot act on yet: setting one is a start-up error,
- * never a silently ignored line. */
-static int
-main_check_supported(const struct config *cfg, char *err, size_t err_len)
+static uint64_t
+main_clock_real_ms(void)
 {
-	static const struct { const char *key; const char *why; } todo[] = {
-		{ "submission_listen", "TLS and AUTH are not built in yet" },
-		{ "smtps_listen", "TLS is not built in yet" },
-		{ "tls_cert_file", "TLS is not built in yet" },
-		{ "tls_key_file", "TLS is not built in yet" },
-		{ "tls_eccert_file", "TLS is not built in yet" },
-		{ "tls_eckey_file", "TLS is not built in yet" },
-		{ "tls_server_sni_file", "TLS is not built in yet" },
-		{ "smtp_tls_ca_file", "outbound TLS is not built in yet" },
-		{ "auth_users_file", "AUTH is not built in yet" },
-		{ "smtp_tls_security_level", "outbound TLS is not built in yet" },
-	};
-	bool set[ARRAY_LEN(todo)] = {
-		cfg->submission_listen_count > 0, cfg->smtps_listen_count > 0,
-		cfg->tls_cert_file[0] != '\0', cfg->tls_key_file[0] != '\0',
-		cfg->tls_eccert_file[0] != '\0', cfg->tls_eckey_file[0] != '\0',
-		cfg->tls_server_sni_file[0] != '\0', cfg->smtp_tls_ca_file[0] != '\0',
-		cfg->auth_users_file[0] != '\0', cfg->smtp_tls_security_level != CONFIG_TLS_MAY,
-	};
-	for (uint32_t i = 0; i < ARRAY_LEN(todo); i++) {
-		if (set[i]) {
-			snprintf(err, err_len, "%s: set, but %s", todo[i].key, todo[i].why);
-			return -1;
-		}
-	}
-	return 0;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 /* The read-only world every shard shares, frozen before the shards start. */
 struct main_world {
 	const struct config *cfg;
 	const struct policy *policy;
+	struct smtpd_profile profiles[MAIN_PROFILE_COUNT];
 	const struct privilege *privilege;   /* whom to become once the shards are set up */
-	struct smtp_server_config profile;       /* port 25 style: the only profile so far */
-	struct listen_spec listen[CONFIG_LISTEN_MAX + 1];   /* the TCP ones, then local_listen */
+	struct listen_spec listen[3u * CONFIG_LISTEN_MAX + 1u];   /* the TCP ones, then local_listen */
 	uint32_t listen_count;                   /* TCP: every shard opens these */
 	uint32_t local_count;                    /* 1 with local_listen: shard 0 serves it */
+	struct tls_tickets *tickets;             /* with tls: the ticket master secret */
+	struct tls_server_slot *tls;             /* the server context, or NULL without TLS */
+	struct tls_client_ctx *tls_client;       /* outbound STARTTLS, or NULL (level none) */
+	struct passwd_table *passwd;             /* the AUTH users, or NULL */
+	struct workpool *workpool;               /* with passwd */
 	uint64_t started_real_ms;
 	const struct route *route;
 	struct dns_resolver_config dns;
@@ -223,25 +216,50 @@ struct main_shard {
 };
 
 static void
+main_listen_add(struct main_world *w, const struct config_addr *addrs, uint32_t count,
+	uint32_t profile)
+{
+	for (uint32_t i = 0; i < count; i++) {
+		ASSERT(w->listen_count < ARRAY_LEN(w->listen));
+		w->listen[w->listen_count++] = (struct listen_spec){ .sa = addrs[i].sa,
+			.sa_len = addrs[i].sa_len, .profile = profile };
+	}
+}
+
+/* The three profiles (config_check made sure each listener has what its profile needs) and
+ * the listeners. */
+static void
 main_world_init(struct main_world *w, const struct config *cfg, const struct policy *policy,
 	const struct privilege *privilege)
 {
 	w->cfg = cfg;
 	w->policy = policy;
 	w->privilege = privilege;
-	w->profile = (struct smtp_server_config){
+	struct smtp_server_config base = {
 		.hostname = slice_make(cfg->myhostname, strlen(cfg->myhostname)),
 		.max_message_size = cfg->max_message_size,
 		.max_recipients = cfg->max_recipients,
 		.bad_cmd_max = cfg->bad_cmd_max,
-		.starttls_offered = false,
 	};
-	for (uint32_t i = 0; i < cfg->listen_count; i++) {
-		w->listen[i].sa = cfg->listen[i].sa;
-		w->listen[i].sa_len = cfg->listen[i].sa_len;
-		w->listen[i].profile = 0;
-	}
-	w->listen_count = cfg->listen_count;
+	bool auth = cfg->auth_users_file[0] != '\0';
+	struct smtpd_profile *p = w->profiles;
+	p[MAIN_PROFILE_MX].smtp = base;
+	p[MAIN_PROFILE_MX].smtp.starttls_offered = w->tls != NULL;
+	p[MAIN_PROFILE_SUBMISSION].smtp = base;
+	p[MAIN_PROFILE_SUBMISSION].smtp.starttls_offered = true;
+	p[MAIN_PROFILE_SUBMISSION].smtp.tls_required = true;
+	p[MAIN_PROFILE_SUBMISSION].smtp.auth_offered = true;
+	p[MAIN_PROFILE_SUBMISSION].smtp.auth_required = true;
+	p[MAIN_PROFILE_SUBMISSION].smtp.sender_is_login = cfg->submission_sender_check;
+	p[MAIN_PROFILE_SMTPS].smtp = base;
+	p[MAIN_PROFILE_SMTPS].smtp.auth_offered = auth;
+	p[MAIN_PROFILE_SMTPS].smtp.auth_required = auth;
+	p[MAIN_PROFILE_SMTPS].smtp.sender_is_login = cfg->submission_sender_check;
+	p[MAIN_PROFILE_SMTPS].implicit_tls = true;
+	main_listen_add(w, cfg->listen, cfg->listen_count, MAIN_PROFILE_MX);
+	main_listen_add(w, cfg->submission_listen, cfg->submission_listen_count,
+		MAIN_PROFILE_SUBMISSION);
+	main_listen_add(w, cfg->smtps_listen, cfg->smtps_listen_count, MAIN_PROFILE_SMTPS);
 	for (uint32_t i = 0; i < cfg->metrics_listen_count; i++) {
 		w->metrics_listen[i].sa = cfg->metrics_listen[i].sa;
 		w->metrics_listen[i].sa_len = cfg->metrics_listen[i].sa_len;
@@ -255,7 +273,7 @@ main_world_init(struct main_world *w, const struct config *cfg, const struct pol
 		sun->sun_family = AF_UNIX;
 		memcpy(sun->sun_path, cfg->local_listen, strlen(cfg->local_listen) + 1);
 		l->sa_len = sizeof(*sun);
-		l->profile = 0;   /* the port 25 profile; the session lets a local user relay */
+		l->profile = MAIN_PROFILE_MX;   /* the session lets a local user relay */
 		w->local_count = 1;
 	}
 }
@@ -357,6 +375,59 @@ main_shard_metrics(struct shard *sh, struct main_shard *ms)
 	if (rc < 0)
 		fprintf(stderr, "ringmta: metrics_listen %u: %s\n", failed, strerror(-rc));
 	return rc;
+
+/* Start-up: the server context and the ticket secret, the AUTH users and their workers. */
+static int
+main_world_security(struct main_world *w, char *err, size_t err_len)
+{
+	const struct config *cfg = w->cfg;
+	static struct tls_server_slot slot;
+	if (cfg->tls_cert_file[0] != '\0' || cfg->tls_eccert_file[0] != '\0') {
+		struct tls_server_ctx *ctx;
+		if (tls_tickets_new(&w->tickets) != 0) {
+			snprintf(err, err_len, "TLS session ticket secret: no random octets");
+			return -1;
+		}
+		if (tls_server_ctx_new(cfg, w->tickets, &ctx, err, err_len) != 0)
+			return -1;
+		tls_server_slot_init(&slot, ctx);
+		w->tls = &slot;
+	}
+	if ((cfg->smtp_tls_security_level != CONFIG_TLS_NONE || route_policy_wants_tls(w->route))
+		&& tls_client_ctx_new(cfg, &w->tls_client, err, err_len) != 0)
+		return -1;
+	if (cfg->auth_users_file[0] != '\0') {
+		if (passwd_load(cfg->auth_users_file, &w->passwd, err, err_len) != 0)
+			return -1;
+		uint32_t threads = cfg->shards < MAIN_AUTH_THREADS_MAX ? cfg->shards
+			: MAIN_AUTH_THREADS_MAX;
+		int rc = workpool_create(threads, MAIN_AUTH_QUEUE_MAX, &w->workpool);
+		if (rc < 0) {
+			snprintf(err, err_len, "AUTH worker threads: %s", strerror(-rc));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* SIGHUP: the certificates and keys are read again; the new context serves new handshakes,
+ * connections keep theirs. A failing build keeps the old one. */
+static void
+main_tls_reload(struct main_world *w)
+{
+	char err[TLS_CTX_ERR_MAX];
+	struct tls_server_ctx *ctx;
+	char buf[LOG_LINE_MAX];
+	struct log_line l;
+	log_line_begin(&l, buf, sizeof(buf), main_clock_real_ms(), "tls_reload");
+	if (tls_server_ctx_new(w->cfg, w->tickets, &ctx, err, sizeof(err)) != 0) {
+		log_line_str(&l, "result", "failed");
+		log_line_quoted(&l, "reason", slice_make(err, strlen(err)));
+	} else {
+		tls_server_slot_publish(w->tls, ctx);
+		log_line_str(&l, "result", "ok");
+	}
+	log_write(buf, log_line_end(&l));
 }
 
 /* On the shard's thread: the cross-shard endpoint, the resolver and the outbound agent. */
@@ -375,7 +446,8 @@ main_shard_outbound(struct shard *sh, struct main_shard *ms)
 			return rc;
 	}
 	struct outbound_params op = { .cfg = w->cfg, .route = w->route, .conns = &sh->conns,
-		.resolver = ms->resolver, .xshard = ms->xep, .shard_count = w->cfg->shards };
+		.resolver = ms->resolver, .xshard = ms->xep, .shard_count = w->cfg->shards,
+		.tls = w->tls_client };
 	return outbound_init(r, &op, &ms->outbound);
 }
 
@@ -418,7 +490,9 @@ main_shard_setup(struct shard *sh, void *ctx)
 	if (rc < 0)
 		return rc;
 	struct smtpd_params dp = { .cfg = cfg, .policy = w->policy, .spool = ms->spool,
-		.conns = &sh->conns, .profiles = &w->profile, .profile_count = 1 };
+		.conns = &sh->conns, .profiles = w->profiles, .profile_count = MAIN_PROFILE_COUNT,
+		.tls = w->tls, .passwd = w->passwd,
+		.workpool = w->workpool };
 	rc = smtpd_init(r, &dp, &ms->smtpd);
 	if (rc < 0)
 		return rc;
@@ -515,14 +589,6 @@ main_shard_teardown(struct shard *sh, void *ctx)
 	log_sink_close(ms->log);   /* last: writes the stats line and whatever the rest logged */
 }
 
-static uint64_t
-main_clock_real_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* The shards are set up (listeners bound, spool open, as root if started so): the spool and the
  * Maildir root go to mail_owner, and the process becomes it. Nothing has been served yet, so a
  * failure ends the process at once. */
@@ -586,10 +652,10 @@ main_notify(const char *state)
 		log_error(main_clock_real_ms(), "sd_notify", rc);
 }
 
-/* Waits for SIGTERM or SIGINT. SIGHUP (systemctl reload) is logged: nothing is reloaded yet,
- * and it must not end the daemon as its default action would. */
+/* Waits for SIGTERM or SIGINT. SIGHUP (systemctl reload) reloads the TLS certificates (it
+ * must not end the daemon as its default action would). */
 static void
-main_wait_stop(void)
+main_wait_stop(struct main_world *w)
 {
 	sigset_t set;
 	sigemptyset(&set);
@@ -603,8 +669,10 @@ main_wait_stop(void)
 		char buf[LOG_LINE_MAX];
 		struct log_line l;
 		log_line_begin(&l, buf, sizeof(buf), main_clock_real_ms(), "sighup");
-		log_line_str(&l, "reloaded", "none");
+		log_line_str(&l, "reloaded", w->tls != NULL ? "tls" : "none");
 		log_write(buf, log_line_end(&l));
+		if (w->tls != NULL)
+			main_tls_reload(w);
 	}
 }
 
@@ -665,13 +733,15 @@ main_run(struct main_world *w)
 		log_write(line, config_format_started(line, sizeof(line), main_clock_real_ms(), cfg,
 			started));
 		main_notify("READY=1");
-		main_wait_stop();
+		main_wait_stop(w);
 		main_notify("STOPPING=1");
 	}
 	for (uint32_t i = 0; i < started; i++)
 		(void)shard_request_stop(&ring, &shards[i]);
 	for (uint32_t i = 0; i < started; i++)
 		shard_join(&shards[i]);
+	if (w->workpool != NULL)   /* the shards waited for their jobs (smtpd's idle hook) */
+		workpool_destroy(w->workpool);
 	io_uring_queue_exit(&ring);
 	if (w->xshard != NULL)
 		xshard_destroy(w->xshard);
@@ -814,10 +884,6 @@ main(int argc, char **argv)
 	if (mode != MAIN_MODE_RUN)
 		return main_print(mode, &cfg);
 	char err[CONFIG_ERR_MAX];
-	if (main_check_supported(&cfg, err, sizeof(err)) != 0) {
-		fprintf(stderr, "ringmta: %s\n", err);
-		return 2;
-	}
 	static struct privilege privilege;
 	if (privilege_resolve(cfg.mail_owner, &privilege, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ringmta: %s\n", err);
@@ -861,13 +927,25 @@ main(int argc, char **argv)
 	sigaddset(&set, SIGPIPE);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	static struct main_world world;
-	main_world_init(&world, &cfg, &policy, &privilege);
+	world.cfg = &cfg;
 	world.route = &route;
+	if (main_world_security(&world, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ringmta: %s\n", err);
+		return 2;
+	}
+	main_world_init(&world, &cfg, &policy, &privilege);
 	world.dns_ok = dns_resolver_config_from(&cfg, MAIN_RESOLV_CONF, &world.dns, err,
 		sizeof(err)) == 0;
 	if (!world.dns_ok)   /* local delivery works without; remote lookups defer */
 		log_error(main_clock_real_ms(), err, -ENOENT);
 	rc = main_run(&world);
+	if (world.tls != NULL) {
+		tls_server_slot_fini(world.tls);
+		tls_tickets_free(world.tickets);
+	}
+	if (world.tls_client != NULL)
+		tls_client_ctx_unref(world.tls_client);
+	passwd_free(world.passwd);
 	route_fini(&route);
 	policy_fini(&policy);
 	return rc;

@@ -7,12 +7,18 @@ system instance. Needs root; installs Debian's postfix when it is missing, as pe
    local sender.
 2. Postfix -> ringmta -> Postfix: a message injected into one Postfix that routes the domain to
    ringmta, which routes it to the second Postfix, arrives in its Maildir once.
+Both hops of the chain run STARTTLS (issue 11): the receiving Postfix offers TLS with a
+self-signed certificate and ringmta (smtp_tls_security_level = may) uses it, the delivery line
+naming TLS 1.3 and the cipher, Postfix's Received: saying so too; the forwarding Postfix sends to
+ringmta with smtp_tls_security_level = encrypt, so that hop is TLS or nothing.
 """
 import importlib.machinery
 import importlib.util
 import os
+import re
 import shutil
 import smtplib
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,8 +32,34 @@ compare = importlib.util.module_from_spec(spec)
 loader.exec_module(compare)
 
 
+def make_cert(d, cn):
+    crt, key = os.path.join(d, cn + ".pem"), os.path.join(d, cn + ".key")
+    subprocess.run(["openssl", "req", "-x509", "-new", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", crt, "-days",
+                    "3", "-subj", "/CN=" + cn], check=True, capture_output=True)
+    os.chmod(key, 0o644)   # read by Postfix's smtpd(8) and tlsmgr(8)
+    return crt, key
+
+
+def add_tlsmgr(conf):
+    """Postfix's TLS needs its tlsmgr(8) (the PRNG and the session cache)."""
+    master = compare.read(os.path.join(conf, "master.cf"))
+    compare.write(os.path.join(conf, "master.cf"), master +
+                  "tlsmgr         unix  -       -       n       1000?   1       tlsmgr\n")
+
+
 class Receiver(compare.Postfix):
-    """Postfix delivering user0..user9@localhost to Maildir."""
+    """Postfix delivering user0..user9@localhost to Maildir, offering STARTTLS."""
+
+    def render(self, rundir):
+        conf = super().render(rundir)
+        crt, key = make_cert(conf, "receiver.localhost")
+        main = compare.read(os.path.join(conf, "main.cf"))
+        compare.write(os.path.join(conf, "main.cf"), main +
+                      "smtpd_tls_security_level = may\nsmtpd_tls_cert_file = %s\n"
+                      "smtpd_tls_key_file = %s\nsmtpd_tls_received_header = yes\n" % (crt, key))
+        add_tlsmgr(conf)
+        return conf
 
 
 class Forwarder(compare.Postfix):
@@ -44,11 +76,18 @@ class Forwarder(compare.Postfix):
         compare.run(["postmap", "-c", conf, os.path.join(conf, "transport")])
         main = compare.read(os.path.join(conf, "main.cf"))
         compare.write(os.path.join(conf, "main.cf"), main + "transport_maps = hash:%s/transport\n"
-                      % conf)
+                      "smtp_tls_security_level = encrypt\n" % conf)
         master = compare.read(os.path.join(conf, "master.cf"))
         compare.write(os.path.join(conf, "master.cf"), master +
                       "smtp           unix  -       -       n       -       -       smtp\n")
+        add_tlsmgr(conf)
         return conf
+
+
+def maillog(pf):
+    """The end of a private Postfix's log, for failure messages."""
+    path = os.path.join(os.path.dirname(pf.mail), "data", "maillog")
+    return compare.read(path, "")[-3000:]
 
 
 def wait_files(path, n, timeout=30.0):
@@ -76,6 +115,17 @@ def test_ringmta_to_postfix(w):
         with open(os.path.join(w["receiver"].mail, u, "new", files[0]), "rb") as f:
             text = f.read()
         assert b"hello postfix" in text and b"by mx.example.test (ringmta)" in text, text[:500]
+        # Postfix's own Received: for the hop from ringmta names the TLS it saw.
+        assert re.search(rb"\(using TLSv1\.3 with cipher [A-Z0-9_-]+", text), \
+            (text[:800], maillog(w["receiver"]))
+    deadline = time.monotonic() + 10
+    while True:   # shards write their log lines in batches
+        log = d.read_log()
+        lines = [l for l in log.splitlines() if "event=delivery" in l and "user1@localhost" in l]
+        if lines or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert lines and re.search(r'status=delivered .* tls="TLSv1\.3 with cipher TLS_', lines[0]), log
     send(d.port, "alice@ringmta.test", ["nosuch@localhost"], b"Subject: x\r\n\r\nx\r\n")
     dsn = d.wait_for_files("alice", 1, timeout=20)
     assert len(dsn) == 1, d.read_log()[-2000:]
@@ -89,10 +139,13 @@ def test_postfix_to_ringmta_to_postfix(w):
     send(w["forwarder"].port, "carol@example.org", ["user3@localhost"],
          b"Subject: chain\r\n\r\nthrough ringmta\r\n")
     files = wait_files(os.path.join(w["receiver"].mail, "user3", "new"), 1)
-    assert len(files) == 1, files
+    assert len(files) == 1, (files, maillog(w["forwarder"]), w["ringmta"].read_log()[-2000:])
     with open(os.path.join(w["receiver"].mail, "user3", "new", files[0]), "rb") as f:
         text = f.read()
     assert b"through ringmta" in text and b"(ringmta)" in text, text[:800]
+    # The forwarder insisted on TLS (encrypt): ringmta's Received: says ESMTPS and the cipher.
+    assert re.search(rb"\(using TLSv1\.3 with cipher TLS_[A-Z0-9_]+ .*\r?\n?.*with ESMTPS",
+                     text), text[:1200]
     time.sleep(1)
     assert len(os.listdir(os.path.join(w["receiver"].mail, "user3", "new"))) == 1
 
@@ -112,6 +165,8 @@ def main():
         w["receiver"] = Receiver(free_port(), 10)
         d = Daemon(shards=2, extra={"local_domains": "ringmta.test",
                                     "relay_networks": "127.0.0.0/8"})
+        crt, key = make_cert(d.dir, "mx.example.test")
+        d.options.update({"tls_cert_file": crt, "tls_key_file": key})
         transport = os.path.join(d.dir, "transport")
         with open(transport, "w") as f:
             f.write("localhost [127.0.0.1]:%d\n" % w["receiver"].port)

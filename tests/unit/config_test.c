@@ -647,6 +647,19 @@ Test(config, shards_bounds_and_auto)
 	expect_value_err("shards", "Auto");
 }
 
+Test(config, submission_sender_check_is_yes_or_no)
+{
+	config_default(&cfg);
+	cr_assert(cfg.submission_sender_check, "on by default");
+	expect_value_ok("submission_sender_check", "no");
+	cr_assert(!cfg.submission_sender_check);
+	expect_value_ok("submission_sender_check", "yes");
+	cr_assert(cfg.submission_sender_check);
+	expect_value_err("submission_sender_check", "Yes");
+	expect_value_err("submission_sender_check", "1");
+	expect_value_err("submission_sender_check", "");
+}
+
 Test(config, maildir_sync_is_auto_fsync_or_syncfs)
 {
 	config_default(&cfg);
@@ -893,7 +906,8 @@ Test(config, print_round_trips_every_key)
 		"tls_eccert_file = /etc/ec.pem\ntls_eckey_file = /etc/eck.pem\n"
 		"tls_server_sni_file = /etc/sni\nsmtp_tls_security_level = verify\n"
 		"smtp_tls_ca_file = /etc/ca.pem\n"
-		"auth_users_file = /etc/auth\nmax_message_size = 1500\nmax_recipients = 100\n"
+		"auth_users_file = /etc/auth\nsubmission_sender_check = no\n"
+		"max_message_size = 1500\nmax_recipients = 100\n"
 		"dns_servers = 127.0.0.1 [::1]:5353\n"
 		"remote_smtp_port = 2526\nrelayhost = [smtp.example.com]:587\nshards = 3\n"
 		"max_connections = 7\nbad_cmd_max = 4\ncmd_timeout = 90\ndata_timeout = 1h\n"
@@ -918,6 +932,7 @@ Test(config, print_writes_every_key_once)
 		"minimal_backoff_time", "maximal_backoff_time", "delay_warning_time",
 		"tls_eccert_file", "tls_eckey_file", "tls_server_sni_file", "smtp_tls_security_level",
 		"smtp_tls_ca_file", "metrics_listen", "log_format", "control_socket",
+		"submission_sender_check",
 	};
 	config_default(&cfg);
 	char *text = print_config(&cfg);

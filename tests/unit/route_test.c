@@ -2,6 +2,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
+#include "conf/config.h"
 #include "conf/route.h"
 
 static char err[ROUTE_ERR_MAX];
@@ -99,6 +100,36 @@ Test(route, bad_lines_name_file_and_line)
 	cr_assert_eq(route_table_parse(&t, true, "pol", SLICE_LIT("a.test concurrency=1001\n"), err,
 		sizeof(err)), -1);
 	cr_assert_eq(route_table_parse(&t, true, "pol", SLICE_LIT("a.test rate=100001/s\n"), err,
+		sizeof(err)), -1);
+}
+
+Test(route, policy_tls_level_per_destination) /* Postfix's smtp_tls_policy_maps levels */
+{
+	struct route r = route_of("", "secure.test tls=verify concurrency=3\nold.test tls=none\n"
+		"a.test tls=may\nb.test tls=encrypt\nc.test concurrency=1\n");
+	static const struct { const char *d; uint8_t tls; } want[] = {
+		{ "secure.test", ROUTE_TLS_GIVEN + CONFIG_TLS_VERIFY },
+		{ "old.test", ROUTE_TLS_GIVEN + CONFIG_TLS_NONE },
+		{ "a.test", ROUTE_TLS_GIVEN + CONFIG_TLS_MAY },
+		{ "b.test", ROUTE_TLS_GIVEN + CONFIG_TLS_ENCRYPT },
+		{ "c.test", 0 },
+	};
+	for (size_t i = 0; i < ARRAY_LEN(want); i++) {
+		const struct route_limits *l = route_policy_find(&r, slice_make(want[i].d,
+			strlen(want[i].d)), NULL, 0);
+		cr_assert_not_null(l);
+		cr_assert_eq(l->tls, want[i].tls, "%s", want[i].d);
+	}
+	cr_assert(route_policy_wants_tls(&r));
+	route_fini(&r);
+	r = route_of("", "old.test tls=none\n");
+	cr_assert(!route_policy_wants_tls(&r));
+	route_fini(&r);
+	struct route_table t;
+	cr_assert_eq(route_table_parse(&t, true, "pol", SLICE_LIT("a.test tls=dane\n"), err,
+		sizeof(err)), -1);
+	cr_assert(strstr(err, "tls") != NULL, "%s", err);
+	cr_assert_eq(route_table_parse(&t, true, "pol", SLICE_LIT("a.test tls=\n"), err,
 		sizeof(err)), -1);
 }
 

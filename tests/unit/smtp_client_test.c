@@ -1366,6 +1366,43 @@ Test(smtp_client, starttls_is_not_sent_unless_configured_and_offered) /* RFC 320
 	run_free(r);
 }
 
+/* encrypt and verify (Postfix's smtp_tls_security_level): no TLS, no mail. */
+Test(smtp_client, tls_required_and_not_offered_defers_without_mail) /* RFC 3207 4 */
+{
+	test_cfg.starttls = true;
+	test_cfg.tls_required = true;
+	add_txn(BODY, "a@b.test", NULL);
+	struct run *r = transcript(GREET "250-mx.test\r\n250 SIZE 100\r\n" BYE);
+	expect_sent(r, C_EHLO C_QUIT);
+	expect_result(r, 0, S_CONN, DEFERRED, 421, "4.7.4", 0, 0, true);
+	expect_text(r, 0, "TLS is required, but was not offered by the server");
+	run_free(r);
+}
+
+Test(smtp_client, tls_required_and_starttls_refused_defers_without_mail) /* RFC 3207 4 */
+{
+	test_cfg.starttls = true;
+	test_cfg.tls_required = true;
+	add_txn(BODY, "a@b.test", NULL);
+	struct run *r = transcript(GREET "250-mx.test\r\n250 STARTTLS\r\n" "454 4.7.0 no TLS\r\n"
+		BYE);
+	expect_sent(r, C_EHLO "STARTTLS\r\n" C_QUIT);
+	expect_result(r, 0, S_CONN, DEFERRED, 421, "4.7.4", 0, 0, true);
+	expect_text(r, 0, "TLS is required, but the server refused STARTTLS");
+	run_free(r);
+}
+
+Test(smtp_client, tls_required_is_met_after_the_handshake) /* RFC 3207 4.2 */
+{
+	test_cfg.starttls = true;
+	test_cfg.tls_required = true;
+	add_txn(BODY, "a@b.test", NULL);
+	struct run *r = transcript(GREET "250-mx.test\r\n250 STARTTLS\r\n" "220 go\r\n"
+		"250-mx.test\r\n250 PIPELINING\r\n" OK_MAIL OK_RCPT GO_AHEAD QUEUED BYE);
+	expect_types(r, TLS, READY, BODY_, READY, CLOSE, -1);
+	run_free(r);
+}
+
 /* ---- a server that breaks the protocol ---- */
 
 static void

@@ -222,8 +222,8 @@ auth_verdict(struct slice user, struct slice password)
 {
 	if (slice_eq(user, SLICE_LIT("tempfail")))
 		return -EIO;
-	return slice_eq(user, SLICE_LIT("alice")) && slice_eq(password, SLICE_LIT("secret")) ? 0
-		: -EACCES;
+	return (slice_eq(user, SLICE_LIT("alice")) || slice_eq(user, SLICE_LIT("alice@B.example")))
+		&& slice_eq(password, SLICE_LIT("secret")) ? 0 : -EACCES;
 }
 
 /* Records one call's actions; returns what the server now waits for. */
@@ -1011,6 +1011,32 @@ Test(smtp_server, mail_auth_parameter_is_accepted_where_auth_is_advertised) /* R
 		"250 2.0.0", "501 5.5.4", "501 5.5.4", NULL);
 	cr_assert_eq(r->commits[0].mail_auth.len, 0, "not authenticated: as if AUTH=<>");
 	cr_assert_str_eq(r->commits[1].mail_auth.s, "alice+40b.example");
+	run_free(r);
+}
+
+/* submission_sender_check (Postfix's reject_sender_login_mismatch): an authenticated client
+ * sends as itself. The domain compares without case, the local part exactly; <> is let through
+ * (bounces from a client's own filters), as Postfix does. */
+Test(smtp_server, sender_check_refuses_another_users_address_with_553) /* RFC 6409 8.1 */
+{
+	cfg_submission();
+	test_cfg.sender_is_login = true;
+	struct run *r = transcript(AFTER_TLS "AUTH PLAIN AGFsaWNlQEIuZXhhbXBsZQBzZWNyZXQ=\r\n"
+		"MAIL FROM:<bob@b.example>\r\nMAIL FROM:<Alice@b.example>\r\n"
+		"MAIL FROM:<alice@b.example.org>\r\nMAIL FROM:<alice@b.EXAMPLE>\r\nRSET\r\n"
+		"MAIL FROM:<>\r\n");
+	expect_replies(r, "220 ", "250-", "220 2.0.0", "250-", "235 2.7.0",
+		"553 5.7.1 Error: sender address not owned by the authenticated user",
+		"553 5.7.1", "553 5.7.1", "250 2.1.0", "250 2.0.0", "250 2.1.0", NULL);
+	run_free(r);
+	/* Off, or not authenticated (port 25 style): any sender. */
+	test_cfg.sender_is_login = false;
+	r = transcript(AFTER_TLS AUTH_OK "MAIL FROM:<bob@b.example>\r\n");
+	expect_replies(r, "220 ", "250-", "220 2.0.0", "250-", "235 2.7.0", "250 2.1.0", NULL);
+	run_free(r);
+	test_cfg.sender_is_login = true;
+	r = transcript("EHLO c\r\nMAIL FROM:<bob@b.example>\r\n");
+	expect_replies(r, "220 ", "250-", "250 2.1.0", NULL);
 	run_free(r);
 }
 

@@ -29,12 +29,12 @@ setup(void)
 	cr_assert_eq(ring_init(&ring, 0, 256, 16), 0);
 	cr_assert_eq(bufring_init(&bufs, &ring, 1, 16, 4096), 0);
 	cr_assert_eq(conn_pool_init(&pool, &ring, &bufs, cfg.max_connections), 0);
-	static const struct smtp_server_config profile = {
+	static const struct smtpd_profile profile = { .smtp = {
 		.hostname = SLICE_LIT("mx.example.test"),
 		.max_message_size = 100000,
 		.max_recipients = 10,
 		.bad_cmd_max = 10,
-	};
+	} };
 	struct smtpd_params p = { .cfg = &cfg, .policy = &policy, .spool = NULL, .conns = &pool,
 		.profiles = &profile, .profile_count = 1 };
 	cr_assert_eq(smtpd_init(&ring, &p, &smtpd), 0);

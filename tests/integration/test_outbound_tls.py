@@ -1,0 +1,170 @@
+"""Outbound STARTTLS (issue 11, "What it must show" 1): smtp_tls_security_level may, encrypt and
+verify, against receivers that are ringmta daemons themselves (real STARTTLS over loopback): one
+with a self-signed certificate, one without TLS. Routes are transport_maps entries to
+[127.0.0.1]:port, so no DNS is asked.
+
+  may      delivers over TLS; the delivery line names the protocol and cipher (tls="TLSv1.3 with
+           cipher ..."), the receiver's Received: says ESMTPS.
+  encrypt  to a receiver without STARTTLS: deferred, and nothing reaches the receiver.
+  verify   to the self-signed receiver: the handshake fails on the certificate, deferred.
+  per destination (destination_policy_file tls=...): over the global level, both ways.
+
+Run by `make test` (meson test suite 'integration'); argument: the build directory.
+"""
+import os
+import re
+import smtplib
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Daemon, Results  # noqa
+
+
+def receiver(tls):
+    d = Daemon(shards=1, extra={"local_domains": "tls.test", "myhostname": "rx.tls.test"})
+    if tls:
+        crt, key = os.path.join(d.dir, "rx.pem"), os.path.join(d.dir, "rx.key")
+        subprocess.run(["openssl", "req", "-x509", "-new", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", crt,
+                        "-days", "3", "-subj", "/CN=rx.tls.test"], check=True,
+                       capture_output=True)
+        d.options.update({"tls_cert_file": crt, "tls_key_file": key})
+    return d.start()
+
+
+def sender(to_port, level, **extra):
+    d = Daemon(shards=1, extra={"local_domains": "sender.test", "relay_networks": "127.0.0.0/8",
+                                "smtp_tls_security_level": level})
+    d.options.update(extra)
+    transport = os.path.join(d.dir, "transport")
+    with open(transport, "w") as f:
+        f.write("tls.test [127.0.0.1]:%d\n" % to_port)
+    d.options["transport_maps"] = transport
+    return d.start()
+
+
+def policy(d, name, text):
+    path = os.path.join(d.dir, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def send(d, rcpt, subject):
+    with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
+        s.sendmail("alice@sender.test", [rcpt], b"Subject: %s\r\n\r\nbody\r\n" % subject)
+
+
+def delivery_line(d, rcpt, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in d.read_log().splitlines():
+            if "event=delivery" in line and "to=<%s>" % rcpt in line:
+                return line
+        time.sleep(0.05)
+    raise AssertionError("no delivery line for %s:\n%s" % (rcpt, d.read_log()))
+
+
+def test_may_delivers_over_tls(rx):
+    tx = sender(rx.port, "may", connection_reuse_limit="1")
+    try:
+        send(tx, "bob@tls.test", b"may")
+        files = rx.wait_for_files("bob", 1)
+        assert len(files) == 1, rx.read_log()
+        with open(files[0], "rb") as f:
+            head = f.read().split(b"\r\n\r\n", 1)[0].decode()
+        assert "with ESMTPS id" in head, head
+        line = delivery_line(tx, "bob@tls.test")
+        assert "status=delivered" in line, line
+        assert re.search(r'tls="TLSv1\.3 with cipher TLS_[A-Z0-9_]+ ', line), line
+        log = tx.read_log()
+        assert re.search(r"event=smtp_tls shard=0 relay=127\.0\.0\.1\[127\.0\.0\.1\]:\d+ "
+                         r"verified=no resumed=no", log), log
+        # The next connection to the same receiver resumes the session (the shard's cache).
+        send(tx, "carol@tls.test", b"again")
+        assert len(rx.wait_for_files("carol", 1)) == 1
+        assert "status=delivered" in delivery_line(tx, "carol@tls.test")
+        assert re.search(r"event=smtp_tls .* resumed=yes", tx.read_log()), tx.read_log()
+        assert tx.stop() == 0
+    finally:
+        tx.cleanup()
+
+
+def test_encrypt_defers_without_starttls(plain):
+    tx = sender(plain.port, "encrypt")
+    try:
+        send(tx, "dave@tls.test", b"encrypt")
+        line = delivery_line(tx, "dave@tls.test")
+        assert "status=deferred" in line, line
+        assert "TLS is required, but was not offered by the server" in line, line
+        time.sleep(0.5)
+        assert plain.mailbox_files("dave") == []
+        assert "event=accepted" not in plain.read_log(), "the mail went in clear"
+        assert tx.stop() == 0
+    finally:
+        tx.cleanup()
+
+
+def test_verify_fails_on_a_self_signed_receiver(rx):
+    tx = sender(rx.port, "verify")
+    try:
+        send(tx, "erin@tls.test", b"verify")
+        line = delivery_line(tx, "erin@tls.test")
+        assert "status=deferred" in line, line
+        assert "certificate verify failed" in line, line
+        assert "event=smtp_tls_failed" in tx.read_log(), tx.read_log()
+        time.sleep(0.5)
+        assert rx.mailbox_files("erin") == []
+        assert tx.stop() == 0
+    finally:
+        tx.cleanup()
+
+
+def test_the_destination_policy_sets_the_level(rx, plain):
+    # Global none, tls=may for the destination: TLS all the same (the client context is built
+    # because a policy line asks for it).
+    tx = sender(rx.port, "none", destination_policy_file=policy(rx, "policy-may",
+                                                                 "tls.test tls=may\n"))
+    try:
+        send(tx, "fred@tls.test", b"policy may")
+        line = delivery_line(tx, "fred@tls.test")
+        assert "status=delivered" in line and 'tls="TLSv1.3 with cipher' in line, line
+        assert tx.stop() == 0
+    finally:
+        tx.cleanup()
+    # Global may, tls=encrypt for the destination: a receiver without STARTTLS is deferred.
+    tx = sender(plain.port, "may", destination_policy_file=policy(plain, "policy-encrypt",
+                                                                  "tls.test tls=encrypt\n"))
+    try:
+        send(tx, "gina@tls.test", b"policy encrypt")
+        line = delivery_line(tx, "gina@tls.test")
+        assert "status=deferred" in line and "TLS is required" in line, line
+        assert plain.mailbox_files("gina") == []
+        assert tx.stop() == 0
+    finally:
+        tx.cleanup()
+
+
+def main():
+    res = Results()
+    rx = receiver(tls=True)
+    plain = receiver(tls=False)
+    try:
+        res.run("test_may_delivers_over_tls", test_may_delivers_over_tls, rx)
+        res.run("test_encrypt_defers_without_starttls", test_encrypt_defers_without_starttls,
+                plain)
+        res.run("test_verify_fails_on_a_self_signed_receiver",
+                test_verify_fails_on_a_self_signed_receiver, rx)
+        res.run("test_the_destination_policy_sets_the_level",
+                test_the_destination_policy_sets_the_level, rx, plain)
+        assert rx.stop() == 0 and plain.stop() == 0
+    finally:
+        rx.cleanup()
+        plain.cleanup()
+    res.finish()
+
+
+if __name__ == "__main__":
+    main()
