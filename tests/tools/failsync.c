@@ -7,7 +7,6 @@
  * is also counted as one octet appended to FAILSYNC_SYNCFS_LOG (if set), so that the test knows
  * the shim was reached. The daemon's helper thread calls syncfs through libc, which is what a
  * preloaded symbol replaces; requests on the ring (the fsync mode's fdatasyncs) never pass here. */
-#define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
