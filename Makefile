@@ -3,14 +3,19 @@ BUILD      ?= build
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 20
 CONFIG     ?=
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+DESTDIR    ?=
+DEB_BUILD  ?= build-deb
 PACKAGES   := meson ninja-build pkg-config gcc clang libclang-rt-14-dev liburing-dev \
               libcriterion-dev python3 swaks strace libldns-dev android-libboringssl-dev \
-              nsd unbound ldnsutils fuse3 libfuse3-dev libcrypt-dev openssl ca-certificates
+              nsd unbound ldnsutils fuse3 libfuse3-dev libcrypt-dev openssl ca-certificates \
+              debhelper dpkg-dev
 FUZZ_TARGETS := smtp_server_fuzz data_scan_fuzz smtp_addr_fuzz record_fuzz config_fuzz \
                 data_stuff_fuzz smtp_reply_fuzz smtp_client_fuzz received_fuzz dns_answer_fuzz \
-                smtp_auth_fuzz tls_stage_fuzz
+                smtp_auth_fuzz tls_stage_fuzz mail_header_fuzz
 
-.PHONY: all deps build run test unit fuzz fuzz-build bench clean
+.PHONY: all deps build run test unit fuzz fuzz-build bench clean install deb test-package
 
 all: build
 
@@ -71,9 +76,28 @@ test: build
 	@/usr/bin/python3 -c "import json; r = [json.loads(l)['result'] for l in open('$(BUILD)/meson-logs/testlog.json')]; \
 		print('make test: %d passed, %d failed' % (r.count('OK'), len(r) - r.count('OK') - r.count('SKIP')))"
 
+# ringmta in $(PREFIX)/sbin (sendmail next to it, mailq in bin), the generated sample
+# $(SYSCONFDIR)/ringmta/ringmta.conf, ringmta(8), ringmta.conf(5) and the systemd unit.
+install: build
+	meson configure $(BUILD) -Dprefix=$(PREFIX) -Dsysconfdir=$(SYSCONFDIR)
+	meson install -C $(BUILD) $(if $(DESTDIR),--destdir $(DESTDIR))
+
+# The Debian package, built by dpkg-buildpackage (debian/) from a copy of the files git sees in
+# this tree (edits included), so nothing is written outside $(DEB_BUILD).
+deb: deps
+	rm -rf $(DEB_BUILD) && mkdir -p $(DEB_BUILD)/ringmta
+	git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t $(DEB_BUILD)/ringmta
+	cd $(DEB_BUILD)/ringmta && DEB_BUILD_OPTIONS=nocheck dpkg-buildpackage -b -us -uc
+	@ls $(DEB_BUILD)/*.deb
+
+# Builds the package, installs it into a copy-on-write root of this machine (overlayfs, in
+# private mount and network namespaces) and checks files, user, start-up and delivery.
+test-package: deb
+	/usr/bin/python3 tests/package/test_package.py $(DEB_BUILD)
+
 bench: build
 	$(BUILD)/perf/data_scan_bench
 	$(BUILD)/perf/data_stuff_bench
 
 clean:
-	rm -rf $(BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(FUZZ_BUILD) $(DEB_BUILD)

@@ -80,6 +80,7 @@ static const struct config_key config_keys[] = {
 	CONFIG_LIST("listen", CONFIG_KIND_ADDRS, listen, 1),
 	CONFIG_LIST("submission_listen", CONFIG_KIND_ADDRS, submission_listen, 0),
 	CONFIG_LIST("smtps_listen", CONFIG_KIND_ADDRS, smtps_listen, 0),
+	CONFIG_VALUE("local_listen", CONFIG_KIND_PATH, local_listen, 0, 0),
 	CONFIG_VALUE("myhostname", CONFIG_KIND_HOSTNAME, myhostname, 0, 0),
 	{ "local_domains", CONFIG_KIND_DOMAINS, CONFIG_F(local_domains),
 		CONFIG_F(local_domain_count), 0, 0, NULL },
@@ -145,6 +146,79 @@ static const struct config_key config_keys[] = {
 		CONFIG_QUEUE_LIFETIME_MAX_S),
 	CONFIG_VALUE("log_file", CONFIG_KIND_PATH, log_file, 0, 0),
 	CONFIG_VALUE("maildir_sync", CONFIG_KIND_MAILDIR_SYNC, maildir_sync, 0, 0),
+};
+
+/* One line of meaning per key, for the sample configuration and ringmta.conf(5)
+ * (config_print_sample, config_print_man): the same keys as config_keys, in the same order;
+ * config_doc_find asserts that every key has its line. A default that depends on the machine is
+ * shown as `shown` instead of this machine's value. */
+static const struct config_doc {
+	const char *name;
+	const char *meaning;
+	const char *shown;       /* NULL: the embedded default's value */
+} config_docs[] = {
+	{ "listen", "inbound SMTP addresses, e.g. 0.0.0.0:25, [::]:25", NULL },
+	{ "submission_listen", "port 587 addresses (needs TLS and AUTH; not built yet)", NULL },
+	{ "smtps_listen", "port 465 addresses, implicit TLS (not built yet)", NULL },
+	{ "local_listen", "Unix socket where `ringmta sendmail` hands in local mail (may relay); "
+		"empty: none", NULL },
+	{ "myhostname", "name in the greeting, EHLO, Received: and Maildir file names",
+		"(this host's name)" },
+	{ "local_domains", "domains delivered to Maildir", NULL },
+	{ "local_users_file", "one local part per line; empty: every local part exists "
+		"(postmaster always does)", NULL },
+	{ "maildir_root", "mail for user@<local domain> goes to <maildir_root>/user/{tmp,new,cur}",
+		NULL },
+	{ "spool_dir", "the queue", NULL },
+	{ "mail_owner", "started as root: the user that owns the spool and Maildirs and runs the "
+		"daemon once its sockets are bound", NULL },
+	{ "relay_networks", "client networks (CIDR) allowed to relay; none by default", NULL },
+	{ "tls_cert_file", "server certificate chain, leaf first (RSA or ECDSA)", NULL },
+	{ "tls_key_file", "the key of tls_cert_file", NULL },
+	{ "tls_eccert_file", "a second, ECDSA certificate chain (Postfix's smtpd_tls_eccert_file)",
+		NULL },
+	{ "tls_eckey_file", "the key of tls_eccert_file", NULL },
+	{ "tls_server_sni_file", "lines `name pem-file [pem-file]`: certificates by SNI name", NULL },
+	{ "smtp_tls_security_level", "outbound TLS: none, may, encrypt or verify", NULL },
+	{ "smtp_tls_ca_file", "CA certificates for verify; empty: the system's", NULL },
+	{ "auth_users_file", "AUTH users, `user:{CRYPT}$y$...` lines (`ringmta passwd USER`)",
+		NULL },
+	{ "max_message_size", "octets (k, m, g suffixes), advertised as SIZE", NULL },
+	{ "max_recipients", "per message (RFC 5321 4.5.3.1.8: at least 100)", NULL },
+	{ "dns_servers", "resolver addresses, ip[:port]; empty: /etc/resolv.conf's nameservers",
+		NULL },
+	{ "dns_timeout", "seconds per DNS query attempt; 0: resolv.conf's, else 5", NULL },
+	{ "dns_attempts", "rounds over the DNS servers; 0: resolv.conf's, else 2", NULL },
+	{ "dns_cache_max", "cached DNS answers per shard (0: no cache)", NULL },
+	{ "inet_protocols", "address families for outbound mail: all, ipv4, ipv6", NULL },
+	{ "remote_smtp_port", "the port of MX hosts and of next hops without a port", NULL },
+	{ "relayhost", "all non-local mail to one next hop: [host]:port, [host], host:port or host",
+		NULL },
+	{ "transport_maps", "a file of `domain nexthop` lines, overriding relayhost per domain",
+		NULL },
+	{ "destination_policy_file", "per-destination limits, e.g. `.example.com concurrency=5`",
+		NULL },
+	{ "destination_concurrency_limit", "connections at once per destination", NULL },
+	{ "destination_recipient_limit", "recipients per transaction", NULL },
+	{ "connection_reuse_limit", "messages per connection, then QUIT and a new one", NULL },
+	{ "destination_rate_limit", "messages per second per destination (0: no limit)", NULL },
+	{ "outbound_connection_limit", "outbound connections of all shards together", NULL },
+	{ "connection_idle_time", "an idle outbound connection waits this long for more work",
+		NULL },
+	{ "smtp_mx_address_limit", "addresses tried per attempt, in MX order (0: 16)", NULL },
+	{ "smtp_connect_timeout", "per outbound connection attempt", NULL },
+	{ "shards", "shard threads, one ring each; auto: online CPUs", "auto" },
+	{ "max_connections", "per shard; beyond it a new client gets 421 4.7.0", NULL },
+	{ "bad_cmd_max", "bad commands in a session before 421 4.7.0 and close", NULL },
+	{ "cmd_timeout", "waiting for a command (RFC 5321 4.5.3.2.7)", NULL },
+	{ "data_timeout", "waiting for data in DATA or BDAT (RFC 5321 4.5.3.2.5)", NULL },
+	{ "queue_lifetime", "a recipient not delivered by then is bounced", NULL },
+	{ "minimal_backoff_time", "the least wait before another delivery attempt", NULL },
+	{ "maximal_backoff_time", "the longest wait between delivery attempts", NULL },
+	{ "delay_warning_time", "after this long, one \"delayed\" notice to the sender (0: never)",
+		NULL },
+	{ "log_file", "where log lines go; empty: stderr", NULL },
+	{ "maildir_sync", "how a Maildir delivery is made durable: auto, fsync or syncfs", NULL },
 };
 
 static const char *const config_maildir_sync_names[] = {
@@ -1216,6 +1290,11 @@ config_check(const struct config *cfg, char *err, size_t err_len)
 		snprintf(err, err_len, "minimal_backoff_time is above maximal_backoff_time");
 		return -1;
 	}
+	if (strlen(cfg->local_listen) > CONFIG_UNIX_PATH_MAX) {
+		snprintf(err, err_len, "local_listen: longer than %u octets (a Unix socket path)",
+			CONFIG_UNIX_PATH_MAX);
+		return -1;
+	}
 	if (cfg->spool_dir[0] == '\0' || cfg->maildir_root[0] == '\0') {
 		snprintf(err, err_len, "spool_dir and maildir_root must not be empty");
 		return -1;
@@ -1227,23 +1306,117 @@ twice:
 	return -1;
 }
 
+/* The value of k in cfg as config_print writes it: malloc'ed, NULL when out of memory. Through a
+ * buffer so that an empty value leaves no trailing blank. */
+static char *
+config_value_text(const struct config *cfg, const struct config_key *k)
+{
+	char *value = NULL;
+	size_t len = 0;
+	FILE *mem = open_memstream(&value, &len);
+	if (mem == NULL)
+		return NULL;
+	config_print_value(mem, cfg, k);
+	fclose(mem);
+	return value;
+}
+
+static void
+config_print_line(FILE *f, const char *prefix, const char *name, const char *value)
+{
+	fprintf(f, "%s%s =%s%s\n", prefix, name, value[0] != '\0' ? " " : "", value);
+}
+
 void
 config_print(const struct config *cfg, FILE *f)
 {
 	fputs("# ringmta: the effective configuration\n", f);
 	for (size_t i = 0; i < ARRAY_LEN(config_keys); i++) {
-		/* Through a buffer so that an empty value leaves no trailing blank. */
-		char *value = NULL;
-		size_t len = 0;
-		FILE *mem = open_memstream(&value, &len);
-		if (mem != NULL) {
-			config_print_value(mem, cfg, &config_keys[i]);
-			fclose(mem);
-		}
-		fprintf(f, "%s =%s%s\n", config_keys[i].name, len > 0 ? " " : "",
-			value != NULL ? value : "");
+		char *value = config_value_text(cfg, &config_keys[i]);
+		config_print_line(f, "", config_keys[i].name, value != NULL ? value : "");
 		free(value);
 	}
+}
+
+_Static_assert(ARRAY_LEN(config_docs) == ARRAY_LEN(config_keys), "every key has its meaning");
+
+static const struct config_doc *
+config_doc(size_t i)
+{
+	ASSERT(i < ARRAY_LEN(config_docs));
+	ASSERT(strcmp(config_docs[i].name, config_keys[i].name) == 0);   /* same order */
+	return &config_docs[i];
+}
+
+int
+config_print_sample(const struct config *cfg, FILE *f)
+{
+	static struct config def;
+	config_default(&def);
+	fputs("# ringmta.conf - written by `ringmta --print-sample` from the daemon's own key table:\n"
+		"# every key, its meaning and its default. \"#key = value\" shows the default;\n"
+		"# \"key = value\" sets a key. A '#' starts a comment only at the start of a line;\n"
+		"# unknown keys and out-of-range values are errors at start-up. See ringmta.conf(5).\n",
+		f);
+	int rc = 0;
+	for (size_t i = 0; i < ARRAY_LEN(config_keys); i++) {
+		const struct config_doc *d = config_doc(i);
+		char *value = config_value_text(cfg, &config_keys[i]);
+		char *dflt = config_value_text(&def, &config_keys[i]);
+		if (value == NULL || dflt == NULL) {
+			rc = -1;
+		} else {
+			const char *shown = d->shown != NULL ? d->shown : dflt;
+			bool set = strcmp(value, dflt) != 0;
+			fprintf(f, "\n# %s: %s\n", d->name, d->meaning);
+			if (set)
+				fprintf(f, "# (default: %s)\n", shown[0] != '\0' ? shown : "empty");
+			config_print_line(f, set ? "" : "#", d->name, set ? value : shown);
+		}
+		free(value);
+		free(dflt);
+	}
+	return rc;
+}
+
+/* roff text: a backslash and a minus written as roff wants them. */
+static void
+config_man_text(FILE *f, const char *s)
+{
+	for (; *s != '\0'; s++) {
+		if (*s == '\\')
+			fputs("\\e", f);
+		else if (*s == '-')
+			fputs("\\-", f);
+		else
+			fputc(*s, f);
+	}
+}
+
+int
+config_print_man(FILE *f)
+{
+	static struct config def;
+	config_default(&def);
+	int rc = 0;
+	for (size_t i = 0; i < ARRAY_LEN(config_keys); i++) {
+		const struct config_doc *d = config_doc(i);
+		char *dflt = config_value_text(&def, &config_keys[i]);
+		if (dflt == NULL) {
+			rc = -1;
+			continue;
+		}
+		const char *shown = d->shown != NULL ? d->shown : dflt;
+		fputs(".TP\n.B ", f);
+		config_man_text(f, d->name);
+		fputs("\n", f);
+		config_man_text(f, d->meaning);
+		fputs(".\nDefault: ", f);
+		config_man_text(f, shown[0] != '\0' ? shown : "empty");
+		fputs(".\n", f);
+		free(dflt);
+	}
+	return rc;
 }
 
 /* "a,b,c" of a listen list, as config_print writes its addresses, for the started line. */
@@ -1282,6 +1455,7 @@ config_format_started(char *buf, size_t cap, uint64_t now_ms, const struct confi
 	config_line_addrs(&l, "submission_listen", cfg->submission_listen,
 		cfg->submission_listen_count);
 	config_line_addrs(&l, "smtps_listen", cfg->smtps_listen, cfg->smtps_listen_count);
+	log_line_str(&l, "local_listen", cfg->local_listen);
 	log_line_str(&l, "spool_dir", cfg->spool_dir);
 	return log_line_end(&l);
 }

@@ -23,6 +23,7 @@
 #define CONFIG_ERR_MAX          512u
 #define CONFIG_DNS_SERVERS_MAX    8u
 #define CONFIG_FILE_SIZE_MAX   (1u << 20)   /* a larger configuration file is refused */
+#define CONFIG_UNIX_PATH_MAX    107u   /* local_listen: sun_path of struct sockaddr_un, less NUL */
 #define CONFIG_USER_LEN_MAX      32u   /* a user name (useradd's limit) */
 
 /* Ranges of the numeric keys, checked at load (each tested at and past its bounds). The
@@ -101,6 +102,7 @@ struct config {
 	uint32_t submission_listen_count;
 	struct config_addr smtps_listen[CONFIG_LISTEN_MAX];
 	uint32_t smtps_listen_count;
+	char local_listen[CONFIG_STR_MAX];   /* Unix socket for `ringmta sendmail`; empty: none */
 
 	char myhostname[256];
 	char local_domains[CONFIG_DOMAINS_MAX][256];   /* lower case */
@@ -187,6 +189,15 @@ int config_check(const struct config *cfg, char *err, size_t err_len);
 /* Prints the effective configuration as a loadable `key = value` file: every key, in a form that
  * config_load_file reads back to an identical struct config. */
 void config_print(const struct config *cfg, FILE *f);
+/* Prints the sample configuration file: every key with its one line of meaning; a key whose
+ * value in cfg differs from the embedded default is set (with its default in a comment), the
+ * others are commented out showing their default. Returns 0, or -1 when out of memory. */
+int config_print_sample(const struct config *cfg, FILE *f);
+
+/* Prints every key, its meaning and its default as roff .TP paragraphs, for ringmta.conf(5).
+ * Returns 0, or -1 when out of memory. */
+int config_print_man(FILE *f);
+
 /* The "started" log line: shards, myhostname, the listen lists and spool_dir. Returns its length
  * (cap >= LOG_LINE_MIN). */
 size_t config_format_started(char *buf, size_t cap, uint64_t now_ms, const struct config *cfg,

@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pwd.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +14,7 @@
 
 #define CONN_LINGER_MS      10000u   /* a closing connection waits this long for its output */
 #define CONN_OUT_FIRST_CAP   1024u
+#define CONN_PWBUF_SIZE      4096u   /* getpwuid_r's strings for one entry */
 
 /* A stretch of output: own octets (ptr NULL: data[off, off + len)) or borrowed ones. */
 struct conn_seg {
@@ -647,10 +650,36 @@ conn_slot_alloc(struct conn_pool *p)
 	return c;
 }
 
+/* A client on a Unix socket is a user of this machine: "local:" and its login name, or its uid
+ * when it has none, from the kernel's SO_PEERCRED (never from what the client says). The name
+ * comes from getpwuid_r, which reads the password database (files, or the NSS modules
+ * configured): local submissions are few, and this is the one look-up they cost. */
+static void
+conn_peer_format_local(struct conn *c)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+		snprintf(c->peer, sizeof(c->peer), "local:unknown");
+		return;
+	}
+	struct passwd pw, *found = NULL;
+	char buf[CONN_PWBUF_SIZE];
+	if (getpwuid_r(cred.uid, &pw, buf, sizeof(buf), &found) == 0 && found != NULL
+		&& strlen(pw.pw_name) < sizeof(c->peer) - sizeof("local:"))
+		snprintf(c->peer, sizeof(c->peer), "local:%s", pw.pw_name);
+	else
+		snprintf(c->peer, sizeof(c->peer), "local:%u", (unsigned)cred.uid);
+}
+
 static void
 conn_peer_format(struct conn *c)
 {
 	const struct sockaddr *sa = (const struct sockaddr *)&c->peer_sa;
+	if (sa->sa_family == AF_UNIX) {
+		conn_peer_format_local(c);
+		return;
+	}
 	const void *addr = sa->sa_family == AF_INET6
 		? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
 		: (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
@@ -668,7 +697,7 @@ conn_setup(struct conn *c, int fd, uint32_t listener, const struct conn_session_
 	c->ops = ops;
 	c->s = s;
 	int one = 1;
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));   /* not on AF_UNIX */
 }
 
 struct conn *

@@ -139,7 +139,8 @@ void conn_idle(struct conn *c, uint32_t timeout_class);
 /* The listener index given to conn_adopt (UINT32_MAX for an outbound connection). */
 uint32_t conn_listener(const struct conn *c);
 
-/* The peer's address, and as printable text without the port. */
+/* The peer's address, and as printable text without the port; for a Unix socket peer (family
+ * AF_UNIX) "local:" and the login name of its uid ("local:1000" without one). */
 const struct sockaddr_storage *conn_peer(const struct conn *c);
 const char *conn_peer_text(const struct conn *c);
 

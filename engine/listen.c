@@ -5,6 +5,8 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "base/log.h"
@@ -24,9 +26,35 @@ struct listeners {
 	struct listen_stats stats;
 };
 
+/* A Unix socket (local_listen): one shard serves it (SO_REUSEPORT spreads nothing there). A
+ * socket file left by an earlier run is replaced; anything else at the path is an error. The
+ * socket is for every local user (mode 0666): who they are comes from SO_PEERCRED. */
+static int
+listen_socket_unix(const struct listen_spec *s)
+{
+	const struct sockaddr_un *sun = (const struct sockaddr_un *)&s->sa;
+	struct stat st;
+	if (lstat(sun->sun_path, &st) == 0 && !S_ISSOCK(st.st_mode))
+		return -EEXIST;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	(void)unlink(sun->sun_path);
+	if (bind(fd, (const struct sockaddr *)&s->sa, s->sa_len) != 0
+		|| chmod(sun->sun_path, LISTEN_UNIX_MODE) != 0
+		|| listen(fd, LISTEN_BACKLOG) != 0) {
+		int rc = -errno;
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
 static int
 listen_socket(const struct listen_spec *s)
 {
+	if (s->sa.ss_family == AF_UNIX)
+		return listen_socket_unix(s);
 	int fd = socket(s->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;

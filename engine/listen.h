@@ -7,7 +7,9 @@
  * (EMFILE, ENFILE) the accept is not re-armed at once, which would spin: it waits
  * LISTEN_BACKOFF_MS, the shard keeps serving the connections it has, and the condition is
  * logged at most once per LISTEN_LOG_INTERVAL_MS. At shutdown the accepts are cancelled and the
- * sockets closed. Owned by one shard. */
+ * sockets closed. A spec of family AF_UNIX (local_listen) is a Unix socket: main gives it to one
+ * shard only; a stale socket file at its path is replaced, and the socket is open to every local
+ * user (LISTEN_UNIX_MODE). Owned by one shard. */
 #ifndef RINGMTA_ENGINE_LISTEN_H
 #define RINGMTA_ENGINE_LISTEN_H
 #include <stdint.h>
@@ -22,9 +24,10 @@ struct listeners;
 #define LISTEN_BACKLOG          4096
 #define LISTEN_BACKOFF_MS        100u      /* after EMFILE/ENFILE before accepting again */
 #define LISTEN_LOG_INTERVAL_MS 10000u
+#define LISTEN_UNIX_MODE        0666     /* local_listen: any local user may connect */
 
 struct listen_spec {
-	struct sockaddr_storage sa;     /* port set */
+	struct sockaddr_storage sa;     /* port set; or AF_UNIX with a path */
 	socklen_t sa_len;
 	uint32_t profile;               /* smtpd profile index */
 };

@@ -352,8 +352,11 @@ smtpd_accept(struct smtpd *d, int fd, uint32_t listener)
 	}
 	ss->c = c;
 	ss->connected_ms = d->ring->now_ms;
-	ss->relay_allowed = policy_client_may_relay(d->p.policy,
-		(const struct sockaddr *)conn_peer(c));
+	/* A user of this machine (the Unix socket of local_listen, where `ringmta sendmail` hands
+	 * mail in) may relay, as mail picked up by Postfix's pickup may: the socket is not reachable
+	 * from the network. Anyone else relays only from relay_networks. */
+	const struct sockaddr *peer = (const struct sockaddr *)conn_peer(c);
+	ss->relay_allowed = peer->sa_family == AF_UNIX || policy_client_may_relay(d->p.policy, peer);
 	log_conn_open(d->ring->now_real_ms, d->ring->shard, conn_peer_text(c), ss->relay_allowed);
 	smtp_server_init(&ss->smtp, &d->profiles[listener], ss);
 	struct smtp_actions acts = { .count = 0 };

@@ -8,6 +8,7 @@
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <dirent.h>
 #include <time.h>
 #include <unistd.h>
@@ -28,11 +29,21 @@
 #include "engine/xshard.h"
 #include "queue/spool.h"
 #include "src/privilege.h"
+#include "src/notify.h"
 #include "src/passwd_cmd.h"
+#include "src/sendmail.h"
 
 #define MAIN_OVERRIDES_MAX 64u
 #define MAIN_STOP_GRACE_MS 10000u   /* after SIGTERM: finish commits and deliveries */
 #define MAIN_RESOLV_CONF   "/etc/resolv.conf"
+
+/* What the command line asks for besides running the daemon. */
+enum main_mode {
+	MAIN_MODE_RUN,
+	MAIN_MODE_CHECK,        /* --check-config */
+	MAIN_MODE_SAMPLE,       /* --print-sample */
+	MAIN_MODE_MAN,          /* --print-man-keys */
+};
 
 /* File descriptors, besides one per connection (RLIMIT_NOFILE is raised to what these need). */
 #define MAIN_FDS_PROCESS        16u   /* stdio, the log, the spool lock, the stop ring, start-up */
@@ -45,16 +56,20 @@
 static void
 main_usage(FILE *f)
 {
-	fprintf(f, "usage: ringmta [-c FILE] [-o key=value]... [--check-config]\n"
+	fprintf(f, "usage: ringmta [-c FILE] [-o key=value]... [--check-config | --print-sample]\n"
 		"       ringmta passwd USER   (prints an auth_users_file line)\n"
+		"       ringmta sendmail [options] [recipient...]   (also as sendmail; see ringmta(8))\n"
 		"  -c FILE          configuration file of key = value lines\n"
 		"  -o key=value     override one key (after the file; may repeat)\n"
-		"  --check-config   print the effective configuration and exit\n");
+		"  --check-config   print the effective configuration and exit\n"
+		"  --print-sample   print every key with its meaning and default (keys set by -c or -o\n"
+		"                   uncommented): the sample ringmta.conf\n"
+		"  --print-man-keys print every key, meaning and default as roff, for ringmta.conf(5)\n");
 }
 
 /* Reads the configuration from the default, the file and the overrides, in that order. */
 static int
-main_config(int argc, char **argv, struct config *cfg, bool *check_only)
+main_config(int argc, char **argv, struct config *cfg, enum main_mode *mode)
 {
 	char err[CONFIG_ERR_MAX];
 	const char *file = NULL;
@@ -68,7 +83,11 @@ main_config(int argc, char **argv, struct config *cfg, bool *check_only)
 			&& override_count < MAIN_OVERRIDES_MAX) {
 			overrides[override_count++] = argv[++i];
 		} else if (strcmp(argv[i], "--check-config") == 0) {
-			*check_only = true;
+			*mode = MAIN_MODE_CHECK;
+		} else if (strcmp(argv[i], "--print-sample") == 0) {
+			*mode = MAIN_MODE_SAMPLE;
+		} else if (strcmp(argv[i], "--print-man-keys") == 0) {
+			*mode = MAIN_MODE_MAN;
 		} else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
 			main_usage(stdout);
 			exit(0);
@@ -171,8 +190,9 @@ struct main_world {
 	const struct policy *policy;
 	const struct privilege *privilege;   /* whom to become once the shards are set up */
 	struct smtp_server_config profile;       /* port 25 style: the only profile so far */
-	struct listen_spec listen[CONFIG_LISTEN_MAX];
-	uint32_t listen_count;
+	struct listen_spec listen[CONFIG_LISTEN_MAX + 1];   /* the TCP ones, then local_listen */
+	uint32_t listen_count;                   /* TCP: every shard opens these */
+	uint32_t local_count;                    /* 1 with local_listen: shard 0 serves it */
 	uint64_t started_real_ms;
 	const struct route *route;
 	struct dns_resolver_config dns;
@@ -216,6 +236,18 @@ main_world_init(struct main_world *w, const struct config *cfg, const struct pol
 		w->listen[i].profile = 0;
 	}
 	w->listen_count = cfg->listen_count;
+	w->local_count = 0;
+	if (cfg->local_listen[0] != '\0') {
+		struct listen_spec *l = &w->listen[w->listen_count];
+		struct sockaddr_un *sun = (struct sockaddr_un *)&l->sa;
+		_Static_assert(CONFIG_UNIX_PATH_MAX < sizeof(sun->sun_path), "local_listen fits");
+		memset(l, 0, sizeof(*l));
+		sun->sun_family = AF_UNIX;
+		memcpy(sun->sun_path, cfg->local_listen, strlen(cfg->local_listen) + 1);
+		l->sa_len = sizeof(*sun);
+		l->profile = 0;   /* the port 25 profile; the session lets a local user relay */
+		w->local_count = 1;
+	}
 }
 
 /* On the shard's thread: the cross-shard endpoint, the resolver and the outbound agent. */
@@ -293,7 +325,8 @@ main_shard_setup(struct shard *sh, void *ctx)
 	if (rc < 0)
 		return rc;
 	uint32_t failed = 0;
-	rc = listeners_open(r, ms->smtpd, w->listen, w->listen_count, &ms->listeners, &failed);
+	uint32_t count = w->listen_count + (sh->index == 0 ? w->local_count : 0);
+	rc = listeners_open(r, ms->smtpd, w->listen, count, &ms->listeners, &failed);
 	if (rc < 0)
 		fprintf(stderr, "ringmta: listen %u: %s\n", failed, strerror(-rc));
 	return rc;
@@ -396,6 +429,37 @@ main_find_stranded(const struct config *cfg, struct main_shard *ms)
 	return 0;
 }
 
+/* Readiness for systemd's Type=notify; a failure is logged, the daemon goes on. */
+static void
+main_notify(const char *state)
+{
+	int rc = notify_send(state);
+	if (rc < 0)
+		log_error(main_clock_real_ms(), "sd_notify", rc);
+}
+
+/* Waits for SIGTERM or SIGINT. SIGHUP (systemctl reload) is logged: nothing is reloaded yet,
+ * and it must not end the daemon as its default action would. */
+static void
+main_wait_stop(void)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	for (;;) {
+		int sig = 0;
+		if (sigwait(&set, &sig) != 0 || sig != SIGHUP)
+			return;
+		char buf[LOG_LINE_MAX];
+		struct log_line l;
+		log_line_begin(&l, buf, sizeof(buf), main_clock_real_ms(), "sighup");
+		log_line_str(&l, "reloaded", "none");
+		log_write(buf, log_line_end(&l));
+	}
+}
+
 /* Runs the shards until SIGTERM or SIGINT, then stops them cleanly. */
 static int
 main_run(struct main_world *w)
@@ -447,12 +511,9 @@ main_run(struct main_world *w)
 		char line[LOG_LINE_MAX];
 		log_write(line, config_format_started(line, sizeof(line), main_clock_real_ms(), cfg,
 			started));
-		sigset_t set;
-		sigemptyset(&set);
-		sigaddset(&set, SIGTERM);
-		sigaddset(&set, SIGINT);
-		int sig = 0;
-		(void)sigwait(&set, &sig);
+		main_notify("READY=1");
+		main_wait_stop();
+		main_notify("STOPPING=1");
 	}
 	for (uint32_t i = 0; i < started; i++)
 		(void)shard_request_stop(&ring, &shards[i]);
@@ -464,12 +525,52 @@ main_run(struct main_world *w)
 	return rc == 0 ? 0 : 1;
 }
 
+/* The parent directory of local_listen, for every user to reach the socket in (0755); the
+ * directories above it must exist. */
+static int
+main_local_dir(const char *path)
+{
+	char dir[CONFIG_STR_MAX];
+	const char *slash = strrchr(path, '/');
+	if (slash == NULL || slash == path)
+		return 0;
+	size_t len = (size_t)(slash - path);
+	memcpy(dir, path, len);
+	dir[len] = '\0';
+	if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+		fprintf(stderr, "ringmta: local_listen: %s: %s\n", dir, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* The command a program name or the first argument names: sendmail(1) and mailq under their
+ * own names (symbolic links to ringmta), or `ringmta sendmail`, `ringmta passwd`. */
+static int
+main_subcommand(int argc, char **argv, bool *handled)
+{
+	const char *name = strrchr(argv[0], '/');
+	name = name != NULL ? name + 1 : argv[0];
+	*handled = true;
+	if (strcmp(name, "sendmail") == 0)
+		return sendmail_main(argc, argv);
+	if (strcmp(name, "mailq") == 0)
+		return sendmail_mailq(argc, argv);
+	if (argc >= 2 && strcmp(argv[1], "sendmail") == 0)
+		return sendmail_main(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "passwd") == 0)
+		return passwd_cmd_main(argc - 1, argv + 1);
+	*handled = false;
+	return 0;
+}
+
 /* Descriptors one shard holds besides its connections: its ring, its listeners, its spool, the
  * Maildir agent's (deliver/maildir.h MAILDIR_FDS_MAX) and some headroom. */
 static uint64_t
 main_fds_per_shard(const struct config *cfg)
 {
 	return 1u + cfg->listen_count + cfg->submission_listen_count + cfg->smtps_listen_count
+		+ (cfg->local_listen[0] != '\0' ? 1u : 0u)
 		+ MAIN_FDS_SPOOL + MAIN_FDS_SPOOL_SEGMENTS + MAILDIR_FDS_MAX + MAIN_FDS_HEADROOM;
 }
 
@@ -528,19 +629,32 @@ main_fd_limit(struct config *cfg)
 	return 0;
 }
 
+/* --check-config, --print-sample, --print-man-keys: print, and exit with this status. */
+static int
+main_print(enum main_mode mode, const struct config *cfg)
+{
+	if (mode == MAIN_MODE_CHECK) {
+		config_print(cfg, stdout);
+		return 0;
+	}
+	int rc = mode == MAIN_MODE_SAMPLE ? config_print_sample(cfg, stdout)
+		: config_print_man(stdout);
+	return rc == 0 && fflush(stdout) == 0 ? 0 : 1;
+}
+
 int
 main(int argc, char **argv)
 {
 	static struct config cfg;
-	bool check_only = false;
-	if (argc >= 2 && strcmp(argv[1], "passwd") == 0)
-		return passwd_cmd_main(argc - 1, argv + 1);
-	if (main_config(argc, argv, &cfg, &check_only) != 0)
+	enum main_mode mode = MAIN_MODE_RUN;
+	bool handled;
+	int sub = main_subcommand(argc, argv, &handled);
+	if (handled)
+		return sub;
+	if (main_config(argc, argv, &cfg, &mode) != 0)
 		return 2;
-	if (check_only) {
-		config_print(&cfg, stdout);
-		return 0;
-	}
+	if (mode != MAIN_MODE_RUN)
+		return main_print(mode, &cfg);
 	char err[CONFIG_ERR_MAX];
 	if (main_check_supported(&cfg, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ringmta: %s\n", err);
@@ -574,11 +688,17 @@ main(int argc, char **argv)
 		fprintf(stderr, "ringmta: %s: %s\n", cfg.maildir_root, strerror(-rc));
 		return 2;
 	}
+	if (main_local_dir(cfg.local_listen) != 0)
+		return 2;
+	rc = notify_open();   /* as root: the notify socket need not be mail_owner's */
+	if (rc < 0)
+		log_error(main_clock_real_ms(), "sd_notify", rc);
 	/* Blocked in every thread: the main thread takes them with sigwait. */
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGPIPE);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	static struct main_world world;

@@ -141,7 +141,8 @@ def test_permanent_failure_bounces_at_once_and_writes_nothing_outside():
         assert rcpts[0]["Action"] == "failed" and rcpts[0]["Status"].startswith("5."), rcpts
         assert len(d.wait_for_files("dave", 1)) == 1   # the other recipient is delivered
         assert os.listdir(outside) == [], "a delivery followed the symlink"
-        assert "to=<carol@localhost> status=bounced" in d.read_log()
+        assert "to=<carol@localhost> status=bounced" in d.wait_for_log(
+            r"to=<carol@localhost> status=bounced")
         assert d.stop() == 0
     finally:
         d.cleanup()

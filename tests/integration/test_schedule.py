@@ -9,6 +9,7 @@ Needs root to mount the tmpfs; skipped (77) otherwise.
 """
 import os
 import re
+import shutil
 import smtplib
 import subprocess
 import sys
@@ -120,11 +121,54 @@ def test_remote_recipient_is_kept_and_logged():
         d.cleanup()
 
 
+def test_a_file_a_reader_moved_to_cur_is_not_delivered_again():
+    """A crash between the rename into new/ and the DELIVERED record, after a reader moved the
+    file to cur/ (name plus ":2,S"): the retry finds it there and writes no second copy. The
+    crash is made by putting back the spool as it was before the delivery."""
+    d = Daemon(shards=1, extra={"minimal_backoff_time": "1s", "maximal_backoff_time": "1s"})
+    box = mount_full_mailbox(d, "alice")
+    if box is None:
+        print("skip: cannot mount a tmpfs here")
+        sys.exit(SKIP)
+    mounted = True
+    try:
+        d.start()
+        send(d.port, ["alice@localhost"])
+        wait_for(lambda: [x for x in deliveries(d, "alice@localhost")
+                          if x["status"] == "deferred"], 10, "the first deferral")
+        assert d.stop() == 0
+        snapshot = os.path.join(d.dir, "spool-before")
+        shutil.copytree(d.spool, snapshot)
+        subprocess.run(["umount", box], check=True)
+        mounted = False
+        d.start()
+        files = d.wait_for_files("alice", 1)
+        assert len(files) == 1, d.read_log()
+        assert d.stop() == 0
+        cur = os.path.join(d.maildir, "alice", "cur")
+        os.rename(files[0], os.path.join(cur, os.path.basename(files[0]) + ":2,S"))
+        shutil.rmtree(d.spool)
+        shutil.copytree(snapshot, d.spool)   # the DELIVERED record never was
+        d.start()
+        wait_for(lambda: len([x for x in deliveries(d, "alice@localhost")
+                              if x["status"] == "delivered"]) >= 2, 10, "the retry's outcome")
+        time.sleep(1.5)
+        assert d.mailbox_files("alice") == [] and len(os.listdir(cur)) == 1, \
+            (d.mailbox_files("alice"), os.listdir(cur))
+        assert d.stop() == 0
+    finally:
+        if mounted:
+            subprocess.run(["umount", box])
+        d.cleanup()
+
+
 def main():
     res = Results()
     res.run("test_deferred_survives_restart_with_growing_intervals",
             test_deferred_survives_restart_with_growing_intervals)
     res.run("test_remote_recipient_is_kept_and_logged", test_remote_recipient_is_kept_and_logged)
+    res.run("test_a_file_a_reader_moved_to_cur_is_not_delivered_again",
+            test_a_file_a_reader_moved_to_cur_is_not_delivered_again)
     res.finish()
 
 

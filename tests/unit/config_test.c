@@ -1011,11 +1011,63 @@ Test(config, started_line_names_shards_host_listeners_and_spool)
 {
 	char line[LOG_LINE_MAX];
 	config_default(&cfg);
-	const char *text = "listen = 127.0.0.1:2525, [::1]:2525\nmyhostname = mx.example\n";
+	const char *text = "listen = 127.0.0.1:2525, [::1]:2525\nmyhostname = mx.example\n"
+		"local_listen = /run/ringmta/sendmail.sock\n";
 	cr_assert_eq(config_load_buf(&cfg, "t", text, strlen(text), err, sizeof(err)), 0);
 	size_t n = config_format_started(line, sizeof(line), 1714566896789ull, &cfg, 4);
 	line[n] = '\0';
 	cr_assert_str_eq(line, "2024-05-01T12:34:56.789Z event=started shards=4 "
 		"myhostname=mx.example listen=127.0.0.1:2525,[::1]:2525 submission_listen= "
-		"smtps_listen= spool_dir=./var/spool\n");
+		"smtps_listen= local_listen=/run/ringmta/sendmail.sock spool_dir=./var/spool\n");
+}
+
+/* The sample configuration (--print-sample): every key of config_print appears with a meaning
+ * line; the keys set in cfg are uncommented, and loading the sample over the default gives cfg
+ * back exactly (the commented lines change nothing). */
+Test(config, sample_lists_every_key_and_loads_back)
+{
+	expect_ok("listen = 127.0.0.1:25\nlocal_listen = /run/ringmta/sendmail.sock\n"
+		"spool_dir = /var/spool/ringmta\n");
+	char *sample = NULL, *printed = NULL;
+	size_t sample_len = 0, printed_len = 0;
+	FILE *f = open_memstream(&sample, &sample_len);
+	cr_assert_eq(config_print_sample(&cfg, f), 0);
+	fclose(f);
+	f = open_memstream(&printed, &printed_len);
+	config_print(&cfg, f);
+	fclose(f);
+	uint32_t keys = 0;
+	for (char *line = strtok(printed, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+		if (line[0] == '#')
+			continue;
+		char key[128], want[160];
+		cr_assert_eq(sscanf(line, "%127s", key), 1);
+		snprintf(want, sizeof(want), "\n# %s: ", key);
+		cr_assert(strstr(sample, want) != NULL, "%s has no meaning line", key);
+		keys++;
+	}
+	cr_assert_gt(keys, 40);
+	cr_assert(strstr(sample, "\nlisten = 127.0.0.1:25\n") != NULL);
+	cr_assert(strstr(sample, "\n# (default: 127.0.0.1:2525)\nlisten") != NULL);
+	cr_assert(strstr(sample, "\n#max_recipients = 1000\n") != NULL);
+	cr_assert(strstr(sample, "\n#myhostname = (this host's name)\n") != NULL);
+	struct config want = cfg;
+	config_default(&cfg);
+	cr_assert_eq(config_load_buf(&cfg, "sample", sample, sample_len, err, sizeof(err)), 0, "%s",
+		err);
+	cr_assert(memcmp(&cfg, &want, sizeof(cfg)) == 0, "the sample sets what cfg has");
+	free(sample);
+	free(printed);
+}
+
+Test(config, local_listen_longer_than_a_unix_path_is_refused)
+{
+	char text[256];
+	snprintf(text, sizeof(text), "local_listen = /%0*d\n", (int)CONFIG_UNIX_PATH_MAX - 1, 0);
+	expect_ok(text);
+	cr_assert_eq(config_check(&cfg, err, sizeof(err)), 0, "%s", err);
+	snprintf(text, sizeof(text), "local_listen = /%0*d\n", (int)CONFIG_UNIX_PATH_MAX, 0);
+	expect_ok(text);
+	cr_assert_neq(config_check(&cfg, err, sizeof(err)), 0);
+	cr_assert(strstr(err, "local_listen") != NULL, "%s", err);
 }
