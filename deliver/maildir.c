@@ -31,7 +31,9 @@ _Static_assert(MAILDIR_BOXES_MAX > MAILDIR_JOBS_MAX, "an unused mailbox can alwa
 _Static_assert(MAILDIR_CHUNK_SIZE <= RING_RW_MAX, "the kernel writes a whole chunk");
 
 enum maildir_step {
-	STEP_OPEN = 1, STEP_WRITE, STEP_READ, STEP_FDATASYNC, STEP_CLOSE,
+	STEP_OPEN = 1, STEP_WRITE, STEP_READ,
+	STEP_FDATASYNC,               /* fsync mode: last step of the chain that writes the file */
+	STEP_CLOSE,
 	STEP_RENAME,                  /* last step of the final chain */
 	STEP_MORE,                    /* last step of a chain that leaves chunks for the next */
 };
@@ -403,24 +405,35 @@ maildir_prep_fsync(struct io_uring_sqe *sqe, int fd, bool fixed, unsigned flags)
 #endif
 }
 
-/* The final steps: (fsync mode: fdatasync the file,) close it, rename it into new/. */
+/* Close the file, rename it into new/. */
 static void
-maildir_submit_finish(struct maildir *md, struct maildir_job *j, uint32_t fi)
+maildir_submit_rename(struct maildir *md, struct maildir_job *j, uint32_t fi)
 {
 	const struct maildir_box *b = &md->boxes[j->box];
-	struct io_uring_sqe *sqe;
-	if (md->fsync_mode) {
-		sqe = ring_sqe(md->ring);
-		maildir_prep_fsync(sqe, (int)fi, true, IORING_FSYNC_DATASYNC);
-		maildir_tag(md, j, sqe, STEP_FDATASYNC, false);
-		md->stats.file_syncs++;
-	}
-	sqe = ring_sqe(md->ring);
+	struct io_uring_sqe *sqe = ring_sqe(md->ring);
 	io_uring_prep_close_direct(sqe, fi);
 	maildir_tag(md, j, sqe, STEP_CLOSE, false);
 	sqe = ring_sqe(md->ring);
 	io_uring_prep_renameat(sqe, b->tmp_fd, j->name, b->new_fd, j->name, 0);
 	maildir_tag(md, j, sqe, STEP_RENAME, true);
+}
+
+/* The final steps: close the file and rename it into new/; in fsync mode, fdatasync it first,
+ * at the end of this chain, and the rest once it has returned 0. A failed fdatasync in the
+ * middle of a chain is not seen: the kernel (6.18 here) neither breaks the link for it nor
+ * posts its completion under IOSQE_CQE_SKIP_SUCCESS, so the rename would go on and the
+ * delivery would count without its data being durable. */
+static void
+maildir_submit_finish(struct maildir *md, struct maildir_job *j, uint32_t fi)
+{
+	if (!md->fsync_mode) {
+		maildir_submit_rename(md, j, fi);
+		return;
+	}
+	struct io_uring_sqe *sqe = ring_sqe(md->ring);
+	maildir_prep_fsync(sqe, (int)fi, true, IORING_FSYNC_DATASYNC);
+	maildir_tag(md, j, sqe, STEP_FDATASYNC, true);
+	md->stats.file_syncs++;
 }
 
 static void maildir_job_done(struct maildir *md, struct maildir_job *j, int res);
@@ -682,7 +695,7 @@ maildir_complete(void *ctx, const struct io_uring_cqe *cqe)
 	/* A step that fails posts its completion and suppresses those of the steps after it
 	 * (IOSQE_CQE_SKIP_SUCCESS in a link), so any completion ends the chain; only its last step
 	 * reports success. A short write or read fails the link with a result >= 0. */
-	bool last = step == STEP_RENAME || step == STEP_MORE;
+	bool last = step == STEP_RENAME || step == STEP_MORE || step == STEP_FDATASYNC;
 	int err = cqe->res < 0 ? cqe->res : last ? 0 : -EIO;
 	if (err != 0) {
 		if (step != STEP_OPEN && step != STEP_RENAME && step != STEP_CLOSE) {
@@ -695,6 +708,11 @@ maildir_complete(void *ctx, const struct io_uring_cqe *cqe)
 	}
 	if (step == STEP_MORE) {
 		maildir_submit_more(md, j);
+		return;
+	}
+	if (step == STEP_FDATASYNC) {
+		ring_sqe_reserve(md->ring, 2);   /* one chain, one submission */
+		maildir_submit_rename(md, j, md->file_base + slot);
 		return;
 	}
 	maildir_job_written(md, j);

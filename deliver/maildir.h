@@ -9,8 +9,9 @@
  * Durability (maildir_sync): with "syncfs" the deliveries written since the last one share one
  * syncfs(2) of the Maildir file system (io_uring has no syncfs: the helper thread makes the call
  * and posts its result to the ring with IORING_OP_MSG_RING); with "fsync" each file is
- * fdatasync'ed in its own chain before its rename (the chains run in parallel), and one fsync of
- * each mailbox's new/ per batch makes the renames durable. "auto" chooses syncfs on ext4, xfs
+ * fdatasync'ed at the end of its chain (the chains run in parallel), closed and renamed in a
+ * second chain once that returned 0, and one fsync of each mailbox's new/ per batch makes the
+ * renames durable. A sync that fails fails every delivery it covered (retried later). "auto" chooses syncfs on ext4, xfs
  * and btrfs and fsync anywhere else: syncfs never reaches a FUSE server, for one
  * (tests/powercut/README.md). Only after the sync returns is a delivery reported done.
  *

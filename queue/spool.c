@@ -867,6 +867,21 @@ spool_body_done(struct spool *sp, struct spool_rec *r)
 	msg_unref(m);
 }
 
+/* A failed batch left unknown bytes: the next one is written over them, from where this one
+ * began, so the valid records stay a prefix of the segment and recovery never has to look past
+ * a bad one. They may hold whole records (the kernel wrote some before the disk filled up, or
+ * the fdatasync failed after the writes): those are cut off now, or recovery would find them
+ * valid right after a shorter next batch, and deliver a message whose client was told to try
+ * again. A blocking ftruncate, on this rare path only (the ring has no such request before
+ * Linux 6.9); if even that fails, they are only overwritten, and the failure is logged. */
+static void
+spool_batch_failed(struct spool *sp)
+{
+	sp->seg_off = sp->batch_off;
+	if (ftruncate(sp->seg_fd, (off_t)sp->batch_off) != 0)
+		log_error(sp->ring->now_real_ms, "spool_truncate", -errno);
+}
+
 static void
 spool_batch_done(struct spool *sp)
 {
@@ -885,10 +900,8 @@ spool_batch_done(struct spool *sp)
 	}
 	sp->flying.count = 0;
 	sp->busy = false;
-	/* A failed batch left unknown bytes: the next one is written over them, so the valid
-	 * records stay a prefix of the segment and recovery never has to look past a bad one. */
 	if (sp->batch_err != 0)
-		sp->seg_off = sp->batch_off;
+		spool_batch_failed(sp);
 	spool_reclaim(sp);
 }
 

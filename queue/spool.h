@@ -5,6 +5,8 @@
  * pwritev requests linked to one fdatasync; only one batch is in flight at a time, so the durable
  * part of a segment is always a prefix, and records queued while a batch flies wait for the next.
  * State records alone wait up to a second for a message record to share an fdatasync with.
+ * A batch that fails (a write or the fdatasync: a full disk, an I/O error) fails every message in
+ * it; it is cut off the segment and the next batch is written where it began.
  *
  * A message's waiter (the SMTP session) hears the outcome as a posted event with its own
  * user_data once the fdatasync of its batch has completed: that is when "250" may be said. Room

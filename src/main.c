@@ -375,6 +375,7 @@ main_shard_metrics(struct shard *sh, struct main_shard *ms)
 	if (rc < 0)
 		fprintf(stderr, "ringmta: metrics_listen %u: %s\n", failed, strerror(-rc));
 	return rc;
+}
 
 /* Start-up: the server context and the ticket secret, the AUTH users and their workers. */
 static int

@@ -34,7 +34,7 @@ class Daemon:
     """One ringmta process: start(), stop() (SIGTERM), kill() (SIGKILL), restart()."""
 
     def __init__(self, shards=2, users=None, extra=None, keep_dir=None, preexec_fn=None,
-                 pass_fds=()):
+                 pass_fds=(), env=None):
         self.dir = keep_dir or tempfile.mkdtemp(prefix="ringmta-it-")
         # Run as root, the daemon becomes mail_owner: it must be able to reach its directories
         # (mkdtemp makes them 0700).
@@ -62,6 +62,7 @@ class Daemon:
         self.options.update(extra or {})
         self.preexec_fn = preexec_fn   # runs in the child before exec (resource limits)
         self.pass_fds = pass_fds       # descriptors the daemon inherits
+        self.env = env                 # added to the daemon's environment (LD_PRELOAD shims)
         self.proc = None
 
     def argv(self):
@@ -72,8 +73,10 @@ class Daemon:
 
     def start(self, timeout=10.0):
         self.log = open(self.log_path, "ab")
+        env = dict(os.environ, **self.env) if self.env else None
         self.proc = subprocess.Popen(self.argv(), stdout=self.log, stderr=self.log,
-                                     preexec_fn=self.preexec_fn, pass_fds=self.pass_fds)
+                                     preexec_fn=self.preexec_fn, pass_fds=self.pass_fds,
+                                     env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

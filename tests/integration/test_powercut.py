@@ -68,10 +68,10 @@ class LossyFs:
         self.bin = os.path.join(build_dir(), "tests", "powercut", "lossyfs")
         self.proc = None
 
-    def mount(self, model="strict"):
+    def mount(self, model="strict", options=()):
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([self.bin, "--model=" + model, self.backing, self.mnt],
-                                     stdout=self.log, stderr=self.log)
+        self.proc = subprocess.Popen([self.bin, "--model=" + model, *options, self.backing,
+                                      self.mnt], stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -1,6 +1,7 @@
 /* tests/powercut/lossyfs.c - a FUSE file system that loses what was not made durable.
  *
- * lossyfs [--model=strict|ext4] [--real-sync] [--debug] BACKING MOUNTPOINT
+ * lossyfs [--model=strict|ext4] [--real-sync] [--fail-fsync=N] [--fail-fsyncdir=N]
+ *         [--fail-path=PREFIX] [--debug] BACKING MOUNTPOINT
  *
  * Every operation goes through to BACKING/data at once (the "live" state: what a running program
  * reads back, like the page cache). Beside it, lossyfs keeps in memory what a power cut would
@@ -28,7 +29,12 @@
  *
  * No durable state lives on disk between runs: what BACKING/data holds at mount is all durable.
  * --real-sync also passes each fsync to the backing file, after the bookkeeping and outside the
- * lock (for timing comparisons only: the model does not depend on it). */
+ * lock (for timing comparisons only: the model does not depend on it).
+ * --fail-fsync=N fails the first N fsync or fdatasync requests of files with EIO, and
+ * --fail-fsyncdir=N the first N of directories, making nothing durable: a disk that reports a
+ * write error (tests/integration/test_maildir_sync_error.py). With --fail-path=PREFIX, only those
+ * of files and directories opened by a path (in the mount, "/a/b") that begins with PREFIX fail
+ * or count. */
 #define FUSE_USE_VERSION 31
 #include <fuse.h>
 
@@ -83,11 +89,12 @@ struct node {
 struct fh {
 	int fd;
 	uint64_t ino;
+	bool fail_path;      /* opened under --fail-path (a sync is told no path) */
 };
 
 struct stats {
 	uint64_t fsync, fdatasync, fsyncdir, write, write_bytes, create, mkdir, unlink, rmdir,
-		rename, link, symlink, truncate, open, read;
+		rename, link, symlink, truncate, open, read, failed_fsync, failed_fsyncdir;
 	uint64_t cut_files_rolled_back, cut_names_restored, cut_names_dropped, cut_files,
 		cut_dirs, cut_lost_inodes;
 };
@@ -98,6 +105,9 @@ static struct {
 	int grave_fd;        /* BACKING/.grave */
 	enum model model;
 	bool real_sync;
+	uint64_t fail_fsync;     /* fsyncs of files still to fail with EIO */
+	uint64_t fail_fsyncdir;  /* ... of directories */
+	const char *fail_path;   /* only under this prefix (NULL: anywhere) */
 	pthread_mutex_t mu;
 	volatile bool cut;   /* written under mu; read without it only to fail fast */
 	struct node *buckets[NODE_BUCKETS];
@@ -462,8 +472,10 @@ lfs_readlink(const char *path, char *buf, size_t size)
 	return 0;
 }
 
+static bool under_fail_path(const char *path);
+
 static struct fh *
-fh_new(int fd)
+fh_new(int fd, const char *path)
 {
 	struct stat st;
 	if (fstat(fd, &st) != 0)
@@ -471,6 +483,7 @@ fh_new(int fd)
 	struct fh *h = xcalloc(1, sizeof(*h));
 	h->fd = fd;
 	h->ino = (uint64_t)st.st_ino;
+	h->fail_path = under_fail_path(path);
 	return h;
 }
 
@@ -493,7 +506,7 @@ lfs_open(const char *path, struct fuse_file_info *fi)
 	int fd = openat(L.root_fd, rel(path), backing_flags(fi->flags));
 	int rc = fd < 0 ? -errno : 0;
 	struct fh *h = NULL;
-	if (rc == 0 && (h = fh_new(fd)) == NULL)
+	if (rc == 0 && (h = fh_new(fd, path)) == NULL)
 		rc = -errno;
 	if (rc == 0 && (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY)
 		rc = file_truncate(fd, h->ino, 0);
@@ -530,13 +543,13 @@ lfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 		fd = openat(L.root_fd, rel(path), backing_flags(fi->flags) | O_CREAT | O_EXCL, mode);
 		if (fd >= 0) {
 			rc = own_by_caller(path);
-			if (rc == 0 && (h = fh_new(fd)) == NULL)
+			if (rc == 0 && (h = fh_new(fd, path)) == NULL)
 				rc = -errno;
 			else if (rc == 0)
 				node_add(h->ino, false)->durable_size = 0;   /* a new inode */
 		} else if (errno == EEXIST && !(fi->flags & O_EXCL)) {
 			fd = openat(L.root_fd, rel(path), backing_flags(fi->flags));
-			if (fd < 0 || (h = fh_new(fd)) == NULL)
+			if (fd < 0 || (h = fh_new(fd, path)) == NULL)
 				rc = -errno;
 			else if (fi->flags & O_TRUNC)
 				rc = file_truncate(fd, h->ino, 0);
@@ -620,11 +633,32 @@ lfs_release(const char *path, struct fuse_file_info *fi)
 	return 0;
 }
 
+static bool
+under_fail_path(const char *path)
+{
+	return L.fail_path == NULL || strncmp(path, L.fail_path, strlen(L.fail_path)) == 0;
+}
+
+/* Whether this sync is one of those to fail (--fail-fsync and the like); under mu. */
+static bool
+fail_now(uint64_t *left, const struct fh *h)
+{
+	if (*left == 0 || !h->fail_path)
+		return false;
+	(*left)--;
+	return true;
+}
+
 static int
 lfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 {
 	LOCK();
 	struct fh *h = FH(fi);
+	if (fail_now(&L.fail_fsync, h)) {
+		L.st.failed_fsync++;
+		UNLOCK();
+		return -EIO;
+	}
 	if (datasync)
 		L.st.fdatasync++;
 	else
@@ -647,7 +681,7 @@ lfs_opendir(const char *path, struct fuse_file_info *fi)
 	int fd = openat(L.root_fd, rel(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	struct fh *h = fh_new(fd);
+	struct fh *h = fh_new(fd, path);
 	if (h == NULL) {
 		int rc = -errno;
 		close(fd);
@@ -692,6 +726,11 @@ lfs_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi)
 {
 	LOCK();
 	struct fh *h = FH(fi);
+	if (fail_now(&L.fail_fsyncdir, h)) {
+		L.st.failed_fsyncdir++;
+		UNLOCK();
+		return -EIO;
+	}
 	L.st.fsyncdir++;
 	node_drop(h->ino);
 	if (L.model == MODEL_EXT4)
@@ -906,12 +945,12 @@ print_stats(const char *when)
 		" mkdir=%" PRIu64 " rename=%" PRIu64 " link=%" PRIu64 " unlink=%" PRIu64 " rmdir=%" PRIu64
 		" truncate=%" PRIu64 " read=%" PRIu64 " files=%" PRIu64 " dirs=%" PRIu64
 		" files_rolled_back=%" PRIu64 " names_restored=%" PRIu64 " names_dropped=%" PRIu64
-		" lost_inodes=%" PRIu64 "\n",
+		" lost_inodes=%" PRIu64 " failed_fsync=%" PRIu64 " failed_fsyncdir=%" PRIu64 "\n",
 		when, L.model == MODEL_EXT4 ? "ext4" : "strict", L.cut ? "yes" : "no", s->fsync,
 		s->fdatasync, s->fsyncdir, s->write, s->write_bytes, s->create, s->mkdir, s->rename,
 		s->link, s->unlink, s->rmdir, s->truncate, s->read, s->cut_files, s->cut_dirs,
 		s->cut_files_rolled_back, s->cut_names_restored, s->cut_names_dropped,
-		s->cut_lost_inodes);
+		s->cut_lost_inodes, s->failed_fsync, s->failed_fsyncdir);
 }
 
 static void *
@@ -1159,8 +1198,8 @@ rebuild(void)
 static void
 usage(void)
 {
-	fprintf(stderr, "usage: lossyfs [--model=strict|ext4] [--real-sync] [--debug] BACKING "
-		"MOUNTPOINT\n");
+	fprintf(stderr, "usage: lossyfs [--model=strict|ext4] [--real-sync] [--fail-fsync=N] "
+		"[--fail-fsyncdir=N] [--fail-path=PREFIX] [--debug] BACKING MOUNTPOINT\n");
 	exit(2);
 }
 
@@ -1176,6 +1215,12 @@ main(int argc, char **argv)
 			L.model = MODEL_EXT4;
 		else if (strcmp(argv[i], "--real-sync") == 0)
 			L.real_sync = true;
+		else if (strncmp(argv[i], "--fail-fsync=", 13) == 0)
+			L.fail_fsync = strtoull(argv[i] + 13, NULL, 10);
+		else if (strncmp(argv[i], "--fail-fsyncdir=", 16) == 0)
+			L.fail_fsyncdir = strtoull(argv[i] + 16, NULL, 10);
+		else if (strncmp(argv[i], "--fail-path=", 12) == 0)
+			L.fail_path = argv[i] + 12;
 		else if (strcmp(argv[i], "--debug") == 0)
 			debug = true;
 		else if (argv[i][0] == '-')
