@@ -15,28 +15,6 @@
 #define BENCH_REPS 50u
 #define BENCH_NOW_MS 1764547200000ull   /* 2025-12-01 */
 
-struct bench_walk {
-	struct spool_census c;
-	uint64_t now_ms;
-};
-
-/* As spool_census_one: the age bucket and the state of one message. */
-static void
-bench_one(void *ctx, const struct index_entry *e)
-{
-	struct bench_walk *w = ctx;
-	uint64_t age = w->now_ms > e->arrival_ms ? w->now_ms - e->arrival_ms : 0;
-	uint32_t a = 0;
-	while (a < SPOOL_CENSUS_AGES - 1 && age >= spool_census_age_ms[a])
-		a++;
-	enum spool_census_state st = SPOOL_CENSUS_PENDING;
-	if (e->inflight > 0)
-		st = SPOOL_CENSUS_ACTIVE;
-	else if (e->due_ms > w->now_ms)
-		st = SPOOL_CENSUS_DEFERRED;
-	w->c.messages[st][a]++;
-}
-
 static uint64_t
 bench_ns(void)
 {
@@ -60,21 +38,19 @@ main(int argc, char **argv)
 		if (i % 2 == 0 && index_mark_deferred(&ix, qid, 0, BENCH_NOW_MS + 3600000u) != 0)
 			return 1;
 	}
-	struct bench_walk w = { .now_ms = BENCH_NOW_MS };
+	struct spool_census c;
 	uint64_t t0 = bench_ns();
-	for (uint32_t r = 0; r < BENCH_REPS; r++) {
-		w.c = (struct spool_census){ 0 };
-		index_foreach(&ix, bench_one, &w);
-	}
+	for (uint32_t r = 0; r < BENCH_REPS; r++)
+		spool_census_index(&ix, BENCH_NOW_MS, &c);
 	double us = (double)(bench_ns() - t0) / 1e3 / BENCH_REPS;
 	uint64_t total = 0;
 	for (uint32_t s = 0; s < SPOOL_CENSUS_STATES; s++) {
 		for (uint32_t a = 0; a < SPOOL_CENSUS_AGES; a++)
-			total += w.c.messages[s][a];
+			total += c.messages[s][a];
 	}
 	printf("census_bench: messages=%u counted=%" PRIu64 " deferred=%" PRIu64
 		" walk_us=%.1f per_message_ns=%.1f at_1_per_s=%.3f%%_of_a_core\n", n, total,
-		w.c.messages[SPOOL_CENSUS_DEFERRED][1] + w.c.messages[SPOOL_CENSUS_DEFERRED][0], us,
+		c.messages[SPOOL_CENSUS_DEFERRED][1] + c.messages[SPOOL_CENSUS_DEFERRED][0], us,
 		us * 1e3 / n, us / 1e4);
 	index_fini(&ix);
 	return 0;

@@ -1441,11 +1441,17 @@ spool_census_one(void *ctx, const struct index_entry *e)
 }
 
 void
-spool_census(const struct spool *sp, uint64_t now_ms, struct spool_census *out)
+spool_census_index(const struct index *ix, uint64_t now_ms, struct spool_census *out)
 {
 	*out = (struct spool_census){ 0 };
 	struct spool_census_walk w = { .now_ms = now_ms, .out = out };
-	index_foreach(&sp->ix, spool_census_one, &w);
+	index_foreach(ix, spool_census_one, &w);
+}
+
+void
+spool_census(const struct spool *sp, uint64_t now_ms, struct spool_census *out)
+{
+	spool_census_index(&sp->ix, now_ms, out);
 }
 
 uint32_t
