@@ -184,22 +184,27 @@ def timed_sessions(port, user, count):
     return worst
 
 
+def read_until_quiet(s, quiet=1.0):
+    """Everything s receives until the peer closes or sends nothing for `quiet` seconds."""
+    out = b""
+    s.settimeout(quiet)
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
 def smtp_dialog(port, lines, read_final=True, timeout=10.0):
     """Sends raw bytes, returns everything the server answered until it closed or went quiet."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.recv(4096)
         s.sendall(lines)
-        out = b""
-        s.settimeout(1.0)
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except socket.timeout:
-                break
-            if not chunk:
-                break
-            out += chunk
-        return out
+        return read_until_quiet(s)
 
 
 class Results:

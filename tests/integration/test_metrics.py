@@ -18,7 +18,7 @@ import time
 import urllib.parse
 import urllib.request
 
-from harness import Daemon, Results, free_port
+from harness import Daemon, Results, free_port, read_until_quiet
 
 PROMETHEUS = "/usr/bin/prometheus"
 MESSAGES = 5
@@ -28,17 +28,7 @@ def http(port, raw, timeout=5.0):
     """Sends raw request bytes, returns everything until the server closes or goes quiet."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(raw)
-        out = b""
-        s.settimeout(1.0)
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except socket.timeout:
-                break
-            if not chunk:
-                break
-            out += chunk
-        return out
+        return read_until_quiet(s)
 
 
 def scrape(port):
