@@ -13,7 +13,8 @@ PACKAGES   := meson ninja-build pkg-config gcc clang libclang-rt-14-dev liburing
               debhelper dpkg-dev prometheus
 FUZZ_TARGETS := smtp_server_fuzz data_scan_fuzz smtp_addr_fuzz record_fuzz config_fuzz \
                 data_stuff_fuzz smtp_reply_fuzz smtp_client_fuzz received_fuzz dns_answer_fuzz \
-                smtp_auth_fuzz tls_stage_fuzz mail_header_fuzz http_request_fuzz qctl_fuzz
+                smtp_auth_fuzz tls_stage_fuzz mail_header_fuzz http_request_fuzz qctl_fuzz \
+                msa_fixup_fuzz
 
 .PHONY: all deps build run test unit fuzz fuzz-build bench clean install deb test-package
 

@@ -171,6 +171,8 @@ struct outbound_stats {
 	uint64_t body_bytes;                  /* body octets handed to the output, all borrowed
 	                                       * (conn_write_ref): none is copied in user space */
 	uint64_t suspensions;
+	uint64_t tls_handshakes;              /* completed after STARTTLS */
+	uint64_t tls_failures;
 };
 
 /* Start-up, on the shard's thread: registers ops, hooks and xshard handlers. Returns 0 or

@@ -784,9 +784,11 @@ ob_session_log_tls(struct ob_session *s, struct conn *c, int res)
 		log_line_str(&l, "verified", tls_stage_verified(conn_tls(c)) ? "yes" : "no");
 		log_line_str(&l, "resumed", tls_stage_resumed(conn_tls(c)) ? "yes" : "no");
 		log_line_quoted(&l, "detail", slice_make(what, len));
+		s->ob->stats.tls_handshakes++;
 	} else {
 		const char *why = conn_tls_reason(c);
 		log_line_quoted(&l, "reason", slice_make(why, strlen(why)));
+		s->ob->stats.tls_failures++;
 	}
 	log_write(buf, log_line_end(&l));
 }

@@ -124,6 +124,12 @@ metrics_sum(struct metrics *m)
 			t->outcomes[i] += x->outcomes[i];
 		t->out_connections += x->out_connections;
 		t->out_connect_failures += x->out_connect_failures;
+		for (uint32_t i = 0; i < 2; i++) {
+			t->tls_handshakes[i] += x->tls_handshakes[i];
+			t->tls_failures[i] += x->tls_failures[i];
+		}
+		t->auth_ok += x->auth_ok;
+		t->auth_failed += x->auth_failed;
 		for (uint32_t i = 0; i < SPOOL_CENSUS_STATES; i++) {
 			for (uint32_t a = 0; a < SPOOL_CENSUS_AGES; a++)
 				t->queue.messages[i][a] += x->queue.messages[i][a];
@@ -224,6 +230,23 @@ metrics_render_connections(struct metrics *m, struct metrics_out *o)
 	metrics_family(o, "ringmta_outbound_connect_failures_total", "counter",
 		"Outbound SMTP connection attempts that failed.");
 	metrics_value(o, "ringmta_outbound_connect_failures_total", t->out_connect_failures);
+	metrics_family(o, "ringmta_tls_handshakes_total", "counter",
+		"TLS handshakes completed: inbound (STARTTLS, port 465) and outbound (STARTTLS).");
+	metrics_family(o, "ringmta_tls_handshake_failures_total", "counter",
+		"TLS handshakes that failed (the reason is in the log: event=tls_failed).");
+	static const char *const dir[2] = { "inbound", "outbound" };
+	for (uint32_t i = 0; i < 2; i++) {
+		metrics_printf(o, "ringmta_tls_handshakes_total{direction=\"%s\"} %llu\n", dir[i],
+			(unsigned long long)t->tls_handshakes[i]);
+		metrics_printf(o, "ringmta_tls_handshake_failures_total{direction=\"%s\"} %llu\n",
+			dir[i], (unsigned long long)t->tls_failures[i]);
+	}
+	metrics_family(o, "ringmta_auth_total", "counter",
+		"SMTP AUTH attempts: ok (235) and failed (535 or 454).");
+	metrics_printf(o, "ringmta_auth_total{result=\"ok\"} %llu\n",
+		(unsigned long long)t->auth_ok);
+	metrics_printf(o, "ringmta_auth_total{result=\"failed\"} %llu\n",
+		(unsigned long long)t->auth_failed);
 }
 
 static void

@@ -10,9 +10,7 @@
  * 0.0.4). Outcomes by destination (the recipient's domain) are exported only for the
  * METRICS_DESTINATIONS_MAX busiest over all shards, so the series stay few whatever the mail.
  * Created by main before the shards start, destroyed after they stopped; one writer per
- * slot (its shard), one reader (the serving shard).
- *
- * Not exported: TLS handshakes (the TLS stage is not wired into the transport yet). */
+ * slot (its shard), one reader (the serving shard). */
 #ifndef RINGMTA_ENGINE_METRICS_H
 #define RINGMTA_ENGINE_METRICS_H
 #include <stddef.h>
@@ -51,6 +49,10 @@ struct metrics_shard {
 	uint64_t outcomes[METRICS_OUTCOMES];    /* recipients' attempts */
 	uint64_t out_connections;
 	uint64_t out_connect_failures;
+	uint64_t tls_handshakes[2];             /* [0] inbound (server), [1] outbound (client) */
+	uint64_t tls_failures[2];
+	uint64_t auth_ok;
+	uint64_t auth_failed;
 	struct spool_census queue;
 	uint64_t spool_bytes;
 	uint64_t fdatasyncs;

@@ -14,6 +14,7 @@
 #include "conf/passwd.h"
 #include "conf/policy.h"
 #include "engine/rcpt_dedup.h"
+#include "proto/msa_fixup.h"
 #include "proto/received.h"
 #include "queue/msg.h"
 #include "queue/record.h"
@@ -29,6 +30,8 @@ struct smtpd_session {
 	uint32_t next_free;
 	bool live;
 	bool relay_allowed;
+	bool msa;                            /* the listener's profile fixes submissions up */
+	bool fixing;                         /* msg's header section goes through fix */
 	bool auth_busy;                      /* job is with the worker pool */
 	bool free_deferred;                  /* closed while auth_busy: freed when the job is back */
 	uint32_t messages;
@@ -38,7 +41,8 @@ struct smtpd_session {
 	uint32_t commit_rcpt_count;          /* its distinct recipients */
 	struct passwd_job job;               /* AUTH: the credentials being verified */
 	struct __kernel_timespec auth_delay; /* read by the kernel: the wait before a 535 */
-	struct smtp_server smtp;             /* last: its arena is touched only when used */
+	struct smtp_server smtp;             /* its arena is touched only when used */
+	struct msa_fixup fix;                /* on MSA profiles, RFC 6409 8 (touched only there) */
 };
 
 struct smtpd {
@@ -147,8 +151,8 @@ smtpd_msg_begin(struct smtpd_session *ss)
 	const struct config *cfg = d->p.cfg;
 	smtpd_msg_drop(ss);
 	uint64_t qid = spool_next_qid(d->p.spool);
-	ss->msg = msg_new(qid, d->ring->now_real_ms, cfg->max_message_size + RECEIVED_LEN_MAX,
-		d->p.conns->bufs);
+	ss->msg = msg_new(qid, d->ring->now_real_ms,
+		cfg->max_message_size + RECEIVED_LEN_MAX + MSA_FIXUP_FIELDS_MAX, d->p.conns->bufs);
 	if (ss->msg == NULL)
 		return;   /* the commit fails with 451 below */
 	const struct smtp_envelope *env = smtp_server_envelope(&ss->smtp);
@@ -173,15 +177,35 @@ smtpd_msg_begin(struct smtpd_session *ss)
 	});
 	if (msg_append(ss->msg, slice_make(hdr, len)) != 0)
 		smtpd_msg_drop(ss);
+	ss->fixing = ss->msa;
+	if (ss->fixing)
+		msa_fixup_init(&ss->fix, d->ring->now_real_ms, qid,
+			slice_make(cfg->myhostname, strlen(cfg->myhostname)));
+}
+
+static void
+smtpd_msg_append_fixed(struct smtpd_session *ss, const struct msa_fixup_out *o)
+{
+	for (uint32_t i = 0; i < o->count; i++)
+		(void)spool_body_append(ss->d->p.spool, ss->msg, o->parts[i]);
+	ss->fixing = !msa_fixup_done(&ss->fix);
 }
 
 /* A body slice, straight from the receive buffer it is in: the spool keeps it there and writes
- * it from there (no copy), or copies it aside if too little comes in a turn. */
+ * it from there (no copy), or copies it aside if too little comes in a turn. On a submission
+ * profile the header section goes through the MSA filter first (Date:, Message-ID:). */
 static void
 smtpd_msg_append(struct smtpd_session *ss, struct slice data)
 {
-	if (ss->msg != NULL)
+	if (ss->msg == NULL)
+		return;
+	if (!ss->fixing) {
 		(void)spool_body_append(ss->d->p.spool, ss->msg, data);   /* a failure fails COMMIT */
+		return;
+	}
+	struct msa_fixup_out o;
+	msa_fixup_feed(&ss->fix, data, &o);
+	smtpd_msg_append_fixed(ss, &o);
 }
 
 static void smtpd_actions(struct smtpd_session *ss, const struct smtp_actions *acts);
@@ -199,6 +223,11 @@ static void
 smtpd_msg_commit(struct smtpd_session *ss)
 {
 	struct smtpd *d = ss->d;
+	if (ss->msg != NULL && ss->fixing) {
+		struct msa_fixup_out o;
+		msa_fixup_end(&ss->fix, &o);
+		smtpd_msg_append_fixed(ss, &o);
+	}
 	struct msg *m = ss->msg;
 	ss->msg = NULL;
 	if (m == NULL) {
@@ -534,6 +563,7 @@ smtpd_accept(void *smtpd, int fd, uint32_t listener)
 	ss->relay_allowed = peer->sa_family == AF_UNIX || policy_client_may_relay(d->p.policy, peer);
 	log_conn_open(d->ring->now_real_ms, d->ring->shard, conn_peer_text(c), ss->relay_allowed);
 	smtp_server_init(&ss->smtp, &d->profiles[listener], ss);
+	ss->msa = d->p.profiles[listener].msa_fixup;
 	if (d->p.profiles[listener].implicit_tls) {
 		ASSERT(d->p.tls != NULL);
 		if (conn_tls_server(c, tls_server_view_get(&d->tls_view), d->cmd_class) != 0) {

@@ -24,7 +24,12 @@
  * failures so far (a kernel timeout on the ring, the slot busy meanwhile), and the machine
  * closes with 421 after SMTP_AUTH_FAILURES_MAX of them. An authenticated session may relay (as a client
  * in relay_networks may). Each outcome is logged (event=auth user=... result=ok|failed|error),
- * never the password. While the shard stops, AUTH answers 454 and no job is started. */
+ * never the password. While the shard stops, AUTH answers 454 and no job is started.
+ *
+ * Submission (a profile with msa_fixup: 587 and 465): the body's header section goes through
+ * proto/msa_fixup on its way to the spool, which adds Date: and Message-ID: when missing (RFC
+ * 6409 8.2, 8.3); the body's octets stay in the receive buffers all the same, only the added
+ * fields (and a field name cut by the end of a read) are copied. */
 #ifndef RINGMTA_ENGINE_SMTPD_H
 #define RINGMTA_ENGINE_SMTPD_H
 #include <stdbool.h>
@@ -46,6 +51,7 @@ struct workpool;
 struct smtpd_profile {
 	struct smtp_server_config smtp;   /* rcpt_check is filled in by smtpd_init */
 	bool implicit_tls;                /* RFC 8314: TLS from the first octet (needs tls) */
+	bool msa_fixup;                   /* RFC 6409 8: Date:, Message-ID: added when missing */
 };
 
 #define SMTPD_AUTH_FAIL_DELAY_MS 500u   /* times the failures so far: the wait before a 535 */

@@ -497,7 +497,17 @@ spool_body_append(struct spool *sp, struct msg *m, struct slice data)
 	if (bid >= 0 && m->bufs == sp->bufs) {
 		rc = msg_append_held(m, data, (uint16_t)bid);
 	} else {
-		rc = msg_append(m, data);
+		/* The coalescing buffer goes before the held pieces: pieces held now go first
+		 * (written out if there is a record's worth, else copied too), or the body would
+		 * change its order. */
+		rc = 0;
+		uint64_t held = m->pieces_len;
+		if (m->piece_count > 0 && msg_unwritten(m) >= SPOOL_BODY_MIN)
+			rc = spool_queue_body(sp, m);
+		else if (m->piece_count > 0 && (rc = msg_coalesce(m)) == 0)
+			sp->stats.body_copied += held;
+		if (rc == 0)
+			rc = msg_append(m, data);
 		if (rc == 0)
 			sp->stats.body_copied += data.len;
 	}

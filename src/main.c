@@ -251,11 +251,13 @@ main_world_init(struct main_world *w, const struct config *cfg, const struct pol
 	p[MAIN_PROFILE_SUBMISSION].smtp.auth_offered = true;
 	p[MAIN_PROFILE_SUBMISSION].smtp.auth_required = true;
 	p[MAIN_PROFILE_SUBMISSION].smtp.sender_is_login = cfg->submission_sender_check;
+	p[MAIN_PROFILE_SUBMISSION].msa_fixup = true;
 	p[MAIN_PROFILE_SMTPS].smtp = base;
 	p[MAIN_PROFILE_SMTPS].smtp.auth_offered = auth;
 	p[MAIN_PROFILE_SMTPS].smtp.auth_required = auth;
 	p[MAIN_PROFILE_SMTPS].smtp.sender_is_login = cfg->submission_sender_check;
 	p[MAIN_PROFILE_SMTPS].implicit_tls = true;
+	p[MAIN_PROFILE_SMTPS].msa_fixup = true;
 	main_listen_add(w, cfg->listen, cfg->listen_count, MAIN_PROFILE_MX);
 	main_listen_add(w, cfg->submission_listen, cfg->submission_listen_count,
 		MAIN_PROFILE_SUBMISSION);
@@ -292,6 +294,7 @@ main_metrics_publish(struct shard *sh, struct main_shard *ms)
 	const struct qmgr_stats *q = qmgr_stats(ms->qmgr);
 	const struct spool_stats *sp = spool_stats(ms->spool);
 	const struct outbound_stats *o = outbound_stats(ms->outbound);
+	const struct smtpd_stats *in = smtpd_stats(ms->smtpd);
 	struct spool_census queue = x->queue;   /* kept from the last count */
 	if (sh->ring.now_ms >= ms->census_due_ms) {
 		spool_census(ms->spool, sh->ring.now_real_ms, &queue);
@@ -304,10 +307,14 @@ main_metrics_publish(struct shard *sh, struct main_shard *ms)
 	}
 	*x = (struct metrics_shard){
 		.connections = conn_pool_live(&sh->conns),
-		.received = smtpd_stats(ms->smtpd)->messages_committed,
+		.received = in->messages_committed,
 		.outcomes = { q->delivered, q->deferred, q->bounced, q->expired },
 		.out_connections = o->connections,
 		.out_connect_failures = o->connect_failures,
+		.tls_handshakes = { in->tls_handshakes, o->tls_handshakes },
+		.tls_failures = { in->tls_failures, o->tls_failures },
+		.auth_ok = in->auth_ok,
+		.auth_failed = in->auth_failed,
 		.spool_bytes = spool_bytes(ms->spool),
 		.fdatasyncs = sp->fdatasyncs,
 		.fdatasync_latency = sp->fdatasync_latency,

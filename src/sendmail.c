@@ -20,6 +20,7 @@
 #include "conf/config.h"
 #include "proto/data_stuff.h"
 #include "proto/mail_header.h"
+#include "proto/msa_fixup.h"
 #include "proto/smtp_reply.h"
 #include "proto/smtp_server.h"
 
@@ -361,10 +362,11 @@ sendmail_add_fields(const struct sendmail_opts *o, const struct config *cfg,
 		uint64_t r = 0;
 		if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
 			r = (uint64_t)getpid() << 32 ^ (uint64_t)now;
-		char stamp[32];
-		strftime(stamp, sizeof(stamp), "%Y%m%d%H%M%S", &tm);
-		n += (size_t)snprintf(m->added + n, sizeof(m->added) - n,
-			"Message-ID: <%s.%016llx@%s>\r\n", stamp, (unsigned long long)r, cfg->myhostname);
+		uint8_t id[MSA_FIXUP_MSGID_MAX];
+		size_t len = msa_fixup_message_id(id, sizeof(id), (uint64_t)now * 1000u, r,
+			slice_make(cfg->myhostname, strlen(cfg->myhostname)));
+		n += (size_t)snprintf(m->added + n, sizeof(m->added) - n, "Message-ID: %.*s\r\n",
+			(int)len, (const char *)id);
 	}
 	ASSERT(n < sizeof(m->added));
 	m->pieces[0] = slice_make(m->added, n);

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -205,6 +206,22 @@ def smtp_dialog(port, lines, read_final=True, timeout=10.0):
         s.recv(4096)
         s.sendall(lines)
         return read_until_quiet(s)
+
+
+def scrape(port):
+    """The metrics endpoint's exposition text (metrics_listen on 127.0.0.1:port)."""
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4"), r.headers
+        return r.read().decode()
+
+
+def sample(text, name):
+    """The value of the series named exactly `name` (with its labels) in exposition text."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split(" ")[1])
+    raise AssertionError("%s not in:\n%s" % (name, text[:3000]))
 
 
 class Results:

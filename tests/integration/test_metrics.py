@@ -18,7 +18,7 @@ import time
 import urllib.parse
 import urllib.request
 
-from harness import Daemon, Results, free_port, read_until_quiet
+from harness import Daemon, Results, free_port, read_until_quiet, sample, scrape
 
 PROMETHEUS = "/usr/bin/prometheus"
 MESSAGES = 5
@@ -29,21 +29,6 @@ def http(port, raw, timeout=5.0):
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(raw)
         return read_until_quiet(s)
-
-
-def scrape(port):
-    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
-        assert r.status == 200
-        assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4"), r.headers
-        return r.read().decode()
-
-
-def sample(text, name):
-    """The value of the series named exactly `name` (with its labels) in exposition text."""
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split(" ")[1])
-    raise AssertionError("%s not in:\n%s" % (name, text[:3000]))
 
 
 def send(port, to, n=1):

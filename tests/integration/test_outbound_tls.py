@@ -19,7 +19,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Daemon, Results  # noqa
+from harness import Daemon, Results, free_port, sample, scrape  # noqa
 
 
 def receiver(tls):
@@ -37,6 +37,8 @@ def receiver(tls):
 def sender(to_port, level, **extra):
     d = Daemon(shards=1, extra={"local_domains": "sender.test", "relay_networks": "127.0.0.0/8",
                                 "smtp_tls_security_level": level})
+    d.mport = free_port()
+    d.options["metrics_listen"] = "127.0.0.1:%d" % d.mport
     d.options.update(extra)
     transport = os.path.join(d.dir, "transport")
     with open(transport, "w") as f:
@@ -67,6 +69,19 @@ def delivery_line(d, rcpt, timeout=15.0):
     raise AssertionError("no delivery line for %s:\n%s" % (rcpt, d.read_log()))
 
 
+def outbound_tls_metric(d, name, want, timeout=5.0):
+    """Waits for ringmta_tls_<name>_total{direction="outbound"} to reach want (each shard
+    publishes once a second)."""
+    series = 'ringmta_tls_%s_total{direction="outbound"}' % name
+    deadline = time.monotonic() + timeout
+    while True:
+        got = sample(scrape(d.mport), series)
+        if got == want or time.monotonic() > deadline:
+            assert got == want, (series, got, want)
+            return
+        time.sleep(0.2)
+
+
 def test_may_delivers_over_tls(rx):
     tx = sender(rx.port, "may", connection_reuse_limit="1")
     try:
@@ -87,6 +102,8 @@ def test_may_delivers_over_tls(rx):
         assert len(rx.wait_for_files("carol", 1)) == 1
         assert "status=delivered" in delivery_line(tx, "carol@tls.test")
         assert re.search(r"event=smtp_tls .* resumed=yes", tx.read_log()), tx.read_log()
+        outbound_tls_metric(tx, "handshakes", 2)
+        outbound_tls_metric(tx, "handshake_failures", 0)
         assert tx.stop() == 0
     finally:
         tx.cleanup()
@@ -115,6 +132,8 @@ def test_verify_fails_on_a_self_signed_receiver(rx):
         assert "status=deferred" in line, line
         assert "certificate verify failed" in line, line
         assert "event=smtp_tls_failed" in tx.read_log(), tx.read_log()
+        outbound_tls_metric(tx, "handshake_failures", 1)
+        outbound_tls_metric(tx, "handshakes", 0)
         time.sleep(0.5)
         assert rx.mailbox_files("erin") == []
         assert tx.stop() == 0

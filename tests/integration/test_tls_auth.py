@@ -11,6 +11,8 @@ deferred, and no DNS is asked.
 Run by `make test` (meson test suite 'integration'); argument: the build directory.
 """
 import base64
+import email
+import email.utils
 import os
 import pwd
 import re
@@ -23,7 +25,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Daemon, Results, build_dir, free_port  # noqa
+from harness import Daemon, Results, build_dir, free_port, sample, scrape  # noqa
 
 HOST = "mx.example.test"
 USER = "alice@example.test"
@@ -56,6 +58,7 @@ class Tls:
     def __init__(self, shards=2):
         self.sub_port = free_port()
         self.smtps_port = free_port()
+        self.metrics_port = free_port()
         self.d = Daemon(shards=shards)
         self.crt, self.key = make_cert(self.d.dir, "server", HOST)
         self.d.options.update({
@@ -66,6 +69,7 @@ class Tls:
             "auth_users_file": users_file(self.d.dir),
             "relayhost": "[127.0.0.1]:%d" % free_port(),
             "myhostname": HOST,
+            "metrics_listen": "127.0.0.1:%d" % self.metrics_port,
         })
         self.port = self.d.port
 
@@ -283,6 +287,45 @@ def test_implicit_tls_with_clear_text_fails_alone(t):
 
 # ---- AUTH (RFC 4954) and relaying ----
 
+
+def test_metrics_count_handshakes_and_auth(t):
+    # ringmta_tls_handshakes_total, ..._failures_total and ringmta_auth_total (issue 12) move
+    # by what this test does; the other tests' sessions only add to the counters before it.
+    names = ('ringmta_tls_handshakes_total{direction="inbound"}',
+             'ringmta_tls_handshake_failures_total{direction="inbound"}',
+             'ringmta_auth_total{result="ok"}', 'ringmta_auth_total{result="failed"}')
+    def read():
+        return [sample(scrape(t.metrics_port), n) for n in names]
+
+    before = read()
+    while True:   # settled: every shard has published what the tests before did
+        time.sleep(1.2)
+        again = read()
+        if again == before:
+            break
+        before = again
+    r = submission(t)
+    assert r.cmd("AUTH PLAIN " + plain_auth(USER, "wrong"))[0] == 535
+    assert r.cmd("AUTH PLAIN " + plain_auth(USER, PASSWORD))[0] == 235
+    r.close()
+    s = socket.create_connection(("127.0.0.1", t.smtps_port), timeout=10)
+    s.sendall(b"EHLO clear.example\r\n")   # not a ClientHello: the handshake fails
+    s.settimeout(5)
+    try:
+        while s.recv(4096):
+            pass
+    except OSError:
+        pass
+    s.close()
+    want = [b + 1 for b in before]
+    deadline = time.monotonic() + 10   # every shard publishes once a second
+    while True:
+        got = read()
+        if got == want or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert got == want, list(zip(names, before, got))
+
 def test_submission_needs_tls_before_auth_and_mail(t):
     r = Raw(t.sub_port)
     r.reply()
@@ -408,6 +451,47 @@ def test_smtplib_submission_relays(t):
         s.login(USER, PASSWORD)
         refused = s.sendmail(USER, ["dave@remote.example"], b"Subject: relay\r\n\r\nbody\r\n")
         assert refused == {}
+
+
+def header_of(path):
+    with open(path, "rb") as f:
+        return email.message_from_bytes(f.read().split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n")
+
+
+def test_rfc6409_8_submission_adds_date_and_message_id(t):
+    # 587 and 465 are MSAs: Date: and Message-ID: are added when missing (RFC 6409 8.2, 8.3),
+    # after the client's fields, and left alone when present; port 25 adds nothing. The
+    # long header section of the third message spans many reads and TLS records.
+    many = b"".join(b"X-Filler-%05d: %s\r\n" % (i, b"v" * 60) for i in range(600))
+    with smtplib.SMTP("127.0.0.1", t.sub_port, timeout=10) as s:
+        s.starttls(context=trusting(t.crt))
+        s.login(USER, PASSWORD)
+        s.sendmail(USER, ["msa1@example.test"], b"Subject: bare\r\n\r\nbody\r\n")
+        s.sendmail(USER, ["msa3@example.test"], b"Subject: long\r\n" + many + b"\r\nbody\r\n")
+    with smtplib.SMTP_SSL("127.0.0.1", t.smtps_port, timeout=10, context=no_verify()) as s:
+        s.login(USER, PASSWORD)
+        s.sendmail(USER, ["msa2@example.test"],
+                   b"Subject: dated\r\nDate: Tue, 30 Apr 2024 01:02:03 +0200\r\n"
+                   b"Message-ID: <mine@example.test>\r\n\r\nbody\r\n")
+    with smtplib.SMTP("127.0.0.1", t.port, timeout=10) as s:
+        s.sendmail("s@remote.example", ["msa4@example.test"], b"Subject: mx\r\n\r\nbody\r\n")
+    for user in ("msa1", "msa3"):
+        files = t.d.wait_for_files(user, 1)
+        assert len(files) == 1, user
+        h = header_of(files[0])
+        assert len(h.get_all("Date")) == 1 and len(h.get_all("Message-ID")) == 1, h.items()
+        assert email.utils.parsedate_to_datetime(h["Date"]) is not None
+        assert re.fullmatch(r"<\d{14}\.[0-9A-F]{16}@mx\.example\.test>", h["Message-ID"]), h
+        keys = [k for k, _ in h.items()]
+        assert keys[-2:] == ["Date", "Message-ID"], keys   # after the client's own fields
+        with open(files[0], "rb") as f:
+            assert f.read().endswith(b"\r\n\r\nbody\r\n")
+    assert len(header_of(t.d.wait_for_files("msa3", 1)[0]).get_all("X-Filler-00599")) == 1
+    h = header_of(t.d.wait_for_files("msa2", 1)[0])
+    assert h.get_all("Date") == ["Tue, 30 Apr 2024 01:02:03 +0200"], h.items()
+    assert h.get_all("Message-ID") == ["<mine@example.test>"], h.items()
+    h = header_of(t.d.wait_for_files("msa4", 1)[0])
+    assert h.get_all("Date") is None and h.get_all("Message-ID") is None, h.items()
 
 
 def test_swaks_tls_auth(t):
