@@ -193,8 +193,8 @@ static const struct config_doc {
 	{ "smtp_tls_security_level", "outbound STARTTLS: none, may, encrypt or verify (a "
 		"destination_policy_file tls= overrides it)", NULL },
 	{ "smtp_tls_ca_file", "CA certificates for verify; empty: the system's", NULL },
-	{ "auth_users_file", "AUTH users, `user:{CRYPT}$y$...` lines (`ringmta passwd USER`)",
-		NULL },
+	{ "auth_users_file", "AUTH users, `user:{CRYPT}$y$...` lines (`ringmta passwd USER`); "
+		"read again on SIGHUP", NULL },
 	{ "submission_sender_check", "yes: after AUTH on 587/465, MAIL FROM is the user name or <>",
 		NULL },
 	{ "max_message_size", "octets (k, m, g suffixes), advertised as SIZE", NULL },

@@ -6,6 +6,7 @@
 
 #include <crypt.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -32,6 +33,7 @@ struct passwd_entry {
 };
 
 struct passwd_table {
+	atomic_uint refs;
 	uint32_t count;
 	uint32_t slot_mask;           /* slot count - 1, a power of two */
 	uint32_t *slots;              /* 0: empty; else 1 + entry index */
@@ -249,6 +251,7 @@ passwd_load_buf(const char *name, struct slice text, struct passwd_table **out, 
 		t->entries = calloc(lines, sizeof(t->entries[0]));
 		t->block = malloc(text.len + lines);
 		t->slot_mask = slots - 1;
+		atomic_init(&t->refs, 1);
 	}
 	int rc = -1;
 	if (t == NULL || t->slots == NULL || t->entries == NULL || t->block == NULL)
@@ -260,7 +263,7 @@ passwd_load_buf(const char *name, struct slice text, struct passwd_table **out, 
 	else
 		rc = 0;
 	if (rc != 0) {
-		passwd_free(t);
+		passwd_unref(t);
 		return -1;
 	}
 	*out = t;
@@ -320,9 +323,9 @@ passwd_load(const char *path, struct passwd_table **out, char *err, size_t err_l
 }
 
 void
-passwd_free(struct passwd_table *t)
+passwd_unref(struct passwd_table *t)
 {
-	if (t == NULL)
+	if (t == NULL || atomic_fetch_sub(&t->refs, 1) != 1)
 		return;
 	free(t->slots);
 	free(t->entries);
@@ -401,12 +404,12 @@ passwd_hash_new(struct slice password, char *out, size_t cap)
 }
 
 bool
-passwd_job_init(struct passwd_job *job, const struct passwd_table *t, struct slice user,
+passwd_job_init(struct passwd_job *job, struct passwd_slot *slot, struct slice user,
 	struct slice password)
 {
 	if (user.len > PASSWD_USER_LEN_MAX || password.len > PASSWD_PASSWORD_LEN_MAX)
 		return false;
-	job->table = t;
+	job->table = passwd_slot_get(slot);
 	job->user_len = (uint16_t)user.len;
 	job->password_len = (uint16_t)password.len;
 	if (user.len > 0)
@@ -416,13 +419,59 @@ passwd_job_init(struct passwd_job *job, const struct passwd_table *t, struct sli
 	return true;
 }
 
+void
+passwd_job_cancel(struct passwd_job *job)
+{
+	explicit_bzero(job->password, sizeof(job->password));
+	job->password_len = 0;
+	passwd_unref(job->table);
+	job->table = NULL;
+}
+
 int32_t
 passwd_job_run(void *arg)
 {
 	struct passwd_job *job = arg;
 	int rc = passwd_verify(job->table, slice_make(job->user, job->user_len),
 		slice_make(job->password, job->password_len));
-	explicit_bzero(job->password, sizeof(job->password));
-	job->password_len = 0;
+	passwd_job_cancel(job);
 	return rc;
+}
+
+/* ---- the slot ---- */
+
+void
+passwd_slot_init(struct passwd_slot *slot, struct passwd_table *first)
+{
+	pthread_mutex_init(&slot->lock, NULL);
+	slot->cur = first;
+}
+
+void
+passwd_slot_publish(struct passwd_slot *slot, struct passwd_table *next)
+{
+	pthread_mutex_lock(&slot->lock);
+	struct passwd_table *old = slot->cur;
+	slot->cur = next;
+	pthread_mutex_unlock(&slot->lock);
+	passwd_unref(old);
+}
+
+struct passwd_table *
+passwd_slot_get(struct passwd_slot *slot)
+{
+	pthread_mutex_lock(&slot->lock);
+	struct passwd_table *t = slot->cur;
+	unsigned before = atomic_fetch_add(&t->refs, 1);
+	pthread_mutex_unlock(&slot->lock);
+	ASSERT(before > 0);
+	return t;
+}
+
+void
+passwd_slot_fini(struct passwd_slot *slot)
+{
+	passwd_unref(slot->cur);
+	slot->cur = NULL;
+	pthread_mutex_destroy(&slot->lock);
 }

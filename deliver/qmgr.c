@@ -62,6 +62,7 @@ struct qmgr {
 	uint8_t *slab;                  /* QMGR_MSGS_MAX buffers, touched only when used */
 	struct qmgr_msg msgs[QMGR_MSGS_MAX];
 	uint32_t busy;
+	uint32_t free_slots[QMGR_MSGS_MAX];   /* [busy ..) are the free slots, next first */
 	struct qmgr_msg *wait_head, *wait_tail;
 	struct qmgr_stats stats;
 	struct tally destinations;
@@ -279,6 +280,7 @@ qmgr_msg_free(struct qmgr *q, struct qmgr_msg *m)
 	m->gen = (m->gen + 1) & 0xffffffu;
 	ASSERT(q->busy > 0);
 	q->busy--;
+	q->free_slots[q->busy] = qmgr_slot(q, m);
 }
 
 /* The notice could not be queued, or its commit failed: its failed recipients are tried
@@ -685,10 +687,10 @@ qmgr_read_done(void *ctx, const struct io_uring_cqe *cqe)
 static void
 qmgr_take(struct qmgr *q, uint64_t qid)
 {
-	uint32_t slot = 0;
-	while (q->msgs[slot].busy)
-		slot++;
+	ASSERT(q->busy < QMGR_MSGS_MAX);
+	uint32_t slot = q->free_slots[q->busy];
 	struct qmgr_msg *m = &q->msgs[slot];
+	ASSERT(!m->busy);
 	m->busy = true;
 	q->busy++;
 	m->qid = qid;
@@ -785,6 +787,8 @@ qmgr_init(struct ring *r, const struct qmgr_params *p, struct qmgr **out)
 		return -ENOMEM;
 	}
 	q->slab = slab;
+	for (uint32_t i = 0; i < QMGR_MSGS_MAX; i++)
+		q->free_slots[i] = i;
 	q->ring = r;
 	q->p = *p;
 	q->op_read = ring_op_register(r, qmgr_read_done, q);

@@ -318,7 +318,7 @@ smtpd_auth_start(struct smtpd_session *ss)
 		rc = workpool_submit(d->p.workpool, d->ring->fd, ring_ud(d->op_auth, ss->slot, ss->gen),
 			passwd_job_run, &ss->job);
 		if (rc < 0)
-			explicit_bzero(ss->job.password, sizeof(ss->job.password));
+			passwd_job_cancel(&ss->job);
 	}
 	if (rc == 0) {
 		ss->auth_busy = true;

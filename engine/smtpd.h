@@ -40,7 +40,7 @@
 #include "proto/smtp_server.h"
 
 struct config;
-struct passwd_table;
+struct passwd_slot;
 struct policy;
 struct spool;
 struct smtpd;
@@ -73,7 +73,7 @@ struct smtpd_params {
 	const struct smtpd_profile *profiles;
 	uint32_t profile_count;
 	struct tls_server_slot *tls;        /* the server contexts, or NULL without TLS */
-	const struct passwd_table *passwd;  /* the AUTH users, or NULL without AUTH */
+	struct passwd_slot *passwd;         /* the AUTH users in force, or NULL without AUTH */
 	struct workpool *workpool;          /* verifies passwords; set with passwd */
 };
 

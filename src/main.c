@@ -182,7 +182,7 @@ struct main_world {
 	struct tls_tickets *tickets;             /* with tls: the ticket master secret */
 	struct tls_server_slot *tls;             /* the server context, or NULL without TLS */
 	struct tls_client_ctx *tls_client;       /* outbound STARTTLS, or NULL (level none) */
-	struct passwd_table *passwd;             /* the AUTH users, or NULL */
+	struct passwd_slot *passwd;              /* the AUTH users in force, or NULL */
 	struct workpool *workpool;               /* with passwd */
 	uint64_t started_real_ms;
 	const struct route *route;
@@ -405,8 +405,12 @@ main_world_security(struct main_world *w, char *err, size_t err_len)
 		&& tls_client_ctx_new(cfg, &w->tls_client, err, err_len) != 0)
 		return -1;
 	if (cfg->auth_users_file[0] != '\0') {
-		if (passwd_load(cfg->auth_users_file, &w->passwd, err, err_len) != 0)
+		static struct passwd_slot users;
+		struct passwd_table *t;
+		if (passwd_load(cfg->auth_users_file, &t, err, err_len) != 0)
 			return -1;
+		passwd_slot_init(&users, t);
+		w->passwd = &users;
 		uint32_t threads = cfg->shards < MAIN_AUTH_THREADS_MAX ? cfg->shards
 			: MAIN_AUTH_THREADS_MAX;
 		int rc = workpool_create(threads, MAIN_AUTH_QUEUE_MAX, &w->workpool);
@@ -434,6 +438,27 @@ main_tls_reload(struct main_world *w)
 	} else {
 		tls_server_slot_publish(w->tls, ctx);
 		log_line_str(&l, "result", "ok");
+	}
+	log_write(buf, log_line_end(&l));
+}
+
+/* SIGHUP: auth_users_file is read again; AUTH from now on uses the new users, a verification
+ * under way finishes with the old ones. A file that fails to load keeps the old table. */
+static void
+main_passwd_reload(struct main_world *w)
+{
+	char err[CONFIG_STR_MAX + 128];
+	struct passwd_table *t;
+	char buf[LOG_LINE_MAX];
+	struct log_line l;
+	log_line_begin(&l, buf, sizeof(buf), main_clock_real_ms(), "auth_reload");
+	if (passwd_load(w->cfg->auth_users_file, &t, err, sizeof(err)) != 0) {
+		log_line_str(&l, "result", "failed");
+		log_line_quoted(&l, "reason", slice_make(err, strlen(err)));
+	} else {
+		log_line_str(&l, "result", "ok");
+		log_line_u64(&l, "users", passwd_count(t));
+		passwd_slot_publish(w->passwd, t);
 	}
 	log_write(buf, log_line_end(&l));
 }
@@ -660,8 +685,8 @@ main_notify(const char *state)
 		log_error(main_clock_real_ms(), "sd_notify", rc);
 }
 
-/* Waits for SIGTERM or SIGINT. SIGHUP (systemctl reload) reloads the TLS certificates (it
- * must not end the daemon as its default action would). */
+/* Waits for SIGTERM or SIGINT. SIGHUP (systemctl reload) reloads the TLS certificates and the
+ * AUTH users (it must not end the daemon as its default action would). */
 static void
 main_wait_stop(struct main_world *w)
 {
@@ -677,10 +702,13 @@ main_wait_stop(struct main_world *w)
 		char buf[LOG_LINE_MAX];
 		struct log_line l;
 		log_line_begin(&l, buf, sizeof(buf), main_clock_real_ms(), "sighup");
-		log_line_str(&l, "reloaded", w->tls != NULL ? "tls" : "none");
+		log_line_str(&l, "reloaded", w->tls != NULL && w->passwd != NULL ? "tls,auth_users"
+			: w->tls != NULL ? "tls" : w->passwd != NULL ? "auth_users" : "none");
 		log_write(buf, log_line_end(&l));
 		if (w->tls != NULL)
 			main_tls_reload(w);
+		if (w->passwd != NULL)
+			main_passwd_reload(w);
 	}
 }
 
@@ -953,7 +981,8 @@ main(int argc, char **argv)
 	}
 	if (world.tls_client != NULL)
 		tls_client_ctx_unref(world.tls_client);
-	passwd_free(world.passwd);
+	if (world.passwd != NULL)
+		passwd_slot_fini(world.passwd);
 	route_fini(&route);
 	policy_fini(&policy);
 	return rc;

@@ -6,7 +6,9 @@ with a self-signed certificate, one without TLS. Routes are transport_maps entri
   may      delivers over TLS; the delivery line names the protocol and cipher (tls="TLSv1.3 with
            cipher ..."), the receiver's Received: says ESMTPS.
   encrypt  to a receiver without STARTTLS: deferred, and nothing reaches the receiver.
-  verify   to the self-signed receiver: the handshake fails on the certificate, deferred.
+  verify   to the self-signed receiver: the handshake fails on the certificate, deferred; to
+           receivers signed by a private CA (smtp_tls_ca_file): delivered when the certificate
+           names the next hop, deferred when it names another host.
   per destination (destination_policy_file tls=...): over the global level, both ways.
 
 Run by `make test` (meson test suite 'integration'); argument: the build directory.
@@ -141,6 +143,59 @@ def test_verify_fails_on_a_self_signed_receiver(rx):
         tx.cleanup()
 
 
+def ca_signed_receiver(ca_dir, name, san):
+    """A receiver whose certificate a private CA (ca_dir/ca.pem) signed for subjectAltName san."""
+    d = Daemon(shards=1, extra={"local_domains": "tls.test", "myhostname": "rx.tls.test"})
+    key, csr, crt = (os.path.join(d.dir, name + x) for x in (".key", ".csr", ".pem"))
+    ext = os.path.join(d.dir, name + ".ext")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=%s\n" % san)
+    subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr,
+                    "-subj", "/CN=" + name], check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", os.path.join(ca_dir, "ca.pem"),
+                    "-CAkey", os.path.join(ca_dir, "ca.key"), "-CAcreateserial", "-days", "3",
+                    "-extfile", ext, "-out", crt], check=True, capture_output=True)
+    d.options.update({"tls_cert_file": crt, "tls_key_file": key})
+    return d.start()
+
+
+def test_verify_succeeds_with_the_ca_and_the_name():
+    # verify: the chain to a trusted CA (smtp_tls_ca_file here, the system store by default)
+    # and the next hop's name; the route is [127.0.0.1], so the name is the address (an IP
+    # subjectAltName, RFC 6125 / X509_VERIFY_PARAM_set1_ip).
+    ca = Daemon(shards=1)   # only for its private directory
+    subprocess.run(["openssl", "req", "-x509", "-new", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", os.path.join(ca.dir, "ca.key"),
+                    "-out", os.path.join(ca.dir, "ca.pem"), "-days", "3", "-subj", "/CN=test CA",
+                    "-addext", "basicConstraints=critical,CA:TRUE",
+                    "-addext", "keyUsage=critical,keyCertSign"], check=True, capture_output=True)
+    good = ca_signed_receiver(ca.dir, "good", "IP:127.0.0.1")
+    wrong = ca_signed_receiver(ca.dir, "wrong", "DNS:other.example")
+    txs = []
+    try:
+        tx = sender(good.port, "verify", smtp_tls_ca_file=os.path.join(ca.dir, "ca.pem"))
+        txs.append(tx)
+        send(tx, "hana@tls.test", b"verified")
+        line = delivery_line(tx, "hana@tls.test")
+        assert "status=delivered" in line and 'tls="TLSv1.3 with cipher' in line, line
+        assert re.search(r"event=smtp_tls .* verified=yes", tx.read_log()), tx.read_log()
+        assert len(good.wait_for_files("hana", 1)) == 1
+        tx = sender(wrong.port, "verify", smtp_tls_ca_file=os.path.join(ca.dir, "ca.pem"))
+        txs.append(tx)
+        send(tx, "ivan@tls.test", b"wrong name")
+        line = delivery_line(tx, "ivan@tls.test")
+        assert "status=deferred" in line and "certificate verify failed" in line, line
+        time.sleep(0.5)
+        assert wrong.mailbox_files("ivan") == [], "sent to a receiver of the wrong name"
+        for t in txs:
+            assert t.stop() == 0
+        assert good.stop() == 0 and wrong.stop() == 0
+    finally:
+        for d in txs + [good, wrong, ca]:
+            d.cleanup()
+
+
 def test_the_destination_policy_sets_the_level(rx, plain):
     # Global none, tls=may for the destination: TLS all the same (the client context is built
     # because a policy line asks for it).
@@ -176,6 +231,8 @@ def main():
                 plain)
         res.run("test_verify_fails_on_a_self_signed_receiver",
                 test_verify_fails_on_a_self_signed_receiver, rx)
+        res.run("test_verify_succeeds_with_the_ca_and_the_name",
+                test_verify_succeeds_with_the_ca_and_the_name)
         res.run("test_the_destination_policy_sets_the_level",
                 test_the_destination_policy_sets_the_level, rx, plain)
         assert rx.stop() == 0 and plain.stop() == 0

@@ -1,7 +1,8 @@
 """TLS and AUTH on the wire (issue 11, "What it must show" 1 and 2): STARTTLS on the port-25
 and submission listeners, implicit TLS on the smtps listener, AUTH on submission, relaying only
-after AUTH, the SIGHUP certificate reload with a connection open across it, and one libcrypto in
-the running daemon.
+after AUTH, the SIGHUP reload of the certificates (with a connection open across it) and of the
+AUTH users, Date:/Message-ID: on submission (RFC 6409 8), the TLS and AUTH metrics, and one
+libcrypto in the running daemon.
 
 Clients: openssl s_client -starttls smtp, Python's smtplib with ssl, swaks --tls --auth, and raw
 sockets where the exact bytes matter (the STARTTLS injection). Certificates are made here with
@@ -583,6 +584,51 @@ def test_sighup_reloads_certificates_with_a_connection_open():
         t.d.cleanup()
 
 
+def auth_code(t, user, password):
+    r = submission(t)
+    code = r.cmd("AUTH PLAIN " + plain_auth(user, password))[0]
+    r.close()
+    return code
+
+
+def wait_log_count(d, text, n, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while d.read_log().count(text) < n:
+        assert time.monotonic() < deadline, d.read_log()
+        time.sleep(0.05)
+
+
+def test_sighup_reloads_the_auth_users():
+    # SIGHUP reads auth_users_file again (as Dovecot's passwd-file is re-read): a user added
+    # can log in, a user removed cannot; a file that does not load keeps the users in force.
+    t = Tls(shards=1).start()
+    try:
+        path = t.d.options["auth_users_file"]
+        assert auth_code(t, USER, PASSWORD) == 235
+        r = subprocess.run([os.path.join(build_dir(), "ringmta"), "passwd", "bob@example.test"],
+                           input=b"bob's password\n", capture_output=True, check=True)
+        tmp = path + ".new"
+        with open(tmp, "wb") as f:
+            f.write(r.stdout)   # bob only: alice is removed
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam(t.d.options.get("mail_owner", "ringmta"))
+            os.chown(tmp, owner.pw_uid, owner.pw_gid)
+        os.replace(tmp, path)
+        t.d.proc.send_signal(signal.SIGHUP)
+        wait_log_count(t.d, "event=auth_reload result=ok users=1", 1)
+        assert auth_code(t, "bob@example.test", "bob's password") == 235
+        assert auth_code(t, USER, PASSWORD) == 535
+        with open(path, "a") as f:
+            f.write("broken line without a hash\n")
+        t.d.proc.send_signal(signal.SIGHUP)
+        wait_log_count(t.d, "event=auth_reload result=failed", 1)
+        assert path + ":2: " in t.d.read_log(), t.d.read_log()
+        assert auth_code(t, "bob@example.test", "bob's password") == 235, "the old users stay"
+        assert t.d.stop() == 0
+    finally:
+        t.d.cleanup()
+
+
 def main():
     res = Results()
     t = Tls().start()
@@ -595,6 +641,7 @@ def main():
         t.d.cleanup()
     res.run("test_sighup_reloads_certificates_with_a_connection_open",
             test_sighup_reloads_certificates_with_a_connection_open)
+    res.run("test_sighup_reloads_the_auth_users", test_sighup_reloads_the_auth_users)
     res.finish()
 
 

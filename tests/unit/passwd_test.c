@@ -81,7 +81,7 @@ Test(passwd, every_accepted_scheme_verifies_right_and_refuses_wrong_passwords)
 		cr_assert_eq(verify(t, users[i][0], ""), -EACCES);
 	}
 	cr_assert_eq(verify(t, "YCRYPT", "pw-y"), -EACCES, "user names compare exactly");
-	passwd_free(t);
+	passwd_unref(t);
 }
 
 Test(passwd, unknown_users_get_the_same_answer_and_pay_the_same_cost)
@@ -103,7 +103,7 @@ Test(passwd, unknown_users_get_the_same_answer_and_pay_the_same_cost)
 	/* Generous bounds (a shared machine), but far from the microseconds of no hash at all. */
 	cr_assert_gt(unknown, known * 0.4, "unknown %.4fs vs known %.4fs", unknown, known);
 	cr_assert_lt(unknown, known * 2.5, "unknown %.4fs vs known %.4fs", unknown, known);
-	passwd_free(t);
+	passwd_unref(t);
 }
 
 Test(passwd, an_empty_file_loads_and_refuses_everyone)
@@ -111,7 +111,7 @@ Test(passwd, an_empty_file_loads_and_refuses_everyone)
 	struct passwd_table *t = load_ok("# nobody yet\n");
 	cr_assert_eq(passwd_count(t), 0);
 	cr_assert_eq(verify(t, "anyone", "x"), -EACCES);
-	passwd_free(t);
+	passwd_unref(t);
 }
 
 Test(passwd, refused_lines_name_the_line_and_the_reason)
@@ -151,7 +151,7 @@ Test(passwd, user_name_at_the_limit_is_read_and_past_it_refused)
 	user[PASSWD_USER_LEN_MAX] = 'u';
 	user[PASSWD_USER_LEN_MAX + 1] = '\0';
 	cr_assert_eq(verify(t, user, "pw"), -EACCES, "a longer name is nobody");
-	passwd_free(t);
+	passwd_unref(t);
 	snprintf(text, sizeof(text), "%s:%s\n", user, b);
 	load_fails(text, "bad user name");
 }
@@ -175,7 +175,7 @@ Test(passwd, password_at_the_limit_works_and_past_it_or_with_nul_is_refused)
 		-EINVAL);
 	cr_assert_eq(passwd_hash_new(SLICE_LIT(""), y, sizeof(y)), -EINVAL);
 	cr_assert_eq(passwd_hash_new(SLICE_LIT("a\0b"), y, sizeof(y)), -EINVAL);
-	passwd_free(t);
+	passwd_unref(t);
 }
 
 Test(passwd, new_hashes_are_salted_yescrypt)
@@ -195,18 +195,47 @@ Test(passwd, a_job_verifies_and_wipes_the_password)
 	char y[256], text[TEXT_MAX];
 	cr_assert_gt(passwd_hash_new(SLICE_LIT("hunter2"), y, sizeof(y)), 0);
 	snprintf(text, sizeof(text), "bob:%s\n", y);
-	struct passwd_table *t = load_ok(text);
+	struct passwd_slot slot;
+	passwd_slot_init(&slot, load_ok(text));
 	struct passwd_job job;
-	cr_assert(passwd_job_init(&job, t, SLICE_LIT("bob"), SLICE_LIT("hunter2")));
+	cr_assert(passwd_job_init(&job, &slot, SLICE_LIT("bob"), SLICE_LIT("hunter2")));
 	cr_assert_eq(passwd_job_run(&job), 0);
 	for (size_t i = 0; i < sizeof(job.password); i++)
 		cr_assert_eq(job.password[i], 0);
-	cr_assert(passwd_job_init(&job, t, SLICE_LIT("bob"), SLICE_LIT("hunter3")));
+	cr_assert_null(job.table, "the job let its table go");
+	cr_assert(passwd_job_init(&job, &slot, SLICE_LIT("bob"), SLICE_LIT("hunter3")));
 	cr_assert_eq(passwd_job_run(&job), -EACCES);
 	char big[PASSWD_USER_LEN_MAX + 1];
 	memset(big, 'x', sizeof(big));
-	cr_assert_not(passwd_job_init(&job, t, slice_make(big, sizeof(big)), SLICE_LIT("p")));
-	passwd_free(t);
+	cr_assert_not(passwd_job_init(&job, &slot, slice_make(big, sizeof(big)), SLICE_LIT("p")));
+	passwd_slot_fini(&slot);
+}
+
+/* SIGHUP: a new table serves new jobs; a job filled before the swap runs on the old one, which
+ * lives until that job is done. */
+Test(passwd, a_published_table_serves_new_jobs_and_the_old_one_finishes_its_own)
+{
+	char a[256], b[256], text[TEXT_MAX];
+	cr_assert_gt(passwd_hash_new(SLICE_LIT("old-pw"), a, sizeof(a)), 0);
+	cr_assert_gt(passwd_hash_new(SLICE_LIT("new-pw"), b, sizeof(b)), 0);
+	snprintf(text, sizeof(text), "alice:%s\n", a);
+	struct passwd_slot slot;
+	passwd_slot_init(&slot, load_ok(text));
+	struct passwd_job before, after;
+	cr_assert(passwd_job_init(&before, &slot, SLICE_LIT("alice"), SLICE_LIT("old-pw")));
+	snprintf(text, sizeof(text), "bob:%s\n", b);
+	passwd_slot_publish(&slot, load_ok(text));
+	cr_assert(passwd_job_init(&after, &slot, SLICE_LIT("bob"), SLICE_LIT("new-pw")));
+	cr_assert_eq(passwd_job_run(&after), 0, "the new user");
+	cr_assert_eq(passwd_job_run(&before), 0, "the job taken before the swap: the old table");
+	cr_assert(passwd_job_init(&after, &slot, SLICE_LIT("alice"), SLICE_LIT("old-pw")));
+	cr_assert_eq(passwd_job_run(&after), -EACCES, "alice is gone from the new table");
+	struct passwd_job dropped;
+	cr_assert(passwd_job_init(&dropped, &slot, SLICE_LIT("bob"), SLICE_LIT("new-pw")));
+	passwd_job_cancel(&dropped);
+	cr_assert_eq(dropped.password_len, 0);
+	cr_assert_null(dropped.table);
+	passwd_slot_fini(&slot);
 }
 
 Test(passwd, load_reads_a_file_and_names_a_missing_one)
@@ -223,7 +252,7 @@ Test(passwd, load_reads_a_file_and_names_a_missing_one)
 	char err[512];
 	cr_assert_eq(passwd_load(path, &t, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(verify(t, "carol", "pw"), 0);
-	passwd_free(t);
+	passwd_unref(t);
 	unlink(path);
 	cr_assert_eq(passwd_load(path, &t, err, sizeof(err)), -1);
 	cr_assert(strstr(err, path) != NULL && strstr(err, "No such file") != NULL, "%s", err);
