@@ -33,7 +33,7 @@ struct qmgr;
  * perf/compare --relay's 50 ms sink was bound by this at 64 (1,200 msgs/s). Each costs a
  * QMGR_BUF_SIZE slot of a slab whose pages are touched only as far as records are read (1 KB
  * messages: a page or two); at worst 64 MiB per shard, for 1024 messages of 64 KiB or more. */
-#define QMGR_MSGS_MAX    64u
+#define QMGR_MSGS_MAX    1024u
 #define QMGR_BUF_SIZE   65536u        /* the first part of a record, read at once */
 #define QMGR_TAKE_PER_TURN 64u        /* due messages taken per loop turn at most */
 
