@@ -159,6 +159,9 @@ smtpd_msg_begin(struct smtpd_session *ss)
 	struct slice only_rcpt = env->rcpt_count == 1 ? smtp_server_rcpt(&ss->smtp, 0).path
 		: SLICE_LIT("");
 	const char *peer = conn_peer_text(ss->c);
+	struct slice local = SLICE_LIT("");
+	if (((const struct sockaddr *)conn_peer(ss->c))->sa_family == AF_UNIX)
+		local = slice_skip(slice_make(peer, strlen(peer)), sizeof("local:") - 1);
 	char tls[TLS_STAGE_DESCRIBE_MAX];
 	size_t tls_len = 0;
 	if (conn_tls_ready(ss->c))
@@ -167,6 +170,7 @@ smtpd_msg_begin(struct smtpd_session *ss)
 	size_t len = received_format(hdr, sizeof(hdr), &(struct received_info){
 		.helo = env->helo,
 		.client_addr = slice_make(peer, strlen(peer)),
+		.local_user = local,
 		.myhostname = slice_make(cfg->myhostname, strlen(cfg->myhostname)),
 		.protocol = received_protocol(env->esmtp, smtp_server_tls_active(&ss->smtp),
 			smtp_server_authenticated(&ss->smtp)),

@@ -205,16 +205,28 @@ received_format(uint8_t *buf, size_t cap, const struct received_info *info)
 	struct slice host = info->myhostname;
 	if (host.len > RECEIVED_HOST_MAX)
 		host.len = RECEIVED_HOST_MAX;
-	received_put_str(&b, "Received: from ");
-	received_put_helo(&b, info->helo);
-	received_put_str(&b, " (");
-	received_put_addr(&b, info->client_addr);
-	received_put_str(&b, ")");
-	if (info->tls.len > 0)
-		received_put_tls(&b, info->tls);
-	received_put_str(&b, "\r\n\tby ");
-	received_put_slice(&b, host);
-	received_put_str(&b, " (ringmta) with ");
+	if (info->local_user.len > 0) {
+		/* The name is the system's, but shown with the HELO name's sanitising all the same. */
+		struct slice user = info->local_user;
+		if (user.len > RECEIVED_USER_MAX)
+			user.len = RECEIVED_USER_MAX;
+		received_put_str(&b, "Received: by ");
+		received_put_slice(&b, host);
+		received_put_str(&b, " (ringmta, from user ");
+		received_put_helo(&b, user);
+		received_put_str(&b, ") with ");
+	} else {
+		received_put_str(&b, "Received: from ");
+		received_put_helo(&b, info->helo);
+		received_put_str(&b, " (");
+		received_put_addr(&b, info->client_addr);
+		received_put_str(&b, ")");
+		if (info->tls.len > 0)
+			received_put_tls(&b, info->tls);
+		received_put_str(&b, "\r\n\tby ");
+		received_put_slice(&b, host);
+		received_put_str(&b, " (ringmta) with ");
+	}
 	received_put_slice(&b, info->protocol);
 	received_put_str(&b, " id ");
 	received_put_str(&b, qid);

@@ -13,6 +13,13 @@
  * version and cipher as Postfix writes it (tls/tls_stage_describe gives the text); octets that
  * could end or escape the comment (control characters, '\\', unbalanced parentheses) become
  * '_'.
+ * Mail a user of this machine handed in over the local socket (`ringmta sendmail`) has no
+ * client address to show: its field names the user instead, as Postfix's pickup does:
+ *
+ *   Received: by <myhostname> (ringmta, from user <name>) with <protocol> id <queue id>
+ *   	for <<recipient>>;
+ *   	Thu, 1 Feb 2024 12:34:56 +0000
+ *
  * The HELO name is the client's claim and is sanitised: any octet that a domain or an address
  * literal cannot hold becomes '_', so that a header line cannot be split or extended. Return-Path:
  * is added at final delivery (RFC 5321 4.4: the reverse path, <> for the null sender).
@@ -27,6 +34,7 @@
 #include "base/slice.h"
 
 #define RECEIVED_HELO_MAX       255u   /* octets of the HELO name shown; longer is cut */
+#define RECEIVED_USER_MAX        64u   /* octets of a local user's name shown; longer is cut */
 #define RECEIVED_HOST_MAX       255u   /* octets of myhostname shown */
 #define RECEIVED_ADDR_MAX        64u   /* octets of the client address; longer shows "unknown" */
 #define RECEIVED_RCPT_MAX       256u   /* RFC 5321 4.5.3.1.3 path; longer: no "for" clause */
@@ -39,6 +47,7 @@
 struct received_info {
 	struct slice helo;           /* HELO/EHLO argument as sent; empty shows "unknown" */
 	struct slice client_addr;    /* printable IP address, no brackets ("127.0.0.1", "::1") */
+	struct slice local_user;     /* a local user's login name or uid: the local form (above) */
 	struct slice myhostname;
 	struct slice protocol;       /* one of received_protocol()'s words */
 	struct slice tls;            /* "TLSv1.3 with cipher ..." (tls_stage_describe), or empty */

@@ -1,7 +1,8 @@
 /* tests/fuzz/received_fuzz.c - what a client says, in the Received: header and the log lines.
  *
  * Input: 8 octets of time, 8 of queue id, a flags octet, then NUL-separated fields: HELO, client
- * address, recipient, sender, delivery detail. Each goes where the daemon puts it: the Received:
+ * address, recipient, sender, delivery detail (also, with flag 8, the local user's name of the
+ * local form). Each goes where the daemon puts it: the Received:
  * field, Return-Path: (a sender the server accepts, at most RECEIVED_SENDER_MAX), the accepted
  * and delivery log lines. Checked: the header stays one field (CRLF only at line ends, every
  * continuation folded with a tab, no other control octet, the HELO shown only with the octets
@@ -53,9 +54,13 @@ fuzz_received(const struct received_info *info)
 	CHECK(n <= RECEIVED_LEN_MAX);
 	fuzz_check_field(h, n);
 	static const char from[] = "Received: from ";
-	CHECK(n > sizeof(from) && memcmp(h, from, sizeof(from) - 1) == 0);
-	/* The HELO name runs to the first blank: only octets a domain or a literal holds. */
-	for (size_t i = sizeof(from) - 1; i < n && h[i] != ' '; i++) {
+	static const char local[] = "Received: by mx.example.test (ringmta, from user ";
+	const char *lead = info->local_user.len > 0 ? local : from;
+	size_t lead_len = strlen(lead);
+	CHECK(n > lead_len && memcmp(h, lead, lead_len) == 0);
+	/* The HELO name (or the user's) runs to the first blank or ')': only octets a domain or a
+	 * literal holds. */
+	for (size_t i = lead_len; i < n && h[i] != ' ' && h[i] != ')'; i++) {
 		uint8_t c = h[i];
 		CHECK((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
 			|| c == '-' || c == '.' || c == '[' || c == ']' || c == ':' || c == '_');
@@ -116,6 +121,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fuzz_received(&(struct received_info){
 		.helo = helo,
 		.client_addr = client,
+		.local_user = flags & 8u ? detail : SLICE_LIT(""),
 		.myhostname = SLICE_LIT("mx.example.test"),
 		.protocol = received_protocol(flags & 1u, flags & 2u, flags & 4u),
 		.queue_id = qid,

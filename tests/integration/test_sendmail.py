@@ -67,6 +67,9 @@ def test_plain_message_gets_date_message_id_from():
         assert re.search(rb"\r\nDate: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4}\r\n", h), h
         assert re.search(rb"\r\nMessage-ID: <[^@>\s]+@mx\.example\.test>\r\n", h), h
         assert b"Return-Path: <root@mx.example.test>" in h
+        # RFC 5321 4.4: the trace field names the local user, as Postfix's pickup does.
+        assert re.search(rb"\r\nReceived: by mx\.example\.test \(ringmta, from user root\) "
+                         rb"with ESMTP id [0-9A-F]{16}\r\n", h), h
         assert msg.endswith(b"\r\n\r\nhello\r\nworld\r\n"), msg
         no_bare_newlines(msg)
         log = t.d.wait_for_log(r"event=accepted .*client=local:root")

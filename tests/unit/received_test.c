@@ -64,6 +64,18 @@ Test(received, one_recipient_gets_a_for_clause) /* RFC 5321 4.4 */
 		"\tWed, 1 May 2024 12:34:56 +0000\r\n");
 }
 
+Test(received, a_local_user_is_named_instead_of_a_client) /* RFC 5321 4.4, Postfix's pickup */
+{
+	struct received_info ri = info();
+	ri.local_user = s("www-data");
+	cr_assert_str_eq(format(&ri), "Received: by mx.example.com (ringmta, from user www-data)"
+		" with ESMTP id 0123456789ABCDEF\r\n"
+		"\tfor <bob@example.com>;\r\n"
+		"\tWed, 1 May 2024 12:34:56 +0000\r\n");
+	ri.local_user = s("a)b\r\nX-Injected: 1");
+	cr_assert(strstr(format(&ri), "from user a_b__X-Injected:_1)") != NULL, "%s", buf);
+}
+
 Test(received, several_recipients_get_no_for_clause) /* RFC 5321 4.4 */
 {
 	struct received_info ri = info();
@@ -214,6 +226,7 @@ Test(received, worst_case_fits_the_limit)
 	struct received_info ri = {
 		.helo = s(big),
 		.client_addr = s("ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"),
+		.local_user = s(""),
 		.myhostname = s(host),
 		.protocol = s("ESMTPSA"),
 		.tls = s(big),
